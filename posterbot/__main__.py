@@ -1,0 +1,5 @@
+import sys
+
+from posterbot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,314 @@
+"""Configuration: `config.toml` + `POSTERBOT_SECTION__KEY` environment overrides, validated at start.
+
+This module sits below every package (it imports only the standard library), so `prompts`,
+`engine` and `bot` all read the same typed `Config`. A bad value raises `ConfigError` naming the
+key and the reason; start-up stops there instead of failing later in a worker.
+
+Secrets never live in the file: `TELEGRAM_BOT_TOKEN`, `POSTERBOT_ENGINE_TOKEN`,
+`POSTERBOT_LLM_API_KEY` are read from the environment by the code that needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "POSTERBOT_"
+TOP_LEVEL_ENV_KEYS = ("data_dir", "default_ip")  # POSTERBOT_DATA_DIR, POSTERBOT_DEFAULT_IP
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; `key` is its dotted name."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"config key '{key}': {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _require(condition: bool, key: str, reason: str) -> None:
+    if not condition:
+        raise ConfigError(key, reason)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    # "" = the offline demo model; otherwise a hub id, a diffusers folder or a .safetensors file
+    # (a bare name is looked up in <data_dir>/models/Stable-diffusion).
+    base: str = ""
+    vae: str = ""  # "" = the checkpoint's own VAE; else a folder or file (see models/VAE)
+    # Diffusers config folder used to load single-file checkpoints offline ("" = infer / hub).
+    single_file_config: str = ""
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (float16 on GPU, float32 on CPU) | float16 | bfloat16 | float32
+    channels_last: bool = False
+    fuse_lora: bool = False  # fuse a LoRA set that stays the same between jobs (faster on GPU)
+    lora_cache_size: int = 8  # adapters kept loaded between jobs
+
+    def __post_init__(self) -> None:
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "models.device",
+            f"must be auto, cpu, cuda or cuda:N, not {self.device!r}",
+        )
+        _require(
+            self.dtype in ("auto", "float16", "bfloat16", "float32"),
+            "models.dtype",
+            f"must be auto, float16, bfloat16 or float32, not {self.dtype!r}",
+        )
+        _require(self.lora_cache_size >= 1, "models.lora_cache_size", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Defaults for a generation when the request does not say (WebUI names)."""
+
+    sampler: str = "DPM++ 2M Karras"
+    steps: int = 25
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 768
+    clip_skip: int = 1
+    negative_prompt: str = ""
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0 = as many as the first pass, like WebUI
+    denoising_strength: float = 0.45
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            _require(value > 0 and value % 8 == 0, f"generation.{name}", "must be a multiple of 8")
+        _require(self.steps >= 1, "generation.steps", "must be at least 1")
+        _require(self.clip_skip >= 1, "generation.clip_skip", "must be at least 1")
+        _require(
+            0.0 <= self.denoising_strength <= 1.0,
+            "generation.denoising_strength",
+            "must be between 0 and 1",
+        )
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one request may ask for; larger asks are refused with the limit's name."""
+
+    max_pixels: int = 2048 * 2048  # final image area, hires included
+    max_side: int = 4096
+    max_steps: int = 150
+    max_batch_size: int = 8
+    max_n_iter: int = 16
+    max_prompt_chars: int = 4000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _require(getattr(self, f.name) >= 1, f"limits.{f.name}", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    host: str = "127.0.0.1"
+    port: int = 7861
+    devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker per device
+    max_queue: int = 200  # queued jobs beyond this are refused with "busy, try again"
+    max_batch: int = 4  # compatible queued jobs run together, up to this many images
+    job_timeout_s: int = 900  # a job running longer gets its worker killed and restarted
+    lease_s: int = 60  # a claim expires unless the worker's heartbeat renews it
+    max_attempts: int = 3
+    max_body_bytes: int = 16 * 2**20  # larger request bodies get 413
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.port <= 65535, "engine.port", "must be between 1 and 65535")
+        _require(bool(self.devices), "engine.devices", "needs at least one device")
+        for name in ("max_queue", "max_batch", "job_timeout_s", "lease_s", "max_attempts"):
+            _require(getattr(self, name) >= 1, f"engine.{name}", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class IPConfig:
+    """A mascot ("IP"): how requests name it and what its prompts always carry."""
+
+    name: str
+    trigger: str
+    lora: str = ""  # LoRA file name in models/Lora without extension; "" = none
+    lora_weight: float = 0.8
+    aliases: list[str] = field(default_factory=list)  # zh/en names users type
+    negative_prompt: str = ""
+    style_tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "ips.name", "must not be empty")
+        _require(bool(self.trigger.strip()), f"ips[{self.name}].trigger", "must not be empty")
+        _require(
+            0.0 <= self.lora_weight <= 2.0, f"ips[{self.name}].lora_weight", "must be 0 to 2"
+        )
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """An OpenAI-compatible chat-completions endpoint; key from POSTERBOT_LLM_API_KEY."""
+
+    enabled: bool = False
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    timeout_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        _require(self.timeout_s > 0, "llm.timeout_s", "must be positive")
+        _require(
+            self.base_url.startswith(("http://", "https://")),
+            "llm.base_url",
+            "must start with http:// or https://",
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("./data")
+    default_ip: str = ""  # "" = the first entry of [[ips]]
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    ips: list[IPConfig] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [ip.name for ip in self.ips]
+        _require(len(names) == len(set(names)), "ips", "two IPs share a name")
+        if self.default_ip:
+            _require(self.default_ip in names, "default_ip", f"no IP named {self.default_ip!r}")
+
+    # The data folder is laid out like a WebUI install, so it can point at an existing one.
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "models" / "Stable-diffusion"
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.data_dir / "models" / "Lora"
+
+    @property
+    def vae_dir(self) -> Path:
+        return self.data_dir / "models" / "VAE"
+
+    @property
+    def upscalers_dir(self) -> Path:
+        return self.data_dir / "models" / "ESRGAN"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type hint `hint`, building nested dataclasses."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        _require(isinstance(value, dict), key, f"must be a table, not {type(value).__name__}")
+        return _build(hint, value, key)
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        _require(isinstance(value, list), key, f"must be a list, not {type(value).__name__}")
+        return [_convert(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        _, item_hint = typing.get_args(hint)
+        _require(isinstance(value, dict), key, "must be a table")
+        return {k: _convert(v, item_hint, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Path:
+        _require(isinstance(value, str | Path), key, "must be a path string")
+        return Path(value)
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        _require(ok, key, f"must be a number, not {value!r}")
+        return float(value)
+    if hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _require(ok, key, f"must be an integer, not {value!r}")
+        return value
+    if hint is bool:
+        _require(isinstance(value, bool), key, f"must be true or false, not {value!r}")
+        return value
+    if hint is str:
+        _require(isinstance(value, str), key, f"must be a string, not {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        _require(key in names, dotted, "unknown key (see config.example.toml)")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(prefix or cls.__name__, str(exc)) from None
+
+
+def _env_value(raw: str) -> Any:
+    """Env values: lists, numbers and booleans as JSON; anything else is the plain string."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _apply_env(table: dict[str, Any], environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in table.items()}
+    hints = typing.get_type_hints(Config)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if "__" in rest:
+            section, key = rest.split("__", 1)
+            _require(
+                section in hints and dataclasses.is_dataclass(hints[section]),
+                f"{section}.{key}",
+                f"unknown section (from environment variable {name})",
+            )
+            field_hint = typing.get_type_hints(hints[section]).get(key)
+            value = raw if field_hint is str else _env_value(raw)
+            merged.setdefault(section, {})[key] = value
+        elif rest in TOP_LEVEL_ENV_KEYS:
+            merged[rest] = raw
+    return merged
+
+
+def default_config_path(environ: typing.Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("POSTERBOT_CONFIG", "config.toml"))
+
+
+def load_config(
+    path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None
+) -> Config:
+    """Read `path` (default ./config.toml or $POSTERBOT_CONFIG; a missing default file is fine)."""
+    environ = os.environ if environ is None else environ
+    explicit = path is not None or "POSTERBOT_CONFIG" in environ
+    path = Path(path) if path is not None else default_config_path(environ)
+    table: dict[str, Any] = {}
+    if path.exists():
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(str(path), "config file not found")
+    return _build(Config, _apply_env(table, environ))

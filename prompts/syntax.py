@@ -1,0 +1,128 @@
+"""WebUI (AUTOMATIC1111) prompt syntax, as pure text functions.
+
+- `(word)` multiplies the attention weight by 1.1, `[word]` divides it by 1.1, `(word:1.3)` sets
+  an explicit factor; brackets nest and multiply. `\\(` is a literal bracket.
+- `BREAK` (upper case, as a word) ends the current 75-token chunk.
+- `<lora:name:weight>` (any `<kind:args>`) selects an extra network and is removed from the text
+  that gets encoded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ROUND_MULTIPLIER = 1.1
+SQUARE_MULTIPLIER = 1 / 1.1
+BREAK = "BREAK"  # a fragment with this text and weight -1 marks a chunk break
+
+# One token of the attention grammar: an escape, an opening bracket, ":number)" closing an explicit
+# weight, a closing bracket, a run of plain text, or a lone colon.
+_ATTENTION_TOKEN = re.compile(
+    r"""
+    \\[()\[\]\\]            # escaped bracket or backslash
+  | \\                      # a lone backslash is literal
+  | \(                      # open round
+  | \[                      # open square
+  | :\s*([+-]?[.\d]+)\s*\)  # explicit weight closing a round bracket
+  | \)                      # close round
+  | ]                       # close square
+  | [^\\()\[\]:]+           # plain text
+  | :                       # a colon that is not a weight
+    """,
+    re.X,
+)
+_BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
+
+
+@dataclass(frozen=True)
+class LoraTag:
+    """A `<lora:name:weight>` tag from a prompt."""
+
+    name: str
+    weight: float = 1.0
+
+    def render(self) -> str:
+        return f"<lora:{self.name}:{format_weight(self.weight)}>"
+
+
+def format_weight(weight: float) -> str:
+    """Shortest form WebUI users write: 1 not 1.0, 0.8 not 0.80."""
+    return f"{weight:.4f}".rstrip("0").rstrip(".") if weight != int(weight) else str(int(weight))
+
+
+def parse_attention(text: str) -> list[tuple[str, float]]:
+    """Split a prompt into (text, weight) fragments; `(BREAK, -1)` marks a chunk break.
+
+    >>> parse_attention("a (b:1.5) [c]")
+    [('a ', 1.0), ('b', 1.5), (' ', 1.0), ('c', 0.9090909090909091)]
+    """
+    fragments: list[list] = []  # [text, weight] so weights can be multiplied in place
+    open_round: list[int] = []
+    open_square: list[int] = []
+
+    def multiply_from(start: int, factor: float) -> None:
+        for fragment in fragments[start:]:
+            fragment[1] *= factor
+
+    for match in _ATTENTION_TOKEN.finditer(text):
+        token, explicit_weight = match.group(0), match.group(1)
+        if token.startswith("\\"):
+            fragments.append([token[1:] or "\\", 1.0])
+        elif token == "(":
+            open_round.append(len(fragments))
+        elif token == "[":
+            open_square.append(len(fragments))
+        elif explicit_weight is not None and open_round:
+            multiply_from(open_round.pop(), float(explicit_weight))
+        elif token == ")" and open_round:
+            multiply_from(open_round.pop(), ROUND_MULTIPLIER)
+        elif token == "]" and open_square:
+            multiply_from(open_square.pop(), SQUARE_MULTIPLIER)
+        else:
+            for i, part in enumerate(_BREAK_WORD.split(token)):
+                if i > 0:
+                    fragments.append([BREAK, -1.0])
+                fragments.append([part, 1.0])
+
+    # Unclosed brackets still apply to everything after them, as in WebUI.
+    for start in open_round:
+        multiply_from(start, ROUND_MULTIPLIER)
+    for start in open_square:
+        multiply_from(start, SQUARE_MULTIPLIER)
+
+    merged: list[tuple[str, float]] = []
+    for fragment_text, weight in fragments:
+        if merged and merged[-1][1] == weight and weight != -1.0:
+            merged[-1] = (merged[-1][0] + fragment_text, weight)
+        elif fragment_text or weight == -1.0:
+            merged.append((fragment_text, weight))
+    return merged or [("", 1.0)]
+
+
+def extract_loras(prompt: str) -> tuple[str, list[LoraTag]]:
+    """Remove `<lora:name:weight>` tags from `prompt`; return the text and the tags in order.
+
+    Raises ValueError naming the tag when its weight is not a number. Other extra-network kinds
+    (`<hypernet:...>`) are removed as WebUI does when it has no such network, and not returned.
+    """
+    tags: list[LoraTag] = []
+
+    def take(match: re.Match) -> str:
+        kind, args = match.group(1), match.group(2).split(":")
+        if kind == "lora":
+            name = args[0].strip()
+            if not name:
+                raise ValueError(f"prompt: {match.group(0)!r} has no LoRA name")
+            weight_text = args[1].strip() if len(args) > 1 else "1"
+            try:
+                weight = float(weight_text)
+            except ValueError:
+                raise ValueError(
+                    f"prompt: {match.group(0)!r} has a weight that is not a number"
+                ) from None
+            tags.append(LoraTag(name, weight))
+        return ""
+
+    return _EXTRA_NETWORK.sub(take, prompt), tags
