@@ -1,0 +1,614 @@
+"""Durable job queue in one SQLite file, shared by the engine service and its worker processes.
+
+Every process opens its own `JobQueue` on the same file. Writes run inside `BEGIN IMMEDIATE`
+(a deferred `BEGIN` that later upgrades to a write lock fails with SQLITE_BUSY under concurrent
+claimers instead of waiting), the database is in WAL mode so readers never block writers, and
+`synchronous=FULL` makes every committed claim or result survive a power cut.
+
+Life of a job::
+
+    queued ──claim──▶ running ──complete──▶ done
+      ▲                 │ ├────fail(retry=False)──▶ failed
+      │                 │ ├────mark_cancelled─────▶ cancelled   (after cancel() was requested)
+      └─release / fail(retry=True) / lease expiry───┘ (or dead when no attempts are left)
+    queued ──cancel──▶ cancelled
+
+Attempts count claims: `claim` adds one to `attempts`, and only `release` (a clean shutdown, the
+SIGTERM path) gives that attempt back. A job claimed once, whose worker is killed with `kill -9`,
+then claimed again after its lease expired and completed, ends with `attempts == 2`. When a claim
+ends badly (a retryable failure or an expired lease) and `attempts` has reached `max_attempts`,
+the job is `dead` with the reason in `error`; otherwise it goes back to `queued`.
+
+Fair order (used by `claim` and `position`): lower priority class first (`Priority.ADMIN` admin
+tests, then `Priority.USER` posters, then `Priority.TRAINING`); inside a class, lower `turn`
+first, then older first. `turn` is a round-robin round number given at submit and kept for the
+job's life (a requeued job keeps its place): the round now being served in the class (the lowest
+queued turn; with nothing queued, the highest running turn; else 0), or the user's next round
+(1 + their highest queued or running turn in the class), whichever is later. So user A's twenty
+queued requests and user B's two are taken A, B, A, B, A, A, ..., and a position stays true as
+jobs ahead of it are claimed. Batch partners (see `claim`) may run ahead of their turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+BUSY_TIMEOUT_S = 30.0  # a claim waits this long for the write lock; commits take milliseconds
+DEFAULT_MAX_QUEUE = 200  # as EngineConfig.max_queue
+DEFAULT_MAX_ATTEMPTS = 3  # as EngineConfig.max_attempts
+DEFAULT_RUN_S = 10.0  # retry_after guess before any job has finished: a poster takes ~10 s
+RUN_TIME_SAMPLE = 20  # recent finished jobs averaged for the retry_after estimate
+
+
+class Priority(IntEnum):
+    """Priority class; lower values are claimed first."""
+
+    ADMIN = 0  # admin test generations: the people fixing things should not wait
+    USER = 1  # user posters: interactive, someone is looking at the chat
+    TRAINING = 2  # LoRA training: long-running, nobody is waiting on it second by second
+
+
+class State(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # failed for good on the first try: retrying would not help (bad input)
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # retryable failures or lost workers used up max_attempts
+
+
+FINISHED_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED, State.DEAD})
+
+
+class QueueFull(Exception):
+    """`submit` refused a job because `max_queue` jobs are already queued."""
+
+    def __init__(self, depth: int, retry_after_s: int) -> None:
+        super().__init__(f"queue is full ({depth} jobs queued); try again in {retry_after_s} s")
+        self.depth = depth
+        self.retry_after_s = retry_after_s
+
+
+class JobNotFound(KeyError):
+    """No job has this id."""
+
+
+class JobStateError(ValueError):
+    """The job is not in a state that allows this operation (e.g. completing a queued job)."""
+
+
+class LeaseLost(JobStateError):
+    """The job is running under another worker: this worker's lease expired and it was requeued."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str  # "txt2img", "train", ...
+    params: dict[str, Any]
+    user: str
+    priority: Priority
+    turn: int  # round-robin round inside the priority class (see the module docstring)
+    state: State
+    attempts: int  # claims not given back by release(); see the module docstring
+    max_attempts: int
+    idempotency_key: str | None
+    batch_key: str | None  # jobs with equal non-null batch keys (and kind) may run as one batch
+    created_at: float
+    started_at: float | None  # time of the latest claim
+    finished_at: float | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    progress: dict[str, Any] | None  # {"step": int, "total": int, "stage": str}
+    outputs: list[str]
+    error: str | None  # why it failed, died, or why the previous attempt ended
+    cancel_requested: bool
+    info: dict[str, Any] | None  # result details from the worker (seeds, infotexts, ...)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from submit to the latest claim."""
+        return None if self.started_at is None else self.started_at - self.created_at
+
+    @property
+    def run_s(self) -> float | None:
+        """Seconds from the latest claim to the end."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        fields = dict(row)
+        for name in ("params", "progress", "outputs", "info"):
+            if fields[name] is not None:
+                fields[name] = json.loads(fields[name])
+        fields["priority"] = Priority(fields["priority"])
+        fields["state"] = State(fields["state"])
+        fields["cancel_requested"] = bool(fields["cancel_requested"])
+        return cls(**fields)
+
+
+_COLUMNS = {
+    "id": str,
+    "kind": str,
+    "params": str,
+    "user": str,
+    "priority": int,
+    "turn": int,
+    "state": str,
+    "attempts": int,
+    "max_attempts": int,
+    "idempotency_key": str,
+    "batch_key": str,
+    "created_at": float,
+    "started_at": float,
+    "finished_at": float,
+    "lease_owner": str,
+    "lease_expires_at": float,
+    "progress": str,
+    "outputs": str,
+    "error": str,
+    "cancel_requested": int,
+    "info": str,
+}
+_NOT_NULL = [
+    "kind", "params", "user", "priority", "turn", "state", "attempts", "max_attempts",
+    "created_at", "outputs", "cancel_requested",
+]  # fmt: skip
+_SELECT_JOB = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+
+_FAIR_ORDER = "priority, turn, created_at, rowid"  # claim order of queued jobs
+
+
+class JobQueue:
+    """One process's connection to the queue file; thread-safe, open one per process."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        workers: int = 1,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        """`workers` only feeds the retry_after estimate; `now` is the clock (inject in tests)."""
+        for name, value in (
+            ("max_queue", max_queue),
+            ("max_attempts", max_attempts),
+            ("workers", workers),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value!r}")
+        self.path = Path(path)
+        self.max_queue = max_queue
+        self.max_attempts = max_attempts
+        self.workers = workers
+        self.now = now
+        self._lock = threading.Lock()
+        # isolation_level=None: the driver opens no implicit transactions, we BEGIN ourselves
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        with self._write():
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        jobs = self.db.table("jobs")
+        jobs.create(
+            _COLUMNS,
+            pk="id",
+            not_null=_NOT_NULL,
+            if_not_exists=True,
+        )
+        jobs.create_index(["state", "priority", "turn", "created_at"], if_not_exists=True)
+        jobs.create_index(["idempotency_key"], unique=True, if_not_exists=True)
+        jobs.create_index(["user", "created_at"], if_not_exists=True)  # list_jobs(user=...)
+        jobs.create_index(["finished_at"], if_not_exists=True)  # metrics, retry_after
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> JobQueue:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the database's write lock from its first statement."""
+        with self._lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads; each statement sees one consistent snapshot (WAL)."""
+        with self._lock:
+            yield self.db.conn
+
+    def _jobs(self, conn: sqlite3.Connection, sql: str, params: tuple | list) -> list[Job]:
+        cursor = conn.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        return [Job.from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+    def _job(self, conn: sqlite3.Connection, job_id: str) -> Job:
+        jobs = self._jobs(conn, f"{_SELECT_JOB} WHERE id = ?", (job_id,))
+        if not jobs:
+            raise JobNotFound(job_id)
+        return jobs[0]
+
+    # -- submitting and reading -------------------------------------------------------------
+
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        user: str,
+        *,
+        priority: Priority = Priority.USER,
+        idempotency_key: str | None = None,
+        batch_key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Queue a job and return it.
+
+        A submit with an idempotency key that is already in the queue (any state) returns that
+        job unchanged and adds nothing, even when the queue is full. Raises `QueueFull` when
+        `max_queue` jobs are queued, and `ValueError` naming a bad argument.
+        """
+        # 1. check inputs
+        if not kind:
+            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+        if not isinstance(params, dict):
+            raise ValueError(f"params must be a dict, got {type(params).__name__}")
+        if not user:
+            raise ValueError(f"user must be a non-empty string, got {user!r}")
+        if priority not in set(Priority):
+            raise ValueError(
+                f"priority must be one of {[p.name for p in Priority]}, got {priority!r}"
+            )
+        priority = Priority(priority)
+        max_attempts = self.max_attempts if max_attempts is None else max_attempts
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        params_json = json.dumps(params)
+        with self._write() as conn:
+            # 2. a retried submit returns the job it already made
+            if idempotency_key is not None:
+                existing = self._jobs(
+                    conn, f"{_SELECT_JOB} WHERE idempotency_key = ?", (idempotency_key,)
+                )
+                if existing:
+                    return existing[0]
+            # 3. refuse rather than queue without bound
+            depth = self._depth(conn)
+            if depth >= self.max_queue:
+                raise QueueFull(depth, self._retry_after_s(conn, depth))
+            # 4. insert
+            job_id = secrets.token_hex(6)
+            self.db.table("jobs").insert(
+                {
+                    "id": job_id,
+                    "kind": kind,
+                    "params": params_json,
+                    "user": user,
+                    "priority": int(priority),
+                    "turn": self._next_turn(conn, user, priority),
+                    "state": State.QUEUED.value,
+                    "attempts": 0,
+                    "max_attempts": max_attempts,
+                    "idempotency_key": idempotency_key,
+                    "batch_key": batch_key,
+                    "created_at": self.now(),
+                    "outputs": "[]",
+                    "cancel_requested": 0,
+                }
+            )
+            return self._job(conn, job_id)
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id; raises `JobNotFound`."""
+        with self._read() as conn:
+            return self._job(conn, job_id)
+
+    def list_jobs(
+        self, *, user: str | None = None, state: State | str | None = None, limit: int = 50
+    ) -> list[Job]:
+        """Jobs, newest first, optionally only one user's and/or one state's."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
+        where, params = ["1"], []
+        if user is not None:
+            where.append("user = ?")
+            params.append(user)
+        if state is not None:
+            where.append("state = ?")
+            params.append(State(state).value)
+        sql = f"{_SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY created_at DESC, rowid DESC"
+        with self._read() as conn:
+            return self._jobs(conn, f"{sql} LIMIT ?", [*params, limit])
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place of a queued job in the fair order (1 = next); None if not queued."""
+        with self._read() as conn:  # counts the queued jobs ahead of it in _FAIR_ORDER
+            place = conn.execute(
+                "SELECT COUNT(ahead.id) + 1 FROM jobs AS job LEFT JOIN jobs AS ahead"
+                " ON ahead.state = 'queued' AND (ahead.priority, ahead.turn, ahead.created_at,"
+                " ahead.rowid) < (job.priority, job.turn, job.created_at, job.rowid)"
+                " WHERE job.id = ? AND job.state = 'queued' GROUP BY job.id",
+                (job_id,),
+            ).fetchone()
+        return None if place is None else place[0]
+
+    def depth(self) -> int:
+        """Number of queued jobs."""
+        with self._read() as conn:
+            return self._depth(conn)
+
+    def _depth(self, conn: sqlite3.Connection) -> int:
+        return conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+
+    def _next_turn(self, conn: sqlite3.Connection, user: str, priority: Priority) -> int:
+        """The new job's round: the round being served, or the user's next one if later."""
+        serving, users_next = conn.execute(
+            "SELECT COALESCE("
+            " (SELECT MIN(turn) FROM jobs WHERE priority = :p AND state = 'queued'),"
+            " (SELECT MAX(turn) FROM jobs WHERE priority = :p AND state = 'running'), 0),"
+            " (SELECT MAX(turn) + 1 FROM jobs"
+            "  WHERE priority = :p AND user = :u AND state IN ('queued', 'running'))",
+            {"p": int(priority), "u": user},
+        ).fetchone()
+        return serving if users_next is None else max(serving, users_next)
+
+    def _retry_after_s(self, conn: sqlite3.Connection, depth: int) -> int:
+        """Seconds until the queue has room: recent mean run time × depth / workers."""
+        recent = conn.execute(
+            "SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs"
+            " WHERE state = 'done' ORDER BY finished_at DESC LIMIT ?)",
+            (RUN_TIME_SAMPLE,),
+        ).fetchone()[0]
+        run_s = DEFAULT_RUN_S if recent is None else recent
+        return max(1, math.ceil(run_s * depth / self.workers))
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def counts(self) -> dict[State, int]:
+        """Number of jobs in each state, every state present."""
+        counts = dict.fromkeys(State, 0)
+        with self._read() as conn:
+            for state, count in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+                counts[State(state)] = count
+        return counts
+
+    def finished_since(self, since: float) -> list[Job]:
+        """Jobs finished at or after `since`, oldest first (their wait_s/run_s feed metrics)."""
+        with self._read() as conn:
+            return self._jobs(
+                conn, f"{_SELECT_JOB} WHERE finished_at >= ? ORDER BY finished_at, rowid", (since,)
+            )
+
+    # -- worker side -------------------------------------------------------------------------
+
+    def claim(self, worker_id: str, lease_s: float, max_batch: int = 1) -> list[Job]:
+        """Lease the next job in fair order to `worker_id`, plus batch partners; [] when idle.
+
+        Partners are up to `max_batch - 1` more queued jobs of the same kind with the same
+        non-null batch key, taken in fair order. Each claimed job gets `attempts + 1`, state
+        running and a lease until now + `lease_s`. Expired leases are put back first, so a
+        dead worker's job never waits for a sweeper.
+        """
+        if lease_s <= 0:
+            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        with self._write() as conn:
+            self._requeue_expired(conn, self.now())
+            head = conn.execute(
+                "SELECT id, kind, batch_key FROM jobs WHERE state = 'queued'"
+                f" ORDER BY {_FAIR_ORDER} LIMIT 1"
+            ).fetchone()
+            if head is None:
+                return []
+            head_id, kind, batch_key = head
+            ids = [head_id]
+            if batch_key is not None and max_batch > 1:
+                partners = conn.execute(
+                    "SELECT id FROM jobs WHERE state = 'queued' AND kind = ? AND batch_key = ?"
+                    f" AND id != ? ORDER BY {_FAIR_ORDER} LIMIT ?",
+                    (kind, batch_key, head_id, max_batch - 1),
+                )
+                ids += [row[0] for row in partners]
+            now = self.now()
+            marks = ", ".join("?" * len(ids))
+            claimed = self._jobs(
+                conn,
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?,"
+                " lease_owner = ?, lease_expires_at = ?, progress = NULL"
+                f" WHERE id IN ({marks}) RETURNING {', '.join(_COLUMNS)}",
+                (now, worker_id, now + lease_s, *ids),
+            )
+        return sorted(claimed, key=lambda job: ids.index(job.id))
+
+    def heartbeat(self, worker_id: str, job_ids: list[str], lease_s: float) -> list[str]:
+        """Extend the leases `worker_id` still holds; returns those ids (a missing one was lost)."""
+        if not job_ids:
+            return []
+        marks = ", ".join("?" * len(job_ids))
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE state = 'running'"
+                f" AND lease_owner = ? AND id IN ({marks}) RETURNING id",
+                (self.now() + lease_s, worker_id, *job_ids),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def set_progress(self, job_id: str, step: int, total: int, stage: str) -> None:
+        """Record a running job's progress: one small UPDATE, so throttle calls (e.g. 2 per s)."""
+        progress = json.dumps({"step": step, "total": total, "stage": stage})
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
+                (progress, job_id),
+            )
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        """True once `cancel` was called on the job (check it between denoising steps)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+            flag = row.fetchone()
+        if flag is None:
+            raise JobNotFound(job_id)
+        return bool(flag[0])
+
+    def complete(
+        self,
+        job_id: str,
+        outputs: list[str],
+        info: dict[str, Any] | None = None,
+        *,
+        worker_id: str | None = None,
+    ) -> Job:
+        """running → done with its output paths and result info.
+
+        With `worker_id`, raises `LeaseLost` if another worker holds the job now, so a worker
+        that overran its lease cannot record a second set of outputs.
+        """
+        return self._end(
+            job_id,
+            worker_id,
+            State.DONE,
+            outputs=json.dumps(outputs),
+            info=None if info is None else json.dumps(info),
+        )
+
+    def mark_cancelled(self, job_id: str, *, worker_id: str | None = None) -> Job:
+        """running → cancelled: the worker stopped the job after `cancel` asked it to."""
+        return self._end(job_id, worker_id, State.CANCELLED)
+
+    def fail(self, job_id: str, error: str, *, retry: bool, worker_id: str | None = None) -> Job:
+        """End a running attempt with `error`.
+
+        retry=False → failed. retry=True → queued again (the attempt stays spent), or dead
+        when `attempts` has reached `max_attempts`; `error` is kept either way.
+        """
+        if not retry:
+            return self._end(job_id, worker_id, State.FAILED, error=error)
+        with self._write() as conn:
+            job = self._running(conn, job_id, worker_id)
+            return self._give_back(conn, job, job.attempts, error, self.now())
+
+    def release(self, job_id: str, *, worker_id: str | None = None) -> Job:
+        """running → queued without spending an attempt (a worker shutting down on SIGTERM)."""
+        with self._write() as conn:
+            job = self._running(conn, job_id, worker_id)
+            return self._give_back(conn, job, job.attempts - 1, job.error, self.now())
+
+    def requeue_expired(self, now: float | None = None) -> list[Job]:
+        """Put running jobs whose lease ended before `now` back: queued, or dead when out of
+        attempts, or cancelled when cancel was requested. Returns them in their new state."""
+        with self._write() as conn:
+            return self._requeue_expired(conn, self.now() if now is None else now)
+
+    def _requeue_expired(self, conn: sqlite3.Connection, now: float) -> list[Job]:
+        expired = self._jobs(
+            conn, f"{_SELECT_JOB} WHERE state = 'running' AND lease_expires_at < ?", (now,)
+        )
+        return [
+            self._give_back(
+                conn,
+                job,
+                job.attempts,
+                f"lease expired: worker {job.lease_owner} stopped renewing it",
+                now,
+            )
+            for job in expired
+        ]
+
+    def _give_back(
+        self, conn: sqlite3.Connection, job: Job, attempts: int, error: str | None, now: float
+    ) -> Job:
+        """Clear a running job's lease: cancelled if asked, dead if out of attempts, else queued."""
+        if job.cancel_requested:
+            state = State.CANCELLED
+        elif attempts >= job.max_attempts:
+            state = State.DEAD
+            error = f"{error} (attempt {attempts} of {job.max_attempts}, none left)"
+        else:
+            state = State.QUEUED
+        finished_at = None if state == State.QUEUED else now
+        started_at = None if state == State.QUEUED else job.started_at
+        return self._jobs(
+            conn,
+            "UPDATE jobs SET state = ?, attempts = ?, error = ?, finished_at = ?,"
+            " started_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+            f" WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
+            (state.value, attempts, error, finished_at, started_at, job.id),
+        )[0]
+
+    def _running(self, conn: sqlite3.Connection, job_id: str, worker_id: str | None) -> Job:
+        """The job, which must be running (under `worker_id` when given)."""
+        job = self._job(conn, job_id)
+        if job.state != State.RUNNING:
+            raise JobStateError(f"job {job_id} is {job.state.value}, not running")
+        if worker_id is not None and job.lease_owner != worker_id:
+            raise LeaseLost(f"job {job_id} is leased to {job.lease_owner}, not {worker_id}")
+        return job
+
+    def _end(self, job_id: str, worker_id: str | None, state: State, **columns: Any) -> Job:
+        """Move a running job to the finished `state`, setting `columns`, clearing its lease."""
+        assignments = "".join(f", {name} = ?" for name in columns)
+        with self._write() as conn:
+            self._running(conn, job_id, worker_id)
+            return self._jobs(
+                conn,
+                f"UPDATE jobs SET state = ?{assignments}, finished_at = ?, lease_owner = NULL,"
+                f" lease_expires_at = NULL WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
+                (state.value, *columns.values(), self.now(), job_id),
+            )[0]
+
+    # -- cancelling --------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: queued → cancelled now; running → cancel_requested, and the worker
+        stops between denoising steps and calls `mark_cancelled`; finished → unchanged."""
+        with self._write() as conn:
+            job = self._job(conn, job_id)
+            if job.state == State.QUEUED:
+                conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at = ?"
+                    " WHERE id = ?",
+                    (self.now(), job_id),
+                )
+            elif job.state == State.RUNNING:
+                conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            return self._job(conn, job_id)

@@ -1,0 +1,481 @@
+"""The durable job queue: real SQLite files, real processes where concurrency or crashes matter."""
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.queue import (
+    JobNotFound,
+    JobQueue,
+    JobStateError,
+    LeaseLost,
+    Priority,
+    QueueFull,
+    State,
+)
+
+LEASE_S = 60.0
+CLAIMERS = 8  # the issue's concurrency test: 8 processes on one file
+CONCURRENT_JOBS = 200
+
+
+class Clock:
+    """A clock the test moves by hand, so leases expire without sleeping."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "engine.db"
+
+
+@pytest.fixture
+def queue(db_path: Path, clock: Clock) -> Iterator[JobQueue]:
+    with JobQueue(db_path, now=clock) as q:
+        yield q
+
+
+def submit_many(queue: JobQueue, user: str, count: int, **kwargs) -> list[str]:
+    """Submit `count` jobs one clock tick apart; returns their ids."""
+    ids = []
+    for i in range(count):
+        ids.append(queue.submit("txt2img", {"i": i}, user, **kwargs).id)
+        if isinstance(queue.now, Clock):
+            queue.now.advance(1)
+    return ids
+
+
+def drain(queue: JobQueue) -> list[str]:
+    """Claim and complete jobs one by one until the queue is empty; returns the claim order."""
+    order = []
+    while jobs := queue.claim("w", LEASE_S):
+        queue.complete(jobs[0].id, [])
+        order.append(jobs[0].id)
+    return order
+
+
+# -- submitting -----------------------------------------------------------------------------
+
+
+def test_submit_stores_the_job_durably(db_path: Path, clock: Clock) -> None:
+    with JobQueue(db_path, now=clock) as q:
+        job = q.submit("txt2img", {"prompt": "rider in snow"}, "alice", batch_key="k")
+    with JobQueue(db_path) as reopened:
+        stored = reopened.get(job.id)
+    assert stored == job
+    assert (stored.state, stored.attempts, stored.max_attempts) == (State.QUEUED, 0, 3)
+    assert (stored.params, stored.user, stored.priority) == (
+        {"prompt": "rider in snow"},
+        "alice",
+        Priority.USER,
+    )
+    assert stored.created_at == clock.t
+    assert stored.outputs == [] and stored.progress is None and not stored.cancel_requested
+
+
+def test_submit_rejects_bad_arguments_by_name(queue: JobQueue) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        queue.submit("", {}, "alice")
+    with pytest.raises(ValueError, match="user"):
+        queue.submit("txt2img", {}, "")
+    with pytest.raises(ValueError, match="priority"):
+        queue.submit("txt2img", {}, "alice", priority=7)
+    with pytest.raises(ValueError, match="max_attempts"):
+        queue.submit("txt2img", {}, "alice", max_attempts=0)
+    assert queue.depth() == 0
+
+
+def test_idempotency_key_makes_a_resubmit_a_no_op(queue: JobQueue) -> None:
+    first = queue.submit("txt2img", {"a": 1}, "alice", idempotency_key="update-42")
+    again = queue.submit("txt2img", {"a": 1}, "alice", idempotency_key="update-42")
+    other = queue.submit("txt2img", {"a": 1}, "alice", idempotency_key="update-43")
+    assert again == first
+    assert other.id != first.id
+    assert queue.depth() == 2
+
+
+def test_full_queue_refuses_with_retry_after(db_path: Path, clock: Clock) -> None:
+    with JobQueue(db_path, max_queue=3, workers=2, now=clock) as q:
+        submit_many(q, "alice", 3)
+        with pytest.raises(QueueFull) as refused:
+            q.submit("txt2img", {}, "bob")
+        assert refused.value.depth == 3
+        assert refused.value.retry_after_s == 15  # no history: 10 s guess × 3 queued / 2 workers
+        assert "try again in 15 s" in str(refused.value)
+
+        # with history the estimate follows measured run times: one job ran 4 s
+        [job] = q.claim("w", LEASE_S)
+        clock.advance(4)
+        q.complete(job.id, [])
+        q.submit("txt2img", {}, "bob")
+        with pytest.raises(QueueFull) as refused:
+            q.submit("txt2img", {}, "carol")
+        assert refused.value.retry_after_s == 6  # 4 s × 3 queued / 2 workers
+        assert q.depth() == 3
+
+
+def test_full_queue_still_returns_an_existing_idempotent_job(db_path: Path) -> None:
+    with JobQueue(db_path, max_queue=1) as q:
+        job = q.submit("txt2img", {}, "alice", idempotency_key="update-1")
+        assert q.submit("txt2img", {}, "alice", idempotency_key="update-1") == job
+
+
+# -- fair order -----------------------------------------------------------------------------
+
+
+def test_round_robin_between_users_inside_a_class(queue: JobQueue) -> None:
+    greedy = submit_many(queue, "alice", 20)
+    modest = submit_many(queue, "bob", 2)
+    order = drain(queue)
+    assert order[:4] == [greedy[0], modest[0], greedy[1], modest[1]]
+    assert order[4:] == greedy[2:]
+
+
+def test_a_latecomer_joins_the_round_being_served(queue: JobQueue) -> None:
+    alice = submit_many(queue, "alice", 6)
+    for _ in range(3):
+        queue.claim("w", LEASE_S)
+    [bob] = submit_many(queue, "bob", 1)
+    assert queue.position(bob) == 2  # behind alice's 4th job, ahead of her 5th and 6th
+    assert drain(queue)[:2] == [alice[3], bob]
+
+
+def test_a_requeued_job_keeps_its_place(queue: JobQueue) -> None:
+    first, second = submit_many(queue, "alice", 2)
+    queue.claim("w", LEASE_S)
+    queue.release(first)
+    assert [queue.position(first), queue.position(second)] == [1, 2]
+
+
+def test_priority_classes_run_admin_then_users_then_training(queue: JobQueue) -> None:
+    training = submit_many(queue, "ops", 2, priority=Priority.TRAINING)
+    posters = submit_many(queue, "alice", 2, priority=Priority.USER)
+    admin = submit_many(queue, "admin", 1, priority=Priority.ADMIN)
+    assert drain(queue) == admin + posters + training
+
+
+def test_position_follows_the_claim_order(queue: JobQueue) -> None:
+    alice = submit_many(queue, "alice", 3)
+    bob = submit_many(queue, "bob", 1)
+    admin = submit_many(queue, "admin", 1, priority=Priority.ADMIN)
+    positions = {job_id: queue.position(job_id) for job_id in alice + bob + admin}
+    assert positions == {admin[0]: 1, alice[0]: 2, bob[0]: 3, alice[1]: 4, alice[2]: 5}
+
+    [claimed] = queue.claim("w", LEASE_S)
+    assert claimed.id == admin[0]
+    assert queue.position(admin[0]) is None  # running jobs have no place in the queue
+    assert [queue.position(job_id) for job_id in alice] == [1, 3, 4]
+    assert queue.position(bob[0]) == 2
+
+
+# -- batching -------------------------------------------------------------------------------
+
+
+def test_batch_claim_groups_only_identical_batch_keys(queue: JobQueue) -> None:
+    first = submit_many(queue, "alice", 1, batch_key="sd15-512-euler")
+    submit_many(queue, "bob", 1, batch_key="sdxl-1024")
+    submit_many(queue, "carol", 1)  # no batch key: never batched
+    same = submit_many(queue, "dave", 4, batch_key="sd15-512-euler")
+
+    batch = queue.claim("w", LEASE_S, max_batch=4)
+    assert [job.id for job in batch] == first + same[:3]
+    assert {job.state for job in batch} == {State.RUNNING}
+    assert {job.lease_owner for job in batch} == {"w"}
+
+    [sdxl] = queue.claim("w", LEASE_S, max_batch=4)
+    assert sdxl.batch_key == "sdxl-1024"
+    [unbatched] = queue.claim("w", LEASE_S, max_batch=4)
+    assert unbatched.batch_key is None
+    assert [job.id for job in queue.claim("w", LEASE_S, max_batch=4)] == same[3:]
+    assert queue.claim("w", LEASE_S, max_batch=4) == []
+
+
+def test_batch_partners_must_share_the_kind(queue: JobQueue) -> None:
+    txt2img = queue.submit("txt2img", {}, "alice", batch_key="k")
+    queue.submit("train", {}, "alice", batch_key="k")
+    assert [job.id for job in queue.claim("w", LEASE_S, max_batch=4)] == [txt2img.id]
+
+
+# -- running, progress, results ---------------------------------------------------------------
+
+
+def test_claim_complete_records_times_outputs_and_info(queue: JobQueue, clock: Clock) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    clock.advance(3)
+    [running] = queue.claim("worker-0", LEASE_S)
+    assert (running.state, running.attempts, running.lease_owner) == (State.RUNNING, 1, "worker-0")
+    assert running.lease_expires_at == clock.t + LEASE_S
+
+    queue.set_progress(job.id, step=5, total=20, stage="denoise")
+    assert queue.get(job.id).progress == {"step": 5, "total": 20, "stage": "denoise"}
+
+    clock.advance(7)
+    done = queue.complete(job.id, ["outputs/2024-01-01/a.png"], {"seeds": [1]})
+    assert (done.state, done.outputs, done.info) == (
+        State.DONE,
+        ["outputs/2024-01-01/a.png"],
+        {"seeds": [1]},
+    )
+    assert (done.wait_s, done.run_s, done.lease_owner) == (3, 7, None)
+    assert done.finished and queue.finished_since(clock.t) == [done]
+
+
+def test_finishing_a_job_that_is_not_running_is_refused(queue: JobQueue) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    with pytest.raises(JobStateError, match="queued"):
+        queue.complete(job.id, [])
+    with pytest.raises(JobNotFound):
+        queue.get("nope")
+
+
+def test_a_worker_that_lost_its_lease_cannot_complete(queue: JobQueue, clock: Clock) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("slow-worker", LEASE_S)
+    clock.advance(LEASE_S + 1)
+    queue.claim("other-worker", LEASE_S)
+    assert queue.heartbeat("slow-worker", [job.id], LEASE_S) == []
+    with pytest.raises(LeaseLost):
+        queue.complete(job.id, ["dup.png"], worker_id="slow-worker")
+    assert queue.complete(job.id, ["a.png"], worker_id="other-worker").attempts == 2
+
+
+def test_heartbeat_extends_the_lease(queue: JobQueue, clock: Clock) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("w", LEASE_S)
+    for _ in range(3):
+        clock.advance(LEASE_S * 0.75)
+        assert queue.heartbeat("w", [job.id], LEASE_S) == [job.id]
+        assert queue.requeue_expired() == []
+    assert queue.get(job.id).state == State.RUNNING
+
+
+# -- retries, leases, death ---------------------------------------------------------------------
+
+
+def test_expired_lease_requeues_with_the_attempt_spent(queue: JobQueue, clock: Clock) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("w", LEASE_S)
+    clock.advance(LEASE_S - 1)
+    assert queue.requeue_expired() == []
+    clock.advance(2)
+    [requeued] = queue.requeue_expired()
+    assert (requeued.id, requeued.state, requeued.attempts) == (job.id, State.QUEUED, 1)
+    assert requeued.lease_owner is None and "lease expired" in requeued.error
+
+
+def test_expired_leases_are_swept_by_claim(queue: JobQueue, clock: Clock) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("w1", LEASE_S)
+    clock.advance(LEASE_S + 1)
+    [again] = queue.claim("w2", LEASE_S)
+    assert (again.id, again.attempts, again.lease_owner) == (job.id, 2, "w2")
+
+
+def test_expired_leases_end_dead_after_max_attempts(queue: JobQueue, clock: Clock) -> None:
+    job = queue.submit("txt2img", {}, "alice", max_attempts=2)
+    for _ in range(2):
+        queue.claim("w", LEASE_S)
+        clock.advance(LEASE_S + 1)
+        queue.requeue_expired()
+    dead = queue.get(job.id)
+    assert (dead.state, dead.attempts, dead.finished_at) == (State.DEAD, 2, clock.t)
+    assert "lease expired" in dead.error and "attempt 2 of 2" in dead.error
+    assert queue.claim("w", LEASE_S) == []
+
+
+def test_retryable_failure_requeues_then_dies_with_the_reason(queue: JobQueue) -> None:
+    job = queue.submit("txt2img", {}, "alice", max_attempts=2)
+    queue.claim("w", LEASE_S)
+    retried = queue.fail(job.id, "CUDA out of memory", retry=True)
+    assert (retried.state, retried.attempts, retried.error) == (
+        State.QUEUED,
+        1,
+        "CUDA out of memory",
+    )
+    queue.claim("w", LEASE_S)
+    dead = queue.fail(job.id, "CUDA out of memory", retry=True)
+    assert (dead.state, dead.attempts) == (State.DEAD, 2)
+    assert dead.error.startswith("CUDA out of memory")
+
+
+def test_final_failure_is_not_retried(queue: JobQueue) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("w", LEASE_S)
+    failed = queue.fail(job.id, "unknown LoRA 'rider_v9'", retry=False)
+    assert (failed.state, failed.error, failed.attempts) == (
+        State.FAILED,
+        "unknown LoRA 'rider_v9'",
+        1,
+    )
+    assert queue.depth() == 0
+
+
+def test_release_does_not_spend_an_attempt(queue: JobQueue) -> None:
+    job = queue.submit("txt2img", {}, "alice", max_attempts=1)
+    for _ in range(3):  # more releases than max_attempts: none of them count
+        queue.claim("w", LEASE_S)
+        released = queue.release(job.id, worker_id="w")
+        assert (released.state, released.attempts, released.lease_owner) == (
+            State.QUEUED,
+            0,
+            None,
+        )
+    [job] = queue.claim("w", LEASE_S)
+    assert queue.complete(job.id, []).attempts == 1
+
+
+# -- cancelling ---------------------------------------------------------------------------------
+
+
+def test_cancel_queued_job_is_immediate(queue: JobQueue) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    cancelled = queue.cancel(job.id)
+    assert cancelled.state == State.CANCELLED and cancelled.finished_at is not None
+    assert queue.claim("w", LEASE_S) == []
+    assert queue.position(job.id) is None
+
+
+def test_cancel_running_job_asks_the_worker(queue: JobQueue) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("w", LEASE_S)
+    assert not queue.is_cancel_requested(job.id)
+    requested = queue.cancel(job.id)
+    assert requested.state == State.RUNNING and requested.cancel_requested
+    assert queue.is_cancel_requested(job.id)
+    assert queue.mark_cancelled(job.id, worker_id="w").state == State.CANCELLED
+    assert queue.cancel(job.id).state == State.CANCELLED  # cancelling again changes nothing
+
+
+def test_cancel_requested_job_of_a_dead_worker_ends_cancelled(
+    queue: JobQueue, clock: Clock
+) -> None:
+    job = queue.submit("txt2img", {}, "alice")
+    queue.claim("w", LEASE_S)
+    queue.cancel(job.id)
+    clock.advance(LEASE_S + 1)
+    assert [j.state for j in queue.requeue_expired()] == [State.CANCELLED]
+
+
+# -- listing and metrics ------------------------------------------------------------------------
+
+
+def test_list_jobs_filters_by_user_and_state(queue: JobQueue) -> None:
+    alice = submit_many(queue, "alice", 3)
+    submit_many(queue, "bob", 1)
+    queue.cancel(alice[0])
+    assert [job.id for job in queue.list_jobs(user="alice")] == alice[::-1]
+    assert [job.id for job in queue.list_jobs(user="alice", state="queued")] == alice[:0:-1]
+    assert len(queue.list_jobs(limit=2)) == 2
+
+
+def test_counts_cover_every_state(queue: JobQueue) -> None:
+    ids = submit_many(queue, "alice", 3)
+    queue.cancel(ids[0])
+    queue.claim("w", LEASE_S)
+    assert queue.counts() == {
+        State.QUEUED: 1,
+        State.RUNNING: 1,
+        State.DONE: 0,
+        State.FAILED: 0,
+        State.CANCELLED: 1,
+        State.DEAD: 0,
+    }
+    assert queue.depth() == 1
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+
+def claim_until_empty(path: str, worker_id: str, start: object, results: object) -> None:
+    """Child process: claim and complete until the queue is empty; report what it claimed."""
+    with JobQueue(path) as q:
+        start.wait()
+        claimed = []
+        while jobs := q.claim(worker_id, LEASE_S):
+            claimed.append(jobs[0].id)
+            q.complete(jobs[0].id, [f"{worker_id}.png"], worker_id=worker_id)
+        results.put((worker_id, claimed))
+
+
+def test_concurrent_claimers_never_claim_a_job_twice(db_path: Path) -> None:
+    with JobQueue(db_path, max_queue=CONCURRENT_JOBS) as q:
+        submitted = set(submit_many(q, "alice", CONCURRENT_JOBS // 2))
+        submitted |= set(submit_many(q, "bob", CONCURRENT_JOBS // 2))
+
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    workers = [
+        ctx.Process(target=claim_until_empty, args=(str(db_path), f"w{i}", start, results))
+        for i in range(CLAIMERS)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    reports = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [worker.exitcode for worker in workers] == [0] * CLAIMERS  # no BUSY error escaped
+
+    claimed = [job_id for _, ids in reports for job_id in ids]
+    assert len(claimed) == len(set(claimed)) == CONCURRENT_JOBS
+    assert set(claimed) == submitted
+    with JobQueue(db_path) as q:
+        jobs = [q.get(job_id) for job_id in submitted]
+    assert {(job.state, job.attempts) for job in jobs} == {(State.DONE, 1)}
+    claimer = {job_id: worker_id for worker_id, ids in reports for job_id in ids}
+    assert all(job.outputs == [f"{claimer[job.id]}.png"] for job in jobs)
+
+
+def claim_and_hang(path: str, claimed: object) -> None:
+    """Child process: claim one job, report it, then hang until killed."""
+    with JobQueue(path) as q:
+        [job] = q.claim("doomed-worker", LEASE_S)
+        claimed.put(job.id)
+        signal.pause()
+
+
+def test_killed_worker_leaves_its_job_recoverable(db_path: Path) -> None:
+    with JobQueue(db_path) as q:
+        job = q.submit("txt2img", {"prompt": "rider"}, "alice")
+
+    ctx = multiprocessing.get_context("spawn")
+    claimed = ctx.Queue()
+    child = ctx.Process(target=claim_and_hang, args=(str(db_path), claimed))
+    child.start()
+    assert claimed.get(timeout=30) == job.id
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=10)
+    assert child.exitcode == -signal.SIGKILL
+
+    with JobQueue(db_path) as q:
+        held = q.get(job.id)
+        assert (held.state, held.lease_owner) == (State.RUNNING, "doomed-worker")
+        q.now = Clock(start=held.lease_expires_at + 1)  # the lease runs out
+        [again] = q.claim("new-worker", LEASE_S)
+        done = q.complete(again.id, ["a.png"], worker_id="new-worker")
+    assert (done.id, done.state, done.attempts, done.outputs) == (
+        job.id,
+        State.DONE,
+        2,
+        ["a.png"],
+    )
+    with sqlite3.connect(db_path) as conn:  # the file is intact after the kill
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
