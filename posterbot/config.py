@@ -1,4 +1,4 @@
-"""Configuration: `config.toml` + `POSTERBOT_SECTION__KEY` environment overrides, validated at start.
+"""Configuration: `config.toml` + `POSTERBOT_SECTION__KEY` env overrides, validated at start.
 
 This module sits below every package (it imports only the standard library), so `prompts`,
 `engine` and `bot` all read the same typed `Config`. A bad value raises `ConfigError` naming the
@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tomllib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 ENV_PREFIX = "POSTERBOT_"
 TOP_LEVEL_ENV_KEYS = ("data_dir", "default_ip")  # POSTERBOT_DATA_DIR, POSTERBOT_DEFAULT_IP
@@ -130,23 +132,43 @@ class EngineConfig:
             _require(getattr(self, name) >= 1, f"engine.{name}", "must be at least 1")
 
 
+# LoRA weights beyond this distort the mascot instead of strengthening it (WebUI's slider max).
+MAX_LORA_WEIGHT = 2.0
+
+
 @dataclass(frozen=True)
 class IPConfig:
     """A mascot ("IP"): how requests name it and what its prompts always carry."""
 
     name: str
-    trigger: str
+    trigger: str  # the word the LoRA was trained on; always first in the prompt
     lora: str = ""  # LoRA file name in models/Lora without extension; "" = none
     lora_weight: float = 0.8
     aliases: list[str] = field(default_factory=list)  # zh/en names users type
+    # English subject of the prompt's sentence, e.g. "a cute delivery rider mascot".
+    description: str = ""
     negative_prompt: str = ""
-    style_tags: list[str] = field(default_factory=list)
+    style_tags: list[str] = field(default_factory=list)  # replaced by a style the request names
+    quality_tags: list[str] = field(default_factory=list)  # always added, after the style
 
     def __post_init__(self) -> None:
         _require(bool(self.name.strip()), "ips.name", "must not be empty")
-        _require(bool(self.trigger.strip()), f"ips[{self.name}].trigger", "must not be empty")
+        key = f"ips[{self.name}]"
+        _require(bool(self.trigger.strip()), f"{key}.trigger", "must not be empty")
         _require(
-            0.0 <= self.lora_weight <= 2.0, f"ips[{self.name}].lora_weight", "must be 0 to 2"
+            self.trigger.isascii() and "," not in self.trigger,
+            f"{key}.trigger",
+            f"must be one English word or phrase without commas, not {self.trigger!r}",
+        )
+        _require(
+            self.lora == "" or re.fullmatch(r"[\w.-]+", self.lora) is not None,
+            f"{key}.lora",
+            f"must be a file name without extension (letters, digits, _ . -), not {self.lora!r}",
+        )
+        _require(
+            0.0 <= self.lora_weight <= MAX_LORA_WEIGHT,
+            f"{key}.lora_weight",
+            f"must be 0 to {MAX_LORA_WEIGHT:g}",
         )
 
 
@@ -157,7 +179,7 @@ class LLMConfig:
     enabled: bool = False
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
-    timeout_s: float = 8.0
+    timeout_s: float = 8.0  # after this the template result is used; chat users are waiting
 
     def __post_init__(self) -> None:
         _require(self.timeout_s > 0, "llm.timeout_s", "must be positive")
@@ -166,6 +188,45 @@ class LLMConfig:
             "llm.base_url",
             "must start with http:// or https://",
         )
+        _require(bool(self.model.strip()), "llm.model", "must not be empty")
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    # A folder of extra glossary .toml files (same layout as prompts/glossary/); their entries
+    # add to and override the built-in ones, so admins extend the vocabulary without a release.
+    glossary_dir: str = ""
+
+
+@dataclass(frozen=True)
+class PresetConfig:
+    """A named parameter template ([presets.NAME]); a key left out falls through to the IP's and
+    then the global defaults. The bot stores users' own templates in this shape too."""
+
+    sampler: str | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None  # designers lock a seed once they like a composition
+    hires: bool | None = None
+    negative_prompt: str | None = None
+    style_tags: list[str] | None = None
+
+
+def _check_preset(name: str, preset: PresetConfig) -> None:
+    key = f"presets.{name}"
+    for side in ("width", "height"):
+        value = getattr(preset, side)
+        _require(
+            value is None or (value > 0 and value % 64 == 0),
+            f"{key}.{side}",
+            f"must be a positive multiple of 64, not {value}",
+        )
+    _require(preset.steps is None or preset.steps >= 1, f"{key}.steps", "must be at least 1")
+    _require(
+        preset.cfg_scale is None or preset.cfg_scale > 0, f"{key}.cfg_scale", "must be positive"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +238,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    presets: dict[str, PresetConfig] = field(default_factory=dict)
     ips: list[IPConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -184,6 +247,8 @@ class Config:
         _require(len(names) == len(set(names)), "ips", "two IPs share a name")
         if self.default_ip:
             _require(self.default_ip in names, "default_ip", f"no IP named {self.default_ip!r}")
+        for name, preset in self.presets.items():
+            _check_preset(name, preset)
 
     # The data folder is laid out like a WebUI install, so it can point at an existing one.
     @property
@@ -226,7 +291,9 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
         _require(isinstance(value, dict), key, "must be a table")
         return {k: _convert(v, item_hint, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
-        return value
+        # Only optional values (`X | None`): TOML has no null, so a present value must be an X.
+        (value_hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _convert(value, value_hint, key)
     if hint is Path:
         _require(isinstance(value, str | Path), key, "must be a path string")
         return Path(value)

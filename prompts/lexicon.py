@@ -1,0 +1,200 @@
+"""The glossary: Chinese (and English) poster vocabulary -> English prompt words.
+
+The data lives in `prompts/glossary/*.toml` so admins can extend it without touching code
+(config `prompts.glossary_dir` adds a folder of their own files, which override ours). This module
+loads and checks those files, and finds their words inside running text: jieba segments Chinese
+(glossary words are added to its dictionary so "雪地里送快递" splits into 雪地 / 里 / 送快递), and
+English words and phrases ("close up", "delivering parcels") are found by a regex first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any
+
+import jieba
+import tomllib
+
+BUILTIN_DIR = Path(__file__).with_name("glossary")
+CATEGORIES = ("festival", "season", "scene", "action", "prop", "style", "mood", "shot", "quality")
+ORIENTATIONS = ("portrait", "landscape", "square")
+# Added words must beat jieba's own split of the same characters; its dictionary's common words
+# have frequencies in the tens of thousands.
+_JIEBA_FREQ = 1_000_000
+_SIZE = re.compile(r"(\d{2,5})\s*[x×*]\s*(\d{2,5})", re.I)
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_TAG = re.compile(r"[a-z0-9][a-z0-9 '&.+\-]*")  # plain English words: no weights, no commas
+
+# jieba logs "Building prefix dict ..." on first use; `posterbot prompt --json` output stays clean.
+jieba.setLogLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class Term:
+    """One glossary entry: the tags it adds and, for some categories, words for the sentence."""
+
+    word: str
+    category: str
+    tags: tuple[str, ...]
+    phrase: str = ""
+
+
+@dataclass(frozen=True)
+class Token:
+    """A piece of a request: a glossary term, a filler, a negation, an unknown word or a break."""
+
+    text: str
+    start: int
+    kind: str  # term | ignore | negation | unknown | break
+    term: Term | None = None
+
+
+@dataclass(frozen=True)
+class Glossary:
+    terms: dict[str, Term]  # lower-case word or synonym -> entry
+    ignore: frozenset[str] = frozenset()
+    negations: frozenset[str] = frozenset()
+    orientations: dict[str, str] = field(default_factory=dict)  # word -> portrait|landscape|square
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> final (w, h)
+    hires_words: frozenset[str] = frozenset()
+
+    @cached_property
+    def _tokenizer(self) -> jieba.Tokenizer:
+        # A private tokenizer: other code using jieba keeps its own dictionary.
+        tokenizer = jieba.Tokenizer()
+        for word in (*self.terms, *self.ignore, *self.negations):
+            if _CJK.search(word):
+                tokenizer.add_word(word, _JIEBA_FREQ)
+        return tokenizer
+
+    @cached_property
+    def _english_terms(self) -> re.Pattern | None:
+        words = sorted((w for w in self.terms if not _CJK.search(w)), key=len, reverse=True)
+        if not words:
+            return None
+        alternatives = "|".join(re.escape(word) for word in words)
+        return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])", re.I)
+
+    def tokenize(self, text: str) -> list[Token]:
+        """Split `text` into tokens in reading order (whitespace dropped)."""
+        tokens: list[Token] = []
+        masked = text
+        if self._english_terms is not None:
+            for match in self._english_terms.finditer(text):
+                word = match.group(0)
+                tokens.append(Token(word, match.start(), "term", self.terms[word.lower()]))
+                masked = masked[: match.start()] + " " * len(word) + masked[match.end() :]
+        for word, start, _ in self._tokenizer.tokenize(masked):
+            if not word.strip():
+                continue
+            tokens.append(self._classify(word, start))
+        return sorted(tokens, key=lambda token: token.start)
+
+    def _classify(self, word: str, start: int) -> Token:
+        key = word.lower()
+        if key in self.terms:
+            return Token(word, start, "term", self.terms[key])
+        if key in self.negations:
+            return Token(word, start, "negation")
+        if key in self.ignore:
+            return Token(word, start, "ignore")
+        if not any(char.isalnum() for char in word):
+            return Token(word, start, "break")
+        return Token(word, start, "unknown")
+
+
+def _as_term(word: str, category: str, value: Any, where: str) -> tuple[Term, list[str]]:
+    """Read one `[terms]` value: "tag", ["tag", ...] or {phrase, tags, also}."""
+    if isinstance(value, str):
+        value = {"tags": [value]}
+    elif isinstance(value, list):
+        value = {"tags": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: {word!r} must be a string, a list or a table")
+    unknown = set(value) - {"phrase", "tags", "also"}
+    if unknown:
+        raise ValueError(f"{where}: {word!r} has unknown keys {sorted(unknown)}")
+    tags = value.get("tags", [])
+    phrase = value.get("phrase", "")
+    also = value.get("also", [])
+    if not isinstance(tags, list) or not isinstance(also, list) or not isinstance(phrase, str):
+        raise ValueError(f"{where}: {word!r}: tags and also must be lists, phrase a string")
+    if not tags and not phrase:
+        raise ValueError(f"{where}: {word!r} needs tags or a phrase")
+    for english in (*tags, phrase):
+        if english and not (isinstance(english, str) and _TAG.fullmatch(english)):
+            raise ValueError(
+                f"{where}: {word!r}: {english!r} is not plain lower-case English "
+                "(no commas, brackets or weights)"
+            )
+    return Term(word, category, tuple(tags), phrase), [word, *also]
+
+
+def _parse_size(text: str, where: str) -> tuple[int, int]:
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"{where}: {text!r} is not WIDTHxHEIGHT")
+    return int(match.group(1)), int(match.group(2))
+
+
+def read_glossary(paths: list[Path]) -> Glossary:
+    """Read glossary files in order; a later file's word overrides an earlier file's.
+
+    Within one file a word may appear once. Raises ValueError naming the file and the word.
+    """
+    terms: dict[str, Term] = {}
+    ignore: set[str] = set()
+    negations: set[str] = set()
+    orientations: dict[str, str] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    hires_words: set[str] = set()
+    for path in paths:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        category = data.get("category")
+        if "terms" in data and category not in CATEGORIES:
+            raise ValueError(f"{path}: category must be one of {CATEGORIES}, not {category!r}")
+        seen_here: set[str] = set()
+        for word, value in data.get("terms", {}).items():
+            term, words = _as_term(word, category, value, str(path))
+            for synonym in words:
+                key = synonym.lower()
+                if key in seen_here:
+                    raise ValueError(f"{path}: {synonym!r} appears twice")
+                seen_here.add(key)
+                terms[key] = term
+        ignore.update(word.lower() for word in data.get("ignore", []))
+        negations.update(word.lower() for word in data.get("negations", []))
+        for orientation, words in data.get("orientations", {}).items():
+            if orientation not in ORIENTATIONS:
+                raise ValueError(f"{path}: orientation must be one of {ORIENTATIONS}")
+            orientations.update((word.lower(), orientation) for word in words)
+        for word, size in data.get("sizes", {}).items():
+            sizes[word.lower()] = _parse_size(size, f"{path}: sizes.{word}")
+        hires_words.update(word.lower() for word in data.get("hires", {}).get("words", []))
+    return Glossary(
+        terms,
+        frozenset(ignore),
+        frozenset(negations),
+        orientations,
+        sizes,
+        frozenset(hires_words),
+    )
+
+
+@cache
+def load_glossary(extra_dir: str = "") -> Glossary:
+    """The built-in glossary plus the `.toml` files in `extra_dir` (config prompts.glossary_dir)."""
+    paths = sorted(BUILTIN_DIR.glob("*.toml"))
+    if extra_dir:
+        folder = Path(extra_dir)
+        if not folder.is_dir():
+            raise ValueError(f"prompts.glossary_dir: {extra_dir!r} is not a folder")
+        paths += sorted(folder.glob("*.toml"))
+    return read_glossary(paths)

@@ -1,0 +1,110 @@
+"""The structured prompt: what a chat request becomes, and how it renders as a WebUI prompt.
+
+Designers wrote prompts in one shape (the article in seeds/): the IP's trigger word first, then a
+natural-language English sentence, then English tags, then the LoRA. Earlier words weigh more, so
+the order is part of the format. `PosterPrompt.to_dict()` is the JSON of `posterbot prompt --json`
+(documented in docs/prompts.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prompts.syntax import LoraTag
+
+# Sampler names as WebUI shows them; the engine maps each to a diffusers scheduler.
+SAMPLER_NAMES = (
+    "Euler a",
+    "Euler",
+    "DDIM",
+    "LMS",
+    "LMS Karras",
+    "Heun",
+    "DPM2",
+    "DPM2 a",
+    "DPM2 Karras",
+    "DPM2 a Karras",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DPM++ SDE",
+    "DPM++ SDE Karras",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras",
+    "UniPC",
+    "LCM",
+)
+SOURCES = ("template", "llm")
+RANDOM_SEED = -1  # WebUI's "pick a new seed"
+
+
+def check_sampler(name: str, argument: str = "sampler") -> str:
+    """The WebUI spelling of `name` (any case); ValueError listing the valid names if unknown."""
+    for sampler in SAMPLER_NAMES:
+        if sampler.lower() == name.strip().lower():
+            return sampler
+    raise ValueError(f"{argument}: unknown sampler {name!r}; valid: {', '.join(SAMPLER_NAMES)}")
+
+
+def render_prompt(
+    trigger: str, natural_language: str, tags: list[str], lora: LoraTag | None
+) -> str:
+    """`trigger, sentence, tag, tag, ..., <lora:name:w>` with empty parts left out."""
+    parts = [trigger, natural_language, *tags, lora.render() if lora else ""]
+    return ", ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
+class PosterPrompt:
+    """A request turned into everything a txt2img call needs, plus the poster's text."""
+
+    ip: str  # the IP's config name ("" for a raw prompt naming no known IP)
+    trigger: str
+    natural_language: str
+    tags: list[str]
+    negative_prompt: str
+    lora: LoraTag | None
+    prompt: str  # the rendered WebUI prompt, sent as-is to the engine
+    width: int  # generation size, multiples of 64
+    height: int
+    batch_size: int
+    n_iter: int
+    sampler: str
+    steps: int
+    cfg_scale: float
+    seed: int  # -1 = random
+    hires: bool
+    title: str = ""
+    subtitle: str = ""
+    source: str = "template"
+    # The size the user asked for when it is not a generation size (1080x1920): the engine
+    # resizes the finished image to it. None = the generation size (or hires of it) is final.
+    target_width: int | None = None
+    target_height: int | None = None
+    notes: list[str] = field(default_factory=list)  # what was guessed, dropped or left untranslated
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source: must be one of {SOURCES}, not {self.source!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape documented in docs/prompts.md."""
+        data = asdict(self)
+        data["lora"] = {"name": self.lora.name, "weight": self.lora.weight} if self.lora else None
+        return data
+
+    def to_txt2img(self) -> dict[str, Any]:
+        """The fields of a WebUI `/sdapi/v1/txt2img` request this prompt decides."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "sampler_name": self.sampler,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "seed": self.seed,
+            "width": self.width,
+            "height": self.height,
+            "batch_size": self.batch_size,
+            "n_iter": self.n_iter,
+            "enable_hr": self.hires,
+        }

@@ -1,0 +1,485 @@
+"""The template step: a chat request -> a structured prompt, offline and deterministic.
+
+    达达骑士在雪地里送快递，圣诞海报，竖版，来4张，标题「圣诞快乐」
+    -> dadaknight, a cute delivery rider mascot delivering parcels in the snow at christmas,
+       snowy field, snow, delivering parcels, ..., christmas, poster, ..., <lora:dada_v3:0.8>
+       512x768, batch 4, title 圣诞快乐
+
+`parse_request` reads the request into a `Draft`; `finish` renders a draft into a `PosterPrompt`.
+The LLM step (prompts.llm) only replaces a draft's sentence and content tags in between, so the
+trigger word, the LoRA, the size and the limits are decided here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from posterbot.config import MAX_LORA_WEIGHT, Config, IPConfig, LimitsConfig, PresetConfig
+from prompts.lexicon import Glossary, Term, Token, load_glossary
+from prompts.presets import Settings, find_preset, global_settings, ip_layer, merge_settings
+from prompts.request import (
+    Options,
+    extract_count,
+    extract_hires,
+    extract_seed,
+    extract_size,
+    extract_titles,
+    split_options,
+)
+from prompts.sizes import generation_size, orientation_size
+from prompts.spec import PosterPrompt, render_prompt
+from prompts.syntax import LoraTag, extract_loras
+
+DEFAULT_SUBJECT = "a cute mascot character"  # when the IP has no description in config
+MAX_CFG_SCALE = 30.0  # WebUI's slider maximum; higher values burn the image
+MAX_ATTENTION_WEIGHT = 2.0  # beyond this a word takes over the whole image
+MAX_SENTENCE_PHRASES = 2  # per part of the sentence; more reads as a list, and tags carry them
+SENTENCE_CATEGORIES = ("action", "scene", "festival", "season")
+
+_CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
+_EXTRA_NETWORK = re.compile(r"<[^<>]*>")
+_ATTENTION_WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A parsed request; the LLM step may replace `sentence` and `content_tags`."""
+
+    request: str  # the user's text, for the LLM step
+    ip: IPConfig | None
+    sentence: str
+    content_tags: list[str]  # what the request is about, in the order it said it
+    quality_tags: list[str]  # after the style tags
+    negative_tags: list[str]  # words the request said "不要" to
+    settings: Settings
+    batch_size: int
+    n_iter: int
+    target: tuple[int, int] | None
+    title: str = ""
+    subtitle: str = ""
+    raw_prompt: str = ""  # a WebUI prompt passed through unchanged
+    notes: list[str] = field(default_factory=list)
+    untranslated: list[str] = field(default_factory=list)
+
+
+def find_ip(config: Config, name: str) -> IPConfig:
+    """The configured IP called `name`; ValueError listing the names when there is none."""
+    for ip in config.ips:
+        if ip.name == name:
+            return ip
+    known = ", ".join(ip.name for ip in config.ips) or "none configured"
+    raise ValueError(f"ip: no IP named {name!r} (known: {known})")
+
+
+def default_ip(config: Config) -> IPConfig | None:
+    if config.default_ip:
+        return find_ip(config, config.default_ip)
+    return config.ips[0] if config.ips else None
+
+
+def is_raw_prompt(text: str, config: Config) -> bool:
+    """A WebUI prompt rather than a chat request: English only, with `<lora:..>`, a `(word:1.2)`
+    weight or an IP's trigger word."""
+    if _CJK.search(text):
+        return False
+    lowered = text.lower()
+    triggers = (ip.trigger.lower() for ip in config.ips)
+    return (
+        "<lora:" in lowered
+        or _ATTENTION_WEIGHT.search(text) is not None
+        or any(re.search(rf"(?<!\w){re.escape(t)}(?!\w)", lowered) for t in triggers)
+    )
+
+
+def split_count(count: int, max_batch_size: int) -> tuple[int, int]:
+    """Images -> (batch_size, n_iter): the largest batch that divides `count` evenly."""
+    if count < 1:
+        raise ValueError(f"count: {count} images; ask for at least 1")
+    batch = max(b for b in range(1, min(count, max_batch_size) + 1) if count % b == 0)
+    return batch, count // batch
+
+
+def check_limits(
+    settings: Settings, batch_size: int, n_iter: int, hr_scale: float, limits: LimitsConfig
+) -> None:
+    """Refuse what the engine would refuse, naming the argument and the limit."""
+    s = settings
+    checks = [
+        ("steps", s.steps, 1 <= s.steps <= limits.max_steps, f"1 to {limits.max_steps}"),
+        ("cfg_scale", s.cfg_scale, 0 < s.cfg_scale <= MAX_CFG_SCALE, f"up to {MAX_CFG_SCALE:g}"),
+        ("seed", s.seed, s.seed >= -1, "-1 for random, or 0 and up"),
+        (
+            "batch_size",
+            batch_size,
+            1 <= batch_size <= limits.max_batch_size,
+            f"1 to {limits.max_batch_size}",
+        ),
+        ("n_iter", n_iter, 1 <= n_iter <= limits.max_n_iter, f"1 to {limits.max_n_iter}"),
+    ]
+    for argument, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{argument}: {value} is not allowed ({allowed}, see [limits])")
+    scale = hr_scale if settings.hires else 1.0
+    width, height = round(settings.width * scale), round(settings.height * scale)
+    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+        raise ValueError(
+            f"size: {width}x{height} is larger than limits.max_side {limits.max_side} "
+            f"or limits.max_pixels {limits.max_pixels}"
+        )
+
+
+def _find_ips(text: str, config: Config) -> tuple[list[IPConfig], str]:
+    """IPs named in `text` (by name, alias or trigger), in the order named; names removed."""
+    spans: list[tuple[int, IPConfig]] = []
+    names = [(n, ip) for ip in config.ips for n in {ip.name, ip.trigger, *ip.aliases}]
+    for name, ip in sorted(names, key=lambda pair: len(pair[0]), reverse=True):
+        pattern = re.compile(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", re.I)
+        for match in pattern.finditer(text):
+            spans.append((match.start(), ip))
+        text = pattern.sub(lambda m: "，" + " " * (len(m.group(0)) - 1), text)
+    named: list[IPConfig] = []
+    for _, ip in sorted(spans, key=lambda span: span[0]):
+        if ip not in named:
+            named.append(ip)
+    return named, text
+
+
+def _choose_ip(
+    named: list[IPConfig], options: Options, ip_name: str | None, config: Config
+) -> tuple[IPConfig | None, list[str]]:
+    if options.ip:
+        return find_ip(config, options.ip), []
+    if len(named) > 1:
+        others = ", ".join(ip.name for ip in named[1:])
+        return named[0], [
+            f"several IPs named; used {named[0].name} (one LoRA per poster), not {others}"
+        ]
+    if named:
+        return named[0], []
+    if ip_name:
+        return find_ip(config, ip_name), []
+    ip = default_ip(config)
+    if ip is None:
+        return None, ["no IP configured: the prompt has no trigger word and no LoRA"]
+    return ip, [f"no IP named; used the default IP {ip.name}"]
+
+
+def _sentence(subject: str, terms: list[Term]) -> str:
+    def phrases(*categories: str) -> list[str]:
+        found = [t.phrase for t in terms if t.category in categories and t.phrase]
+        return found[:MAX_SENTENCE_PHRASES]
+
+    parts = [
+        subject,
+        " and ".join(phrases("action")),
+        *phrases("scene"),
+        *phrases("festival", "season"),
+    ]
+    return " ".join(part for part in parts if part)
+
+
+def _read_tokens(
+    tokens: list[Token],
+) -> tuple[list[Term], list[str], list[str], list[str], list[str]]:
+    """Walk the tokens: (terms, English words kept, negated tags, untranslated, ignored numbers)."""
+    terms: list[Term] = []
+    english: list[str] = []
+    negated: list[str] = []
+    untranslated: list[str] = []
+    numbers: list[str] = []
+    negating = False
+    previous_end = -1
+    for token in tokens:
+        if token.kind == "break":
+            negating = False
+        elif token.kind == "negation":
+            negating = True
+        elif token.kind == "term" and token.term is not None:
+            if negating:
+                negated.append(token.term.tags[0] if token.term.tags else token.term.phrase)
+            elif token.term not in terms:
+                terms.append(token.term)
+        elif token.kind == "unknown":
+            word = token.text
+            if not word.isascii():
+                untranslated.append(word)
+            elif not any(char.isalpha() for char in word):
+                numbers.append(word)
+            elif english and previous_end >= 0 and token.start - previous_end <= 1:
+                english[-1] += " " + word.lower()  # "ice cream" stays one tag
+            else:
+                english.append(word.lower())
+            previous_end = token.start + len(word) if word.isascii() else -1
+            continue
+        previous_end = -1
+    return terms, english, negated, untranslated, numbers
+
+
+def _size(
+    settings: Settings,
+    explicit: tuple[int, int] | None,
+    orientation: str | None,
+    notes: list[str],
+) -> tuple[Settings, tuple[int, int] | None]:
+    """Apply the request's size: an explicit size maps to a 64-multiple generation size of the same
+    shape near the default area, remembering the explicit one as the target."""
+    if explicit:
+        if orientation:
+            notes.append(
+                f"size {explicit[0]}x{explicit[1]} given; ignored the word for {orientation}"
+            )
+        width, height = generation_size(*explicit, max_area=settings.width * settings.height)
+        target = explicit if explicit != (width, height) else None
+        if target:
+            final = f"{target[0]}x{target[1]}"
+            notes.append(f"generating at {width}x{height} (multiples of 64), resized to {final}")
+        return replace(settings, width=width, height=height), target
+    if orientation:
+        width, height = orientation_size(orientation, settings.width, settings.height)
+        return replace(settings, width=width, height=height), None
+    return settings, None
+
+
+def _raw_draft(text: str, options: Options, settings_layers: list, config: Config) -> Draft:
+    """A WebUI prompt: validated, then passed through unchanged."""
+    body, loras = extract_loras(text)
+    for lora in loras:
+        if abs(lora.weight) > MAX_LORA_WEIGHT:
+            raise ValueError(
+                f"prompt: <lora:{lora.name}:{lora.weight}> weight is outside ±{MAX_LORA_WEIGHT:g}"
+            )
+    for weight in _ATTENTION_WEIGHT.findall(text):
+        if not 0 <= float(weight) <= MAX_ATTENTION_WEIGHT:
+            raise ValueError(
+                f"prompt: attention weight {weight} is outside 0 to {MAX_ATTENTION_WEIGHT:g}"
+            )
+    lowered = text.lower()
+    ip = next(
+        (
+            ip
+            for ip in config.ips
+            if re.search(rf"(?<!\w){re.escape(ip.trigger.lower())}(?!\w)", lowered)
+            or any(lora.name == ip.lora for lora in loras if ip.lora)
+        ),
+        None,
+    )
+    notes = ["raw WebUI prompt: passed through unchanged"]
+    if options.ip:
+        ip = find_ip(config, options.ip)
+    if ip is None:
+        notes.append("the prompt names no configured IP's trigger word or LoRA")
+    if len(loras) > 1:
+        notes.append("several LoRAs: " + ", ".join(lora.render() for lora in loras))
+    parts = [part.strip() for part in body.split(",")]
+    tags = [p for p in parts if p and (ip is None or p.lower() != ip.trigger.lower())]
+    layers = [*settings_layers, ip_layer(ip) if ip else None]
+    settings = merge_settings(layers, global_settings(config.generation))
+    return Draft(
+        request=text,
+        ip=ip,
+        sentence="",
+        content_tags=tags,
+        quality_tags=[],
+        negative_tags=[],
+        settings=settings,
+        batch_size=1,
+        n_iter=1,
+        target=None,
+        raw_prompt=text.strip(),
+        notes=notes,
+    )
+
+
+def parse_request(
+    request: str,
+    config: Config,
+    *,
+    template: PresetConfig | None = None,
+    ip_name: str | None = None,
+    glossary: Glossary | None = None,
+) -> Draft:
+    """Read a chat request (or a raw WebUI prompt) into a Draft.
+
+    `template` is the user's parameter template; `ip_name` the user's chosen IP (a request that
+    names an IP, or `--ip`, wins). Raises ValueError naming the argument when the request asks for
+    something invalid or beyond config [limits].
+    """
+    # 1. check inputs
+    if not isinstance(request, str) or not request.strip():
+        raise ValueError("request: empty; describe the poster, e.g. 达达骑士在雪地里送快递")
+    if len(request) > config.limits.max_prompt_chars:
+        raise ValueError(
+            f"request: {len(request)} characters, more than limits.max_prompt_chars "
+            f"{config.limits.max_prompt_chars}"
+        )
+    glossary = glossary or load_glossary(config.prompts.glossary_dir)
+
+    # 2. options, then a raw WebUI prompt passes through
+    text, options = split_options(request)
+    if options.preset:
+        template = find_preset(config, options.preset)
+    request_layer = PresetConfig(
+        sampler=options.sampler,
+        steps=options.steps,
+        cfg_scale=options.cfg_scale,
+        seed=options.seed,
+        hires=options.hires,
+        negative_prompt=options.negative_prompt,
+    )
+    explicit_size = (options.width, options.height) if options.width or options.height else None
+    if is_raw_prompt(text, config):
+        draft = _raw_draft(text, options, [request_layer, template], config)
+        return _finish_parameters(draft, options, explicit_size, None, None, config)
+
+    # 3. the parts that are not picture: poster text, seed, size, hires, count
+    title, subtitle, text, notes = extract_titles(text)
+    seed, text = extract_seed(text)
+    size, orientation, text = extract_size(text, glossary)
+    hires, text = extract_hires(text, glossary)
+    count, text = extract_count(text)
+    request_layer = replace(
+        request_layer,
+        seed=options.seed if options.seed is not None else seed,
+        hires=options.hires if options.hires is not None else (hires or None),
+    )
+
+    # 4. which IP; LoRA tags and weights typed into a chat request are not obeyed
+    named, text = _find_ips(text, config)
+    ip, ip_notes = _choose_ip(named, options, ip_name, config)
+    notes += ip_notes
+    for tag in _EXTRA_NETWORK.findall(text):
+        notes.append(f"ignored {tag!r}: the LoRA comes from the IP's config")
+    text = _EXTRA_NETWORK.sub("，", text)
+
+    # 5. the glossary: terms, English words, negations, untranslated words
+    terms, english, negated, untranslated, numbers = _read_tokens(glossary.tokenize(text))
+    if english:
+        notes.append("kept English words as tags: " + ", ".join(english))
+    if numbers:
+        notes.append("ignored numbers: " + ", ".join(numbers))
+    styles = [tag for term in terms if term.category == "style" for tag in term.tags]
+    if styles:
+        request_layer = replace(request_layer, style_tags=styles)
+    content = [t for term in terms if term.category not in ("style", "quality") for t in term.tags]
+    quality = [t for term in terms if term.category == "quality" for t in term.tags]
+
+    # 6. settings: request > template > IP > global
+    layers = [request_layer, template, ip_layer(ip) if ip else None]
+    settings = merge_settings(layers, global_settings(config.generation))
+    subject = (ip.description if ip else "") or DEFAULT_SUBJECT
+    draft = Draft(
+        request=request,
+        ip=ip,
+        sentence=_sentence(subject, terms),
+        content_tags=content + english,
+        quality_tags=[*(ip.quality_tags if ip else []), *quality],
+        negative_tags=negated,
+        settings=settings,
+        batch_size=1,
+        n_iter=1,
+        target=None,
+        title=title,
+        subtitle=subtitle,
+        notes=notes,
+        untranslated=untranslated,
+    )
+    return _finish_parameters(draft, options, explicit_size or size, orientation, count, config)
+
+
+def _finish_parameters(
+    draft: Draft,
+    options: Options,
+    size: tuple[int, int] | None,
+    orientation: str | None,
+    count: int | None,
+    config: Config,
+) -> Draft:
+    """Size, batch and limits, the same for chat requests and raw prompts."""
+    notes = list(draft.notes)
+    if size and (size[0] is None or size[1] is None):
+        raise ValueError("--width/--height: give both, or --size WIDTHxHEIGHT")
+    settings, target = _size(draft.settings, size, orientation, notes)
+    if options.batch_size or options.n_iter:
+        batch_size, n_iter = options.batch_size or 1, options.n_iter or 1
+    elif count:
+        batch_size, n_iter = split_count(count, config.limits.max_batch_size)
+        if n_iter > config.limits.max_n_iter:
+            raise ValueError(
+                f"count: {count} images cannot be made in at most {config.limits.max_n_iter} "
+                f"batches of up to {config.limits.max_batch_size} (see [limits])"
+            )
+    else:
+        batch_size, n_iter = 1, 1
+    check_limits(settings, batch_size, n_iter, config.generation.hr_scale, config.limits)
+    if target and max(target) > config.limits.max_side:
+        raise ValueError(
+            f"size: {target[0]}x{target[1]} is larger than limits.max_side {config.limits.max_side}"
+        )
+    return replace(
+        draft, settings=settings, target=target, batch_size=batch_size, n_iter=n_iter, notes=notes
+    )
+
+
+def _unique(words: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [w for w in words if not (w.lower() in seen or seen.add(w.lower()))]
+
+
+def finish(draft: Draft, source: str = "template", notes: list[str] | None = None) -> PosterPrompt:
+    """Render a draft: trigger, sentence, tags (content, style, quality), LoRA."""
+    ip = draft.ip
+    lora = LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None
+    all_notes = [*draft.notes, *(notes or [])]
+    if draft.raw_prompt:
+        loras = extract_loras(draft.raw_prompt)[1]
+        tags, prompt, lora = draft.content_tags, draft.raw_prompt, (loras[0] if loras else None)
+        trigger = ip.trigger if ip else ""
+    else:
+        tags = _unique([*draft.content_tags, *draft.settings.style_tags, *draft.quality_tags])
+        trigger = ip.trigger if ip else ""
+        prompt = render_prompt(trigger, draft.sentence, tags, lora)
+        if source == "template" and draft.untranslated:
+            all_notes.append(
+                "not translated (add them to the glossary): " + ", ".join(draft.untranslated)
+            )
+    # Words the request said no to go first, unless the negative prompt already has them.
+    already = {part.strip().lower() for part in draft.settings.negative_prompt.split(",")}
+    extra = [tag for tag in _unique(draft.negative_tags) if tag.lower() not in already]
+    negative = ", ".join(part for part in [*extra, draft.settings.negative_prompt] if part)
+    s = draft.settings
+    return PosterPrompt(
+        ip=ip.name if ip else "",
+        trigger=trigger,
+        natural_language=draft.sentence,
+        tags=tags,
+        negative_prompt=negative,
+        lora=lora,
+        prompt=prompt,
+        width=s.width,
+        height=s.height,
+        batch_size=draft.batch_size,
+        n_iter=draft.n_iter,
+        sampler=s.sampler,
+        steps=s.steps,
+        cfg_scale=s.cfg_scale,
+        seed=s.seed,
+        hires=s.hires,
+        title=draft.title,
+        subtitle=draft.subtitle,
+        source=source,
+        target_width=draft.target[0] if draft.target else None,
+        target_height=draft.target[1] if draft.target else None,
+        notes=all_notes,
+    )
+
+
+def template_prompt(
+    request: str,
+    config: Config,
+    *,
+    template: PresetConfig | None = None,
+    ip_name: str | None = None,
+) -> PosterPrompt:
+    """The template step alone: offline, deterministic. See `parse_request` for the arguments."""
+    return finish(parse_request(request, config, template=template, ip_name=ip_name))
