@@ -19,10 +19,11 @@ MAX_TITLE_CHARS = 40
 MAX_SUBTITLE_CHARS = 80
 
 QUOTES = {"「": "」", "『": "』", "“": "”", '"': '"', "《": "》", "【": "】"}
+_OPENING = re.escape("".join(QUOTES))
 _QUOTED = "|".join(f"{re.escape(o)}([^{re.escape(c)}]*){re.escape(c)}" for o, c in QUOTES.items())
 # 副标题 before 标题 so the longer keyword wins; unquoted text runs to the next punctuation.
 _TITLE_KEYWORD = re.compile(
-    rf"(副标题|小标题|标题|文案|subtitle|title|slogan)\s*(?:[:：=是为]\s*)?"
+    rf"(副标题|小标题|标题|文案|subtitle|title|slogan)(?:\s*[:：=是为]\s*|\s+|(?=[{_OPENING}]))"
     rf"(?:{_QUOTED}|([^，,。；;！!？?\n]+))",
     re.I,
 )
@@ -138,7 +139,8 @@ def split_options(text: str) -> tuple[str, Options]:
 def extract_titles(text: str) -> tuple[str, str, str, list[str]]:
     """Find the poster's title and subtitle; return (title, subtitle, text, notes).
 
-    After 标题/title the text (quoted or up to the next punctuation) is the title; after
+    After 标题/title and a colon, 是, a space or a quote, the text (quoted, or up to the next
+    punctuation) is the title; after
     副标题/subtitle the subtitle; after 文案/slogan the title if there is none yet, else the
     subtitle. Otherwise the first quoted text is the title and the second the subtitle.
     """

@@ -105,7 +105,7 @@ async def llm_stub():
 
     app = web.Application()
     app.router.add_post("/{mode}/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, handler_cancellation=True)  # a client that gave up ends "slow"
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

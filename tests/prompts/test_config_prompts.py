@@ -1,0 +1,44 @@
+"""The config sections the prompt builder reads: [[ips]], [llm], [prompts], [presets.NAME]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from posterbot.config import ConfigError, load_config
+
+EXAMPLE = Path(__file__).parents[2] / "config.example.toml"
+
+
+def _load(tmp_path, text: str):
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, environ={})
+
+
+def test_example_config_has_presets_and_a_described_ip():
+    config = load_config(EXAMPLE, environ={})
+    assert config.presets["final"].hires is True
+    assert config.presets["draft"].steps == 20 and config.presets["draft"].seed is None
+    assert config.ips[0].description and config.ips[0].quality_tags
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[presets.x]\nsteps = "many"\n', "presets.x.steps"),
+        ("[presets.x]\nwidth = 500\n", "presets.x.width"),
+        ("[presets.x]\ncfg_scale = 0\n", "presets.x.cfg_scale"),
+        ("[presets.x]\ncolour = 1\n", "presets.x.colour"),
+        ('[[ips]]\nname = "a"\ntrigger = "x, y"\n', "ips[a].trigger"),
+        ('[[ips]]\nname = "a"\ntrigger = "x"\nlora = "../evil"\n', "ips[a].lora"),
+        ('[[ips]]\nname = "a"\ntrigger = "x"\nlora_weight = 3.0\n', "ips[a].lora_weight"),
+        ('[llm]\nmodel = ""\n', "llm.model"),
+        ("[prompts]\nglossary_dir = 3\n", "prompts.glossary_dir"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as error:
+        _load(tmp_path, text)
+    assert error.value.key == key

@@ -1,0 +1,129 @@
+"""Extracting options, poster text, sizes, counts and seeds from a request."""
+
+from __future__ import annotations
+
+import pytest
+
+from prompts.lexicon import load_glossary
+from prompts.request import (
+    Options,
+    chinese_number,
+    extract_count,
+    extract_seed,
+    extract_size,
+    extract_titles,
+    split_options,
+)
+
+
+def test_options_are_split_from_the_prompt():
+    text, options = split_options(
+        'dadaknight, snow --steps 30 --seed=123 --sampler "dpm++ 2m karras" --cfg 6 --hires'
+    )
+    assert text == "dadaknight, snow"
+    assert options == Options(
+        steps=30, seed=123, sampler="DPM++ 2M Karras", cfg_scale=6.0, hires=True
+    )
+
+
+def test_size_option_and_negative_prompt():
+    _, options = split_options("x --size 768x512 --neg 'text, watermark' --batch 2 --n-iter 3")
+    assert (options.width, options.height) == (768, 512)
+    assert options.negative_prompt == "text, watermark"
+    assert (options.batch_size, options.n_iter) == (2, 3)
+
+
+def test_double_dash_inside_words_is_not_an_option():
+    assert split_options("well-lit--scene")[1] == Options()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x --steps", "--steps: needs a value"),
+        ("x --size big", "--size: must be WIDTHxHEIGHT"),
+        ('x --sampler "Euler a', "options: No closing quotation"),
+        ("x --steps 30 oops", "oops: unknown option"),
+    ],
+)
+def test_bad_options_name_the_option(text, message):
+    with pytest.raises(ValueError, match=message):
+        split_options(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "title", "subtitle"),
+    [
+        ("圣诞海报，标题「圣诞快乐」", "圣诞快乐", ""),
+        ("标题是圣诞快乐，副标题：满199减100", "圣诞快乐", "满199减100"),
+        ("副标题“限时包邮”，标题《双十一》", "双十一", "限时包邮"),
+        ("文案：温暖每一次送达", "温暖每一次送达", ""),
+        ("标题「A」文案「B」", "A", "B"),
+        ('"Merry Christmas" and "Free delivery"', "Merry Christmas", "Free delivery"),
+        ("【年货节】来啦", "年货节", ""),
+        ("没有标题的请求", "", ""),
+    ],
+)
+def test_titles_and_subtitles(text, title, subtitle):
+    found_title, found_subtitle, rest, _ = extract_titles(text)
+    assert (found_title, found_subtitle) == (title, subtitle)
+    if title:
+        assert title not in rest  # poster text is not drawn as picture words
+
+
+def test_a_third_quote_is_noted_not_lost():
+    *_, notes = extract_titles("「一」「二」「三」")
+    assert notes == ["ignored extra poster text '三'"]
+
+
+@pytest.mark.parametrize(
+    ("text", "size", "orientation"),
+    [
+        ("竖版海报", None, "portrait"),
+        ("banner", None, "landscape"),
+        ("头像", None, "square"),
+        ("1080x1920 竖版", (1080, 1920), "portrait"),
+        ("1920 × 1080", (1920, 1080), None),
+        ("小红书配图", (1242, 1660), None),
+        ("2x3", None, None),  # too short to be a size
+    ],
+)
+def test_sizes(text, size, orientation):
+    found_size, found_orientation, _ = extract_size(text, load_glossary())
+    assert (found_size, found_orientation) == (size, orientation)
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("来4张", 4),
+        ("两张", 2),
+        ("生成十张", 10),
+        ("二十张", 20),
+        ("x4", 4),
+        ("×3", 3),
+        ("4 images", 4),
+        ("three posters", 3),
+        ("3个版本", 3),
+        ("达达送快递", None),
+    ],
+)
+def test_counts(text, count):
+    assert extract_count(text)[0] == count
+
+
+def test_chinese_numbers():
+    assert [chinese_number(t) for t in ("7", "两", "十", "十二", "二十", "五十五", "four")] == [
+        7,
+        2,
+        10,
+        12,
+        20,
+        55,
+        4,
+    ]
+
+
+def test_seed_written_in_words():
+    assert extract_seed("锁定种子：987")[0] == 987
+    assert extract_seed("seed 42, snow")[0] == 42
