@@ -48,6 +48,8 @@ class Draft:
 
     request: str  # the user's text, for the LLM step
     ip: IPConfig | None
+    trigger: str
+    lora: LoraTag | None
     sentence: str
     content_tags: list[str]  # what the request is about, in the order it said it
     quality_tags: list[str]  # after the style tags
@@ -78,17 +80,20 @@ def default_ip(config: Config) -> IPConfig | None:
     return config.ips[0] if config.ips else None
 
 
+def has_trigger(text: str, ip: IPConfig) -> bool:
+    """Whether `text` contains the IP's trigger word as a whole word."""
+    return re.search(rf"(?<!\w){re.escape(ip.trigger)}(?!\w)", text, re.I) is not None
+
+
 def is_raw_prompt(text: str, config: Config) -> bool:
     """A WebUI prompt rather than a chat request: English only, with `<lora:..>`, a `(word:1.2)`
     weight or an IP's trigger word."""
     if _CJK.search(text):
         return False
-    lowered = text.lower()
-    triggers = (ip.trigger.lower() for ip in config.ips)
     return (
-        "<lora:" in lowered
+        "<lora:" in text.lower()
         or _ATTENTION_WEIGHT.search(text) is not None
-        or any(re.search(rf"(?<!\w){re.escape(t)}(?!\w)", lowered) for t in triggers)
+        or any(has_trigger(text, ip) for ip in config.ips)
     )
 
 
@@ -254,30 +259,27 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
             raise ValueError(
                 f"prompt: attention weight {weight} is outside 0 to {MAX_ATTENTION_WEIGHT:g}"
             )
-    lowered = text.lower()
-    ip = next(
-        (
-            ip
-            for ip in config.ips
-            if re.search(rf"(?<!\w){re.escape(ip.trigger.lower())}(?!\w)", lowered)
-            or any(lora.name == ip.lora for lora in loras if ip.lora)
-        ),
-        None,
-    )
-    notes = ["raw WebUI prompt: passed through unchanged"]
     if options.ip:
         ip = find_ip(config, options.ip)
+    else:
+        lora_names = {lora.name for lora in loras}
+        named = (ip for ip in config.ips if has_trigger(text, ip) or ip.lora in lora_names)
+        ip = next(named, None)
+    notes = ["raw WebUI prompt: passed through unchanged"]
     if ip is None:
         notes.append("the prompt names no configured IP's trigger word or LoRA")
     if len(loras) > 1:
         notes.append("several LoRAs: " + ", ".join(lora.render() for lora in loras))
     parts = [part.strip() for part in body.split(",")]
-    tags = [p for p in parts if p and (ip is None or p.lower() != ip.trigger.lower())]
+    trigger = ip.trigger if ip and has_trigger(text, ip) else ""
+    tags = [part for part in parts if part and part.lower() != trigger.lower()]
     layers = [*settings_layers, ip_layer(ip) if ip else None]
     settings = merge_settings(layers, global_settings(config.generation))
     return Draft(
         request=text,
         ip=ip,
+        trigger=trigger,
+        lora=loras[0] if loras else None,
         sentence="",
         content_tags=tags,
         quality_tags=[],
@@ -327,7 +329,9 @@ def parse_request(
         hires=options.hires,
         negative_prompt=options.negative_prompt,
     )
-    explicit_size = (options.width, options.height) if options.width or options.height else None
+    if (options.width is None) != (options.height is None):
+        raise ValueError("--width/--height: give both, or --size WIDTHxHEIGHT")
+    explicit_size = (options.width, options.height) if options.width is not None else None
     if is_raw_prompt(text, config):
         draft = _raw_draft(text, options, [request_layer, template], config)
         return _finish_parameters(draft, options, explicit_size, None, None, config)
@@ -371,6 +375,8 @@ def parse_request(
     draft = Draft(
         request=request,
         ip=ip,
+        trigger=ip.trigger if ip else "",
+        lora=LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None,
         sentence=_sentence(subject, terms),
         content_tags=content + english,
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
@@ -397,8 +403,6 @@ def _finish_parameters(
 ) -> Draft:
     """Size, batch and limits, the same for chat requests and raw prompts."""
     notes = list(draft.notes)
-    if size and (size[0] is None or size[1] is None):
-        raise ValueError("--width/--height: give both, or --size WIDTHxHEIGHT")
     settings, target = _size(draft.settings, size, orientation, notes)
     if options.batch_size or options.n_iter:
         batch_size, n_iter = options.batch_size or 1, options.n_iter or 1
@@ -428,17 +432,12 @@ def _unique(words: list[str]) -> list[str]:
 
 def finish(draft: Draft, source: str = "template", notes: list[str] | None = None) -> PosterPrompt:
     """Render a draft: trigger, sentence, tags (content, style, quality), LoRA."""
-    ip = draft.ip
-    lora = LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None
     all_notes = [*draft.notes, *(notes or [])]
     if draft.raw_prompt:
-        loras = extract_loras(draft.raw_prompt)[1]
-        tags, prompt, lora = draft.content_tags, draft.raw_prompt, (loras[0] if loras else None)
-        trigger = ip.trigger if ip else ""
+        tags, prompt = draft.content_tags, draft.raw_prompt
     else:
         tags = _unique([*draft.content_tags, *draft.settings.style_tags, *draft.quality_tags])
-        trigger = ip.trigger if ip else ""
-        prompt = render_prompt(trigger, draft.sentence, tags, lora)
+        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
         if source == "template" and draft.untranslated:
             all_notes.append(
                 "not translated (add them to the glossary): " + ", ".join(draft.untranslated)
@@ -449,12 +448,12 @@ def finish(draft: Draft, source: str = "template", notes: list[str] | None = Non
     negative = ", ".join(part for part in [*extra, draft.settings.negative_prompt] if part)
     s = draft.settings
     return PosterPrompt(
-        ip=ip.name if ip else "",
-        trigger=trigger,
+        ip=draft.ip.name if draft.ip else "",
+        trigger=draft.trigger,
         natural_language=draft.sentence,
         tags=tags,
         negative_prompt=negative,
-        lora=lora,
+        lora=draft.lora,
         prompt=prompt,
         width=s.width,
         height=s.height,
