@@ -178,7 +178,7 @@ def _sentence(subject: str, terms: list[Term]) -> str:
     parts = [
         subject,
         " and ".join(phrases("action")),
-        *phrases("scene"),
+        *phrases("scene")[:1],  # one place: "in a city in a street" reads as a mistake
         *phrases("festival", "season"),
     ]
     return " ".join(part for part in parts if part)
