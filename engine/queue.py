@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class Priority(IntEnum):
     TRAINING = 2  # LoRA training: long-running, nobody is waiting on it second by second
 
 
-class State(str, Enum):
+class State(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

@@ -14,13 +14,12 @@ import dataclasses
 import json
 import os
 import re
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 ENV_PREFIX = "POSTERBOT_"
 TOP_LEVEL_ENV_KEYS = ("data_dir", "default_ip")  # POSTERBOT_DATA_DIR, POSTERBOT_DEFAULT_IP

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
+import tomllib
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 import jieba
-import tomllib
 
 BUILTIN_DIR = Path(__file__).with_name("glossary")
 CATEGORIES = ("festival", "season", "scene", "action", "prop", "style", "mood", "shot", "quality")

@@ -156,7 +156,7 @@ async def ask_llm(
 
     try:
         content = await asyncio.wait_for(ask(), llm.timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise LLMError(f"no answer within {llm.timeout_s:g} s") from None
     except aiohttp.ClientError as exc:
         raise LLMError(f"cannot reach {llm.base_url}: {exc}") from None

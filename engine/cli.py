@@ -1,0 +1,91 @@
+"""`posterbot` subcommands owned by the engine: generate, demo-model.
+
+Flags are named after WebUI's API fields (`--cfg-scale` is `cfg_scale`). torch is imported inside
+the commands, so the CLI starts on hosts without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from posterbot.config import Config
+
+# flag → (request field, type, help)
+GENERATE_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--negative-prompt", "negative_prompt", str, "what the image should not show"),
+    ("--sampler", "sampler_name", str, 'WebUI sampler name, e.g. "DPM++ 2M Karras"'),
+    ("--steps", "steps", int, "sampling steps"),
+    ("--cfg-scale", "cfg_scale", float, "CFG scale"),
+    ("--seed", "seed", int, "seed (-1 = random)"),
+    ("--width", "width", int, "width in pixels (multiple of 8; 64 recommended)"),
+    ("--height", "height", int, "height in pixels (multiple of 8; 64 recommended)"),
+    ("--batch-size", "batch_size", int, "images per batch"),
+    ("--n-iter", "n_iter", int, "batches"),
+    ("--subseed", "subseed", int, "variation seed (-1 = random)"),
+    ("--subseed-strength", "subseed_strength", float, "variation strength 0..1"),
+    ("--clip-skip", "clip_skip", int, "CLIP layers to skip (1 = none)"),
+    ("--hr-scale", "hr_scale", float, "hires fix upscale factor"),
+    ("--hr-upscaler", "hr_upscaler", str, "Latent, Lanczos, or a model in models/ESRGAN"),
+    ("--hr-second-pass-steps", "hr_second_pass_steps", int, "hires steps (0 = as first pass)"),
+    ("--hr-resize-x", "hr_resize_x", int, "hires target width (instead of --hr-scale)"),
+    ("--hr-resize-y", "hr_resize_y", int, "hires target height (instead of --hr-scale)"),
+    ("--denoising-strength", "denoising_strength", float, "hires fix denoising strength"),
+]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser(
+        "generate", help="txt2img from a prompt, like WebUI", description=generate_command.__doc__
+    )
+    generate.add_argument("prompt", help="WebUI prompt; <lora:name:weight> tags select LoRAs")
+    for flag, dest, kind, text in GENERATE_FLAGS:
+        generate.add_argument(flag, dest=dest, type=kind, help=text)
+    generate.add_argument(
+        "--lora", action="append", default=[], metavar="NAME:W", help="add a LoRA (repeatable)"
+    )
+    generate.add_argument("--hires", dest="enable_hr", action="store_true", help="hires fix")
+    generate.add_argument("--model", help="checkpoint name, file, folder or hub id")
+    generate.add_argument("-o", "--output-dir", type=Path, help="default: <data_dir>/outputs")
+    generate.set_defaults(handler=generate_command)
+
+    demo = commands.add_parser(
+        "demo-model", help="write the tiny offline model", description=demo_model_command.__doc__
+    )
+    demo.add_argument("folder", type=Path)
+    demo.add_argument("--kind", choices=["sd15", "sdxl"], default="sd15")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=demo_model_command)
+
+
+def generate_command(args: argparse.Namespace, config: Config) -> int:
+    """Generate images and print the paths of the PNG files written (infotext inside)."""
+    from engine.generate import Engine
+    from engine.outputs import save_png
+    from engine.params import from_request, parse_lora_flag
+
+    request = {dest: getattr(args, dest) for _, dest, _, _ in GENERATE_FLAGS}
+    request |= {"prompt": args.prompt, "enable_hr": args.enable_hr}
+    request["loras"] = [parse_lora_flag(text) for text in args.lora]
+    params = from_request(request, config.generation, config.limits)  # fail before loading
+    engine = Engine(config, model=args.model)
+    result = engine.txt2img(params)
+    if result.is_demo:
+        print(
+            "WARNING: DEMO MODEL (random weights): these images are noise. "
+            "Set [models] base in config.toml to a real checkpoint.",
+            file=sys.stderr,
+        )
+    output_dir = args.output_dir or config.outputs_dir
+    for index, seed in enumerate(result.seeds):
+        print(save_png(output_dir, seed, result.png(index)))
+    return 0
+
+
+def demo_model_command(args: argparse.Namespace, config: Config) -> int:
+    """Write a tiny Stable Diffusion model with random weights (offline) in the diffusers layout."""
+    from engine.tiny import write_demo_model
+
+    print(write_demo_model(args.folder, kind=args.kind, seed=args.seed))
+    return 0

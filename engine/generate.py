@@ -1,0 +1,381 @@
+"""txt2img with WebUI semantics on a diffusers pipeline: the engine every other part calls.
+
+`Engine(config).txt2img(params)` loads the configured base model once and then, per call:
+checks the params, encodes prompts the WebUI way, draws each image's noise on the CPU from its
+own seed (so a seed gives the same picture on any device and image i of a batch equals a single
+run at seed + i), runs the sampler, optionally the hires fix, and writes WebUI infotext.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from engine import hires, infotext
+from engine.conditioning import encode_prompts
+from engine.lora import AppliedLora, LoraSet
+from engine.params import GenerationParams, check, resolve_seeds
+from engine.registry import ModelRef, Registry
+from engine.samplers import make_scheduler
+from posterbot import __version__
+from posterbot.config import Config, ModelsConfig
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (stage, steps done, steps in total)
+DEMO_NOTE = "random weights, not a real checkpoint - images are noise (set models.base)"
+
+
+class Cancelled(Exception):
+    """Raised between denoising steps when the caller asked to stop."""
+
+
+@dataclass
+class GenerationResult:
+    params: GenerationParams  # with seeds resolved
+    images: list[Image.Image]
+    seeds: list[int]
+    subseeds: list[int]
+    infotexts: list[str]
+    model_name: str
+    model_hash: str | None
+    loras: list[AppliedLora] = field(default_factory=list)
+    is_demo: bool = False
+
+    def png(self, index: int) -> bytes:
+        return infotext.png_bytes(self.images[index], self.infotexts[index])
+
+    def info(self) -> dict[str, Any]:
+        """WebUI's `info` object of a txt2img response."""
+        p = self.params
+        count = len(self.images)
+        return {
+            "prompt": p.prompt,
+            "all_prompts": [p.prompt] * count,
+            "negative_prompt": p.negative_prompt,
+            "all_negative_prompts": [p.negative_prompt] * count,
+            "seed": self.seeds[0],
+            "all_seeds": self.seeds,
+            "subseed": self.subseeds[0],
+            "all_subseeds": self.subseeds,
+            "subseed_strength": p.subseed_strength,
+            "width": p.width,
+            "height": p.height,
+            "sampler_name": p.sampler_name,
+            "cfg_scale": p.cfg_scale,
+            "steps": p.steps,
+            "batch_size": p.batch_size,
+            "restore_faces": False,
+            "sd_model_name": self.model_name,
+            "sd_model_hash": self.model_hash,
+            "denoising_strength": p.denoising_strength if p.enable_hr else None,
+            "clip_skip": p.clip_skip,
+            "infotexts": self.infotexts,
+            "styles": [],
+            "version": f"posterbot {__version__}",
+            "demo_model": self.is_demo,
+        }
+
+
+def pick_device(models: ModelsConfig) -> tuple[torch.device, torch.dtype]:
+    """The configured device, and float16 on a GPU / float32 on the CPU unless configured."""
+    if models.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(models.device)
+    if models.dtype != "auto":
+        return device, getattr(torch, models.dtype)
+    return device, torch.float16 if device.type == "cuda" else torch.float32
+
+
+def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype: torch.dtype):
+    """Load a Stable Diffusion 1.x/2.x or SDXL text-to-image pipeline from `ref`."""
+    from diffusers import (
+        AutoencoderKL,
+        DiffusionPipeline,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    if ref.is_demo and not Path(ref.location).exists():
+        from engine.tiny import write_demo_model
+
+        log.warning("no model configured: writing the tiny demo model to %s", ref.location)
+        write_demo_model(ref.location)
+    if ref.kind == "file":
+        pipeline_class = StableDiffusionXLPipeline if _is_sdxl_file(ref.location) else None
+        pipeline_class = pipeline_class or StableDiffusionPipeline
+        config = registry.config.models.single_file_config or None
+        pipe = pipeline_class.from_single_file(ref.location, dtype=dtype, config=config)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(ref.location, dtype=dtype)
+    if not isinstance(pipe, StableDiffusionPipeline | StableDiffusionXLPipeline):
+        raise ValueError(
+            f"model: {ref.name} is a {type(pipe).__name__}; "
+            "only Stable Diffusion 1.x/2.x and SDXL text-to-image models are supported"
+        )
+    if getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None  # posters are reviewed by people; WebUI has none either
+    vae_path = registry.vae()
+    if vae_path is not None:
+        load = (
+            AutoencoderKL.from_single_file if vae_path.is_file() else AutoencoderKL.from_pretrained
+        )
+        pipe.vae = load(str(vae_path), dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    if registry.config.models.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    return pipe
+
+
+def _is_sdxl_file(path: str) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as checkpoint:
+        return any(key.startswith("conditioner.embedders.1") for key in checkpoint.keys())  # noqa: SIM118
+
+
+def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between two noise tensors (WebUI's variation seed)."""
+    low_norm = low / low.norm()
+    high_norm = high / high.norm()
+    dot = (low_norm * high_norm).sum().clamp(-1.0, 1.0)
+    if dot.abs() > 0.9995:
+        return (1 - strength) * low + strength * high
+    omega = torch.acos(dot)
+    return (
+        torch.sin((1 - strength) * omega) * low + torch.sin(strength * omega) * high
+    ) / torch.sin(omega)
+
+
+def seeded_noise(
+    shape: tuple[int, ...], seeds: list[int], subseeds: list[int], strength: float
+) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """One noise tensor per image from its own CPU generator, and the generators to continue.
+
+    The generators go on to draw the sampler's per-step noise (ancestral/SDE samplers), so that
+    too depends only on the image's own seed.
+    """
+    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+    noise = [torch.randn(shape, generator=g) for g in generators]
+    if strength > 0:
+        variations = [
+            torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in subseeds
+        ]
+        noise = [slerp(strength, n, v) for n, v in zip(noise, variations, strict=True)]
+    return torch.stack(noise), generators
+
+
+class Engine:
+    """A loaded base model, its LoRA adapters, and txt2img with WebUI semantics."""
+
+    def __init__(self, config: Config, model: str | None = None) -> None:
+        self.config = config
+        self.registry = Registry(config)
+        self.model = self.registry.checkpoint(model)
+        self.device, self.dtype = pick_device(config.models)
+        started = time.perf_counter()
+        self.pipe = load_pipeline(self.model, self.registry, self.device, self.dtype)
+        log.info(
+            "loaded %s on %s in %.1fs", self.model.name, self.device, time.perf_counter() - started
+        )
+        if self.model.is_demo:
+            log.warning("DEMO MODEL: %s", DEMO_NOTE)
+        self.model_hash = self.registry.model_hash(self.model)
+        self.loras = LoraSet(
+            self.pipe, self.registry, config.models.lora_cache_size, config.models.fuse_lora
+        )
+        self._scheduler_config = dict(self.pipe.scheduler.config)
+        self._img2img = None
+
+    def txt2img(
+        self,
+        params: GenerationParams,
+        progress: Progress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        """Generate `batch_size × n_iter` images; see the module docstring for the rules."""
+        # 1. check inputs and fix the seeds
+        check(params, self.config.limits)
+        upscalers = self.registry.upscalers()
+        if params.enable_hr:
+            hires.check_upscaler(params.hr_upscaler, upscalers)
+        params = resolve_seeds(params)
+        seeds, subseeds = params.seeds()
+        text, lora_tags = params.all_loras()
+
+        # 2. attach the LoRAs the prompt asks for
+        applied = self.loras.apply(lora_tags)
+
+        # 3. render batch by batch, as WebUI's n_iter loop does
+        images: list[Image.Image] = []
+        total = params.n_iter * (params.steps + (params.hires_steps() if params.enable_hr else 0))
+        reporter = _StepReporter(progress, cancelled, total)
+        for batch in range(params.n_iter):
+            index = slice(batch * params.batch_size, (batch + 1) * params.batch_size)
+            images += self.render(
+                [text] * params.batch_size,
+                [params.negative_prompt] * params.batch_size,
+                seeds[index],
+                subseeds[index],
+                params,
+                reporter,
+                upscalers,
+            )
+
+        # 4. describe each image the way WebUI does
+        infotexts = [
+            self.infotext(params, seed, subseed, applied)
+            for seed, subseed in zip(seeds, subseeds, strict=True)
+        ]
+        return GenerationResult(
+            params,
+            images,
+            seeds,
+            subseeds,
+            infotexts,
+            self.model.name,
+            self.model_hash,
+            applied,
+            self.model.is_demo,
+        )
+
+    @torch.no_grad()
+    def render(
+        self,
+        prompts: list[str],
+        negatives: list[str],
+        seeds: list[int],
+        subseeds: list[int],
+        params: GenerationParams,
+        steps: _StepReporter,
+        upscalers: dict[str, Path],
+    ) -> list[Image.Image]:
+        """One pipeline call for len(prompts) images sharing size, sampler, steps, CFG and hires."""
+        count = len(prompts)
+        pipe = self.pipe
+
+        # 1. encode prompt and negative prompt together so they have the same chunk count
+        embeds, pooled = encode_prompts(pipe, prompts + negatives, params.clip_skip)
+        conditioning = {"prompt_embeds": embeds[:count], "negative_prompt_embeds": embeds[count:]}
+        if pooled is not None:
+            conditioning |= {
+                "pooled_prompt_embeds": pooled[:count],
+                "negative_pooled_prompt_embeds": pooled[count:],
+            }
+
+        # 2. per-image noise from per-image CPU generators
+        factor = pipe.vae_scale_factor
+        shape = (pipe.unet.config.in_channels, params.height // factor, params.width // factor)
+        noise, generators = seeded_noise(shape, seeds, subseeds, params.subseed_strength)
+
+        # 3. first pass
+        latent_upscale = params.enable_hr and hires.is_latent(params.hr_upscaler)
+        pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
+        first = pipe(
+            **conditioning,
+            width=params.width,
+            height=params.height,
+            num_inference_steps=params.steps,
+            guidance_scale=params.cfg_scale,
+            latents=noise.to(self.device, self.dtype),
+            generator=generators,
+            output_type="latent" if latent_upscale else "pil",
+            callback_on_step_end=steps.callback("txt2img"),
+        ).images
+        if not params.enable_hr:
+            return first
+
+        # 4. hires fix: upscale, then img2img at denoising strength with the same seeds
+        width, height = params.hires_size()
+        if latent_upscale:
+            start = hires.upscale_latents(first, params.hr_upscaler, width, height, factor)
+        else:
+            start = hires.upscale_images(first, params.hr_upscaler, width, height, upscalers)
+        img2img = self._img2img_pipeline()
+        img2img.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
+        strength = params.denoising_strength
+        return img2img(
+            **conditioning,
+            image=start,
+            strength=strength,
+            # WebUI runs exactly `hires steps` steps: the schedule is stretched so that the
+            # `strength` fraction of it has that many.
+            num_inference_steps=math.ceil(params.hires_steps() / strength),
+            guidance_scale=params.cfg_scale,
+            generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+            callback_on_step_end=steps.callback("hires"),
+        ).images
+
+    def _img2img_pipeline(self):
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)  # shares the modules
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def infotext(
+        self, params: GenerationParams, seed: int, subseed: int, loras: list[AppliedLora]
+    ) -> str:
+        hr = params.enable_hr
+        resized = hr and bool(params.hr_resize_x or params.hr_resize_y)
+        final_w, final_h = params.hires_size()
+        variation = params.subseed_strength > 0
+        values = {
+            "Steps": params.steps,
+            "Sampler": params.sampler_name,
+            "CFG scale": params.cfg_scale,
+            "Seed": seed,
+            "Size": f"{params.width}x{params.height}",
+            "Model hash": self.model_hash,
+            "Model": self.model.name,
+            "VAE": Path(self.config.models.vae).stem if self.config.models.vae else None,
+            "Variation seed": subseed if variation else None,
+            "Variation seed strength": params.subseed_strength if variation else None,
+            "Denoising strength": params.denoising_strength if hr else None,
+            "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
+            "Hires upscale": params.hr_scale if hr and not resized else None,
+            "Hires resize": f"{final_w}x{final_h}" if resized else None,
+            "Hires steps": params.hr_second_pass_steps
+            if hr and params.hr_second_pass_steps
+            else None,
+            "Hires upscaler": params.hr_upscaler if hr else None,
+            "Lora hashes": ", ".join(f"{lora.name}: {lora.hash}" for lora in loras) or None,
+            "Demo model": DEMO_NOTE if self.model.is_demo else None,
+            "Version": f"posterbot {__version__}",
+        }
+        return infotext.build(params.prompt, params.negative_prompt, values)
+
+
+class _StepReporter:
+    """Turns diffusers' per-step callback into progress reports and cancellation checks."""
+
+    def __init__(
+        self, progress: Progress | None, cancelled: Callable[[], bool] | None, total: int
+    ) -> None:
+        self.progress = progress
+        self.cancelled = cancelled
+        self.total = total
+        self.done = 0
+
+    def callback(self, stage: str):
+        def on_step_end(pipe, step: int, timestep, tensors: dict) -> dict:
+            self.done += 1
+            if self.progress is not None:
+                self.progress(stage, self.done, self.total)
+            if self.cancelled is not None and self.cancelled():
+                raise Cancelled(f"cancelled at step {self.done} of {self.total}")
+            return tensors
+
+        return on_step_end

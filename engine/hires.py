@@ -1,0 +1,73 @@
+"""Hires fix upscalers: in latent space (WebUI's "Latent" family) or on decoded images
+(Lanczos, Nearest, or an ESRGAN-family model file from models/ESRGAN loaded with spandrel).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# WebUI's latent upscalers: name → (interpolation mode, antialias)
+LATENT_UPSCALERS = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+IMAGE_UPSCALERS = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
+
+
+def is_latent(name: str) -> bool:
+    return name in LATENT_UPSCALERS
+
+
+def upscaler_names(model_files: dict[str, Path]) -> list[str]:
+    return [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *model_files]
+
+
+def check_upscaler(name: str, model_files: dict[str, Path]) -> None:
+    if name not in LATENT_UPSCALERS and name not in IMAGE_UPSCALERS and name not in model_files:
+        valid = ", ".join(upscaler_names(model_files))
+        raise ValueError(f"hr_upscaler: {name!r} is not available; valid upscalers: {valid}")
+
+
+def upscale_latents(latents: torch.Tensor, name: str, width: int, height: int, factor: int):
+    mode, antialias = LATENT_UPSCALERS[name]
+    size = (height // factor, width // factor)
+    return F.interpolate(latents, size=size, mode=mode, antialias=antialias)
+
+
+@lru_cache(maxsize=2)
+def _load_model(path: str, device: str):
+    import spandrel
+
+    descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
+    if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+        raise ValueError(f"hr_upscaler: {Path(path).name} is not an image upscaler model")
+    return descriptor.to(device).eval()
+
+
+@torch.no_grad()
+def upscale_images(
+    images: list[Image.Image], name: str, width: int, height: int, model_files: dict[str, Path]
+) -> list[Image.Image]:
+    """Resize decoded images to width×height with `name` (a PIL filter or a model file)."""
+    if name in IMAGE_UPSCALERS:
+        return [image.resize((width, height), IMAGE_UPSCALERS[name]) for image in images]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _load_model(str(model_files[name]), device)
+    upscaled = []
+    for image in images:
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+        output = model(pixels.permute(2, 0, 1).unsqueeze(0).to(device)).clamp(0, 1)
+        array = (output[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        # The model scales by its own factor (e.g. 4×); WebUI then resizes to the target size.
+        upscaled.append(Image.fromarray(array).resize((width, height), Image.Resampling.LANCZOS))
+    return upscaled

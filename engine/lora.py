@@ -1,0 +1,98 @@
+"""Attaching LoRA files to a loaded pipeline, with a cache of loaded adapters.
+
+Format conversion is diffusers' (`load_lora_weights` reads both the diffusers/peft layout and the
+kohya/WebUI `lora_unet_*`/`lora_te_*` layout). This module decides which adapters are active and
+at what weight, keeps recently used adapters loaded (reloading a file that changed on disk), and
+optionally fuses a set that stays the same between jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.registry import Registry
+from prompts.syntax import LoraTag
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    name: str
+    weight: float
+    hash: str
+
+
+def _adapter_name(name: str) -> str:
+    # peft adapter names become module attribute keys: no dots or other punctuation.
+    return "lora_" + re.sub(r"\W", "_", name)
+
+
+class LoraSet:
+    def __init__(self, pipe, registry: Registry, cache_size: int = 8, fuse: bool = False) -> None:
+        self.pipe = pipe
+        self.registry = registry
+        self.cache_size = cache_size
+        self.fuse = fuse
+        self._loaded: OrderedDict[str, tuple[Path, float]] = OrderedDict()  # name → (file, mtime)
+        self._fused: tuple[tuple[str, float], ...] = ()
+
+    def apply(self, tags: list[LoraTag]) -> list[AppliedLora]:
+        """Make exactly `tags` active at their weights; return them with their WebUI hashes."""
+        weights: dict[str, float] = {}
+        for tag in tags:  # the same LoRA twice adds up, as two WebUI tags would
+            weights[tag.name] = weights.get(tag.name, 0.0) + tag.weight
+        wanted = tuple(weights.items())
+        if self.fuse and wanted == self._fused and wanted:
+            return self._describe(weights)
+        self._unfuse()
+        files = {name: self.registry.lora(name) for name in weights}  # fails before any change
+        for name, path in files.items():
+            self._load(name, path)
+        if not weights:
+            if self._loaded:
+                self.pipe.disable_lora()
+            return []
+        self.pipe.enable_lora()
+        self.pipe.set_adapters(
+            [_adapter_name(n) for n in weights], adapter_weights=list(weights.values())
+        )
+        if self.fuse:
+            self.pipe.fuse_lora(adapter_names=[_adapter_name(n) for n in weights])
+            self._fused = wanted
+        return self._describe(weights)
+
+    def _describe(self, weights: dict[str, float]) -> list[AppliedLora]:
+        return [
+            AppliedLora(name, weight, self.registry.lora_hash(self._loaded[name][0]))
+            for name, weight in weights.items()
+        ]
+
+    def _unfuse(self) -> None:
+        if self._fused:
+            self.pipe.unfuse_lora()
+            self._fused = ()
+
+    def _load(self, name: str, path: Path) -> None:
+        mtime = path.stat().st_mtime
+        if self._loaded.get(name) == (path, mtime):
+            self._loaded.move_to_end(name)
+            return
+        if name in self._loaded:  # the file changed on disk (a new version was promoted)
+            self._delete(name)
+        log.info("loading LoRA %s from %s", name, path)
+        try:
+            self.pipe.load_lora_weights(str(path), adapter_name=_adapter_name(name))
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"lora: {name!r} ({path.name}) could not be loaded: {exc}") from exc
+        self._loaded[name] = (path, mtime)
+        while len(self._loaded) > self.cache_size:
+            self._delete(next(iter(self._loaded)))
+
+    def _delete(self, name: str) -> None:
+        self.pipe.delete_adapters([_adapter_name(name)])
+        del self._loaded[name]

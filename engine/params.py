@@ -1,0 +1,224 @@
+"""What a txt2img request may ask for, with WebUI's field names and checks (no torch here).
+
+The CLI, the HTTP service and the WebUI-compatible API all build a `GenerationParams` with
+`from_request`, which fills defaults from config and raises ValueError naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.samplers import check_sampler
+from posterbot.config import GenerationConfig, LimitsConfig
+from prompts.syntax import LoraTag, extract_loras
+
+log = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1  # WebUI seeds are unsigned 32-bit
+LATENT_FACTOR = 8  # the VAE's downscale; sizes must divide by it
+
+
+@dataclass
+class GenerationParams:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    sampler_name: str = "DPM++ 2M Karras"
+    steps: int = 25
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 768
+    batch_size: int = 1
+    n_iter: int = 1
+    clip_skip: int = 1
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    denoising_strength: float = 0.45
+    loras: list[LoraTag] = field(default_factory=list)  # besides <lora:> tags in the prompt
+
+    @property
+    def image_count(self) -> int:
+        return self.batch_size * self.n_iter
+
+    def hires_size(self) -> tuple[int, int]:
+        """Final size with hires fix: the target size if given, else first pass × hr_scale."""
+        if not self.enable_hr:
+            return self.width, self.height
+        if self.hr_resize_x or self.hr_resize_y:
+            # One side given keeps the aspect ratio, like WebUI's "Resize width/height to".
+            x = self.hr_resize_x or round(self.width * self.hr_resize_y / self.height)
+            y = self.hr_resize_y or round(self.height * self.hr_resize_x / self.width)
+        else:
+            x, y = round(self.width * self.hr_scale), round(self.height * self.hr_scale)
+        return _round_down(x), _round_down(y)
+
+    def hires_steps(self) -> int:
+        return self.hr_second_pass_steps or self.steps
+
+    def all_loras(self) -> tuple[str, list[LoraTag]]:
+        """The prompt text without `<lora:>` tags, and every LoRA asked for (tags, then flags)."""
+        text, tags = extract_loras(self.prompt)
+        return text, tags + list(self.loras)
+
+    def seeds(self) -> tuple[list[int], list[int]]:
+        """Per-image seeds and variation seeds, by WebUI's rules.
+
+        Without variation strength image i gets seed + i; with it, every image keeps the seed
+        and the variation seed increments instead.
+        """
+        count = self.image_count
+        if self.subseed_strength > 0:
+            return [self.seed] * count, [self.subseed + i for i in range(count)]
+        return [self.seed + i for i in range(count)], [self.subseed] * count
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["loras"] = [{"name": t.name, "weight": t.weight} for t in self.loras]
+        return data
+
+
+def _round_down(value: int) -> int:
+    return max(LATENT_FACTOR, value // LATENT_FACTOR * LATENT_FACTOR)
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(GenerationParams)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELD_TYPES[name]
+    if name == "loras":
+        if not isinstance(value, list):
+            raise ValueError(f"loras: must be a list of {{name, weight}}, not {value!r}")
+        return [_lora(item) for item in value]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: must be true or false, not {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ValueError(f"{name}: must be a whole number, not {value!r}")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name}: must be a number, not {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: must be text, not {value!r}")
+    return value
+
+
+def _lora(item: Any) -> LoraTag:
+    if isinstance(item, LoraTag):
+        return item
+    if isinstance(item, str):
+        name, _, weight = item.partition(":")
+        item = {"name": name, "weight": float(weight) if weight else 1.0}
+    if not isinstance(item, dict) or not str(item.get("name", "")).strip():
+        raise ValueError(f"loras: each entry needs a name, got {item!r}")
+    return LoraTag(str(item["name"]).strip(), float(item.get("weight", 1.0)))
+
+
+def parse_lora_flag(text: str) -> LoraTag:
+    """`NAME:WEIGHT` from the command line (weight defaults to 1)."""
+    name, _, weight = text.partition(":")
+    try:
+        return LoraTag(name.strip(), float(weight) if weight else 1.0)
+    except ValueError:
+        raise ValueError(f"--lora: {text!r} is not NAME:WEIGHT") from None
+
+
+def from_request(
+    request: dict[str, Any], defaults: GenerationConfig, limits: LimitsConfig
+) -> GenerationParams:
+    """Build checked params from a request dict (unknown fields are an error)."""
+    unknown = sorted(set(request) - set(_FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown field")
+    if "prompt" not in request:
+        raise ValueError("prompt: required")
+    base = {
+        "negative_prompt": defaults.negative_prompt,
+        "sampler_name": defaults.sampler,
+        "steps": defaults.steps,
+        "cfg_scale": defaults.cfg_scale,
+        "width": defaults.width,
+        "height": defaults.height,
+        "clip_skip": defaults.clip_skip,
+        "hr_scale": defaults.hr_scale,
+        "hr_upscaler": defaults.hr_upscaler,
+        "hr_second_pass_steps": defaults.hr_second_pass_steps,
+        "denoising_strength": defaults.denoising_strength,
+    }
+    values = {
+        name: _coerce(name, value)
+        for name, value in {**base, **request}.items()
+        if value is not None
+    }
+    params = GenerationParams(**values)
+    check(params, limits)
+    return params
+
+
+def check(params: GenerationParams, limits: LimitsConfig) -> None:
+    """Raise ValueError naming the first field that is out of range."""
+    params.sampler_name = check_sampler(params.sampler_name)
+    if len(params.prompt) > limits.max_prompt_chars:
+        raise ValueError(f"prompt: longer than {limits.max_prompt_chars} characters")
+    params.all_loras()  # raises on a malformed <lora:> tag
+    for name in ("width", "height"):
+        value = getattr(params, name)
+        if value < 64 or value % LATENT_FACTOR:
+            raise ValueError(f"{name}: {value} must be a multiple of 8, at least 64")
+        if value % 64:
+            log.warning(
+                "%s %d is not a multiple of 64; models are trained on multiples of 64", name, value
+            )
+    for name, low, high in (
+        ("steps", 1, limits.max_steps),
+        ("batch_size", 1, limits.max_batch_size),
+        ("n_iter", 1, limits.max_n_iter),
+        ("clip_skip", 1, 12),
+        ("hr_second_pass_steps", 0, limits.max_steps),
+    ):
+        value = getattr(params, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name}: {value} is outside {low}..{high}")
+    for name, low, high in (
+        ("cfg_scale", 1.0, 30.0),
+        ("subseed_strength", 0.0, 1.0),
+        ("denoising_strength", 0.0, 1.0),
+        ("hr_scale", 1.0, 4.0),
+    ):
+        value = getattr(params, name)
+        if not low <= value <= high:
+            raise ValueError(f"{name}: {value} is outside {low}..{high}")
+    for name in ("seed", "subseed"):
+        if not -1 <= getattr(params, name) <= MAX_SEED:
+            raise ValueError(f"{name}: must be -1 (random) or 0..{MAX_SEED}")
+    if params.enable_hr and params.denoising_strength == 0:
+        raise ValueError("denoising_strength: must be above 0 for hires fix")
+    final_w, final_h = params.hires_size()
+    if max(final_w, final_h) > limits.max_side:
+        raise ValueError(f"width/height: {final_w}x{final_h} exceeds max side {limits.max_side}")
+    if final_w * final_h > limits.max_pixels:
+        raise ValueError(
+            f"width/height: {final_w}x{final_h} exceeds the limit of {limits.max_pixels} pixels"
+        )
+
+
+def resolve_seeds(params: GenerationParams, rng: random.Random | None = None) -> GenerationParams:
+    """Replace seed/subseed -1 with random values (returns a copy)."""
+    rng = rng or random.SystemRandom()
+    seed = params.seed if params.seed != -1 else rng.randint(0, MAX_SEED)
+    subseed = params.subseed if params.subseed != -1 else rng.randint(0, MAX_SEED)
+    return dataclasses.replace(params, seed=seed, subseed=subseed)

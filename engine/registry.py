@@ -1,0 +1,194 @@
+"""Where models live and what they are called: checkpoints, VAEs, LoRAs, upscalers, their hashes.
+
+Folders follow WebUI (`models/Stable-diffusion`, `models/Lora`, `models/VAE`, `models/ESRGAN`), so
+the data folder can be an existing WebUI install. Hashes are the ones WebUI shows: the model hash
+is the first 10 hex digits of the file's sha256, a LoRA hash the first 12 of the "addnet" hash
+(sha256 of the safetensors tensor data, header excluded). Hashes are cached by path, size and
+modification time, as WebUI caches them, because hashing a 2 GB checkpoint takes seconds.
+No torch here: listing and hashing work on any host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from posterbot.config import Config
+
+log = logging.getLogger(__name__)
+
+# Pickle-based formats run arbitrary code when loaded: refused for checkpoints and LoRAs.
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
+UPSCALER_SUFFIXES = {".safetensors", ".pth"}  # spandrel reads .pth with a restricted unpickler
+DEMO_MODEL_NAME = "posterbot-demo"
+DEMO_MARKER = "posterbot_demo.json"  # in a tiny model's folder: outputs from it say "demo model"
+HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A base model to load: a diffusers folder, a single .safetensors file, or a hub id."""
+
+    name: str
+    location: str  # folder or file path, or hub id
+    kind: str  # "folder" | "file" | "hub"
+    is_demo: bool = False
+
+
+def _folder_ref(path: Path) -> ModelRef:
+    return ModelRef(path.name, str(path), "folder", is_demo=(path / DEMO_MARKER).exists())
+
+
+def refuse_pickle(path: Path, what: str) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{what}: {path.name} is a pickle file ({path.suffix}), which can run code when "
+            "loaded; only .safetensors files are loaded (convert it to .safetensors first)"
+        )
+
+
+class Registry:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._hash_lock = threading.Lock()
+        self._hash_cache_path = config.data_dir / "cache" / "hashes.json"
+
+    # --- base models -------------------------------------------------------------------------
+
+    def demo_model_path(self) -> Path:
+        return self.config.checkpoints_dir / DEMO_MODEL_NAME
+
+    def checkpoint(self, name: str | None = None) -> ModelRef:
+        """Resolve `name` (default: `[models] base`) to a loadable model."""
+        name = (name if name is not None else self.config.models.base).strip()
+        if not name or name == DEMO_MODEL_NAME:
+            return ModelRef(DEMO_MODEL_NAME, str(self.demo_model_path()), "folder", is_demo=True)
+        for candidate in (Path(name), self.config.checkpoints_dir / name):
+            for path in (candidate, candidate.with_name(candidate.name + ".safetensors")):
+                if path.is_dir() and (path / "model_index.json").exists():
+                    return _folder_ref(path)
+                if path.is_file():
+                    refuse_pickle(path, "model")
+                    if path.suffix.lower() != ".safetensors":
+                        raise ValueError(f"model: {path.name} is not a .safetensors checkpoint")
+                    return ModelRef(path.stem, str(path), "file")
+        if Path(name).suffix.lower() in PICKLE_SUFFIXES:
+            refuse_pickle(Path(name), "model")
+        if name.count("/") == 1 and not name.startswith((".", "/")):
+            return ModelRef(name.split("/")[1], name, "hub")
+        raise ValueError(
+            f"model: {name!r} not found (looked for a diffusers folder or .safetensors file, "
+            f"also in {self.config.checkpoints_dir})"
+        )
+
+    def checkpoints(self) -> list[ModelRef]:
+        """Models in models/Stable-diffusion, like WebUI's checkpoint list."""
+        found = []
+        folder = self.config.checkpoints_dir
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                if path.is_dir() and (path / "model_index.json").exists():
+                    found.append(_folder_ref(path))
+                elif path.suffix.lower() == ".safetensors":
+                    found.append(ModelRef(path.stem, str(path), "file"))
+        return found
+
+    def vae(self) -> Path | None:
+        name = self.config.models.vae.strip()
+        if not name:
+            return None
+        for path in (Path(name), self.config.vae_dir / name):
+            if path.exists():
+                refuse_pickle(path, "vae")
+                return path
+        raise ValueError(f"models.vae: {name!r} not found (also looked in {self.config.vae_dir})")
+
+    # --- LoRAs and upscalers -----------------------------------------------------------------
+
+    def loras(self) -> dict[str, Path]:
+        """LoRA name (file stem) → file, searched recursively like WebUI's Lora folder."""
+        folder = self.config.loras_dir
+        if not folder.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(folder.rglob("*.safetensors"))}
+
+    def lora(self, name: str) -> Path:
+        found = self.loras().get(name)
+        if found is not None:
+            return found
+        for suffix in PICKLE_SUFFIXES:
+            pickled = self.config.loras_dir / f"{name}{suffix}"
+            if pickled.exists():
+                refuse_pickle(pickled, f"lora {name!r}")
+        known = ", ".join(self.loras()) or "none"
+        raise ValueError(
+            f"lora: {name!r} not found in {self.config.loras_dir} (available: {known})"
+        )
+
+    def upscalers(self) -> dict[str, Path]:
+        folder = self.config.upscalers_dir
+        if not folder.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in UPSCALER_SUFFIXES}
+
+    # --- hashes --------------------------------------------------------------------------------
+
+    def _cached_hash(self, path: Path, kind: str, compute) -> str:
+        stat = path.stat()
+        key = f"{kind}:{path.resolve()}"
+        stamp = [stat.st_size, stat.st_mtime]
+        with self._hash_lock:
+            cache = self._read_hash_cache()
+            entry = cache.get(key)
+            if entry and entry["stamp"] == stamp:
+                return entry["sha256"]
+            digest = compute(path)
+            cache[key] = {"stamp": stamp, "sha256": digest}
+            self._hash_cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._hash_cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache), encoding="utf-8")
+            os.replace(tmp, self._hash_cache_path)
+            return digest
+
+    def _read_hash_cache(self) -> dict:
+        try:
+            return json.loads(self._hash_cache_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def model_hash(self, ref: ModelRef) -> str | None:
+        """WebUI's short model hash; for a diffusers folder, the hash of its UNet weights file."""
+        if ref.kind == "file":
+            return self._cached_hash(Path(ref.location), "sha256", sha256_file)[:10]
+        if ref.kind == "folder":
+            weights = sorted((Path(ref.location) / "unet").glob("*.safetensors"))
+            if weights:
+                return self._cached_hash(weights[0], "sha256", sha256_file)[:10]
+        return None
+
+    def lora_hash(self, path: Path) -> str:
+        return self._cached_hash(path, "addnet", addnet_hash)[:12]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def addnet_hash(path: Path) -> str:
+    """sha256 of a safetensors file's tensor data (the bytes after its JSON header)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        header_length = int.from_bytes(file.read(8), "little")
+        file.seek(8 + header_length)
+        while block := file.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()

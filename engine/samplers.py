@@ -1,0 +1,71 @@
+"""WebUI sampler names → diffusers schedulers (the table in diffusers' scheduler overview).
+
+The table is plain data so names can be validated without importing torch; `make_scheduler`
+imports diffusers only when a scheduler is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KARRAS = {"use_karras_sigmas": True}
+
+# name → (diffusers scheduler class, extra config)
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "LMS Karras": ("LMSDiscreteScheduler", KARRAS),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 Karras": ("KDPM2DiscreteScheduler", KARRAS),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "DPM2 a Karras": ("KDPM2AncestralDiscreteScheduler", KARRAS),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", KARRAS),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ 2M SDE Karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", **KARRAS},
+    ),
+    # diffusers' own mapping: its stochastic DPMSolverSDEScheduler draws noise from one seeded
+    # Brownian tree per call, which would break "image i of a batch = a single run at seed s+i".
+    "DPM++ SDE": ("DPMSolverSinglestepScheduler", {}),
+    "DPM++ SDE Karras": ("DPMSolverSinglestepScheduler", KARRAS),
+    "DDIM": ("DDIMScheduler", {"set_alpha_to_one": False}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
+}
+
+# Names WebUI users type that diffusers has no scheduler for; refused with this explanation.
+UNSUPPORTED = {
+    "DPM++ 2S a": "diffusers has no DPM++ 2S ancestral sampler",
+    "DPM++ 2S a Karras": "diffusers has no DPM++ 2S ancestral sampler",
+    "DPM fast": "diffusers has no DPM fast sampler",
+    "DPM adaptive": "diffusers has no DPM adaptive sampler",
+}
+
+
+def sampler_names() -> list[str]:
+    return list(SAMPLERS)
+
+
+def check_sampler(name: str) -> str:
+    """Return the canonical name for `name` (case-insensitive); ValueError listing valid ones."""
+    for known in SAMPLERS:
+        if known.lower() == name.strip().lower():
+            return known
+    why = UNSUPPORTED.get(name.strip(), "unknown sampler")
+    raise ValueError(f"sampler_name: {name!r}: {why}; valid samplers: {', '.join(SAMPLERS)}")
+
+
+def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
+    """A fresh scheduler for the WebUI sampler `name`, from the model's own scheduler config."""
+    import diffusers
+
+    class_name, extra = SAMPLERS[check_sampler(name)]
+    scheduler_class = getattr(diffusers, class_name)
+    config = dict(base_config)
+    # Settings of the checkpoint's default scheduler (PNDM for SD 1.x) that mean nothing to others.
+    config.pop("skip_prk_steps", None)
+    return scheduler_class.from_config(config, **extra)
