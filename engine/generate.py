@@ -205,50 +205,73 @@ class Engine:
         cancelled: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """Generate `batch_size × n_iter` images; see the module docstring for the rules."""
+        return self.txt2img_batch([params], progress, cancelled)[0]
+
+    def txt2img_batch(
+        self,
+        jobs: list[GenerationParams],
+        progress: Progress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Several compatible requests (equal `batch_key()`) rendered together, each with its own
+        prompt, seeds and result. Iteration k of every request shares one pipeline call.
+        """
         # 1. check inputs and fix the seeds
-        check(params, self.config.limits)
+        if not jobs:
+            raise ValueError("jobs: nothing to generate")
+        for params in jobs:
+            check(params, self.config.limits)
+        if len({params.batch_key() for params in jobs}) > 1:
+            raise ValueError("jobs: requests differ in model settings and cannot share a batch")
         upscalers = self.registry.upscalers()
-        if params.enable_hr:
-            hires.check_upscaler(params.hr_upscaler, upscalers)
-        params = resolve_seeds(params)
-        seeds, subseeds = params.seeds()
-        text, lora_tags = params.all_loras()
+        if jobs[0].enable_hr:
+            hires.check_upscaler(jobs[0].hr_upscaler, upscalers)
+        jobs = [resolve_seeds(params) for params in jobs]
+        seeds = [params.seeds() for params in jobs]
+        texts = [params.all_loras()[0] for params in jobs]
 
-        # 2. attach the LoRAs the prompt asks for
-        applied = self.loras.apply(lora_tags)
+        # 2. attach the LoRAs the prompts ask for (the same for every request in a batch)
+        applied = self.loras.apply(jobs[0].all_loras()[1])
 
-        # 3. render batch by batch, as WebUI's n_iter loop does
-        images: list[Image.Image] = []
-        total = params.n_iter * (params.steps + (params.hires_steps() if params.enable_hr else 0))
-        reporter = _StepReporter(progress, cancelled, total)
-        for batch in range(params.n_iter):
-            index = slice(batch * params.batch_size, (batch + 1) * params.batch_size)
-            images += self.render(
-                [text] * params.batch_size,
-                [params.negative_prompt] * params.batch_size,
-                seeds[index],
-                subseeds[index],
-                params,
-                reporter,
-                upscalers,
-            )
+        # 3. render iteration by iteration, as WebUI's n_iter loop does
+        images: list[list[Image.Image]] = [[] for _ in jobs]
+        shared = jobs[0]
+        steps_per_call = shared.steps + (shared.hires_steps() if shared.enable_hr else 0)
+        iterations = max(params.n_iter for params in jobs)
+        reporter = _StepReporter(progress, cancelled, iterations * steps_per_call)
+        for iteration in range(iterations):
+            members = [i for i, params in enumerate(jobs) if iteration < params.n_iter]
+            call: dict[str, list] = {"prompts": [], "negatives": [], "seeds": [], "subseeds": []}
+            for i in members:
+                size = jobs[i].batch_size
+                index = slice(iteration * size, (iteration + 1) * size)
+                call["prompts"] += [texts[i]] * size
+                call["negatives"] += [jobs[i].negative_prompt] * size
+                call["seeds"] += seeds[i][0][index]
+                call["subseeds"] += seeds[i][1][index]
+            rendered = self.render(**call, params=shared, steps=reporter, upscalers=upscalers)
+            for i in members:
+                images[i] += rendered[: jobs[i].batch_size]
+                rendered = rendered[jobs[i].batch_size :]
 
         # 4. describe each image the way WebUI does
-        infotexts = [
-            self.infotext(params, seed, subseed, applied)
-            for seed, subseed in zip(seeds, subseeds, strict=True)
+        return [
+            GenerationResult(
+                params,
+                images[i],
+                seeds[i][0],
+                seeds[i][1],
+                [
+                    self.infotext(params, seed, subseed, applied)
+                    for seed, subseed in zip(*seeds[i], strict=True)
+                ],
+                self.model.name,
+                self.model_hash,
+                applied,
+                self.model.is_demo,
+            )
+            for i, params in enumerate(jobs)
         ]
-        return GenerationResult(
-            params,
-            images,
-            seeds,
-            subseeds,
-            infotexts,
-            self.model.name,
-            self.model_hash,
-            applied,
-            self.model.is_demo,
-        )
 
     @torch.no_grad()
     def render(

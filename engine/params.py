@@ -7,6 +7,7 @@ The CLI, the HTTP service and the WebUI-compatible API all build a `GenerationPa
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -81,6 +82,17 @@ class GenerationParams:
             return [self.seed] * count, [self.subseed + i for i in range(count)]
         return [self.seed + i for i in range(count)], [self.subseed] * count
 
+    def batch_key(self) -> str:
+        """Requests with equal keys can share one pipeline call: everything but the prompts,
+        seeds and image counts must match (LoRA weights included).
+        """
+        _, tags = self.all_loras()
+        weights: dict[str, float] = {}
+        for tag in tags:
+            weights[tag.name] = weights.get(tag.name, 0.0) + tag.weight
+        shared = {name: getattr(self, name) for name in BATCH_FIELDS}
+        return json.dumps({**shared, "loras": sorted(weights.items())}, sort_keys=True)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["loras"] = [{"name": t.name, "weight": t.weight} for t in self.loras]
@@ -90,6 +102,24 @@ class GenerationParams:
 def _round_down(value: int) -> int:
     return max(LATENT_FACTOR, value // LATENT_FACTOR * LATENT_FACTOR)
 
+
+# What must match for requests to be rendered in one pipeline call.
+BATCH_FIELDS = (
+    "sampler_name",
+    "steps",
+    "cfg_scale",
+    "width",
+    "height",
+    "clip_skip",
+    "subseed_strength",
+    "enable_hr",
+    "hr_scale",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "hr_resize_x",
+    "hr_resize_y",
+    "denoising_strength",
+)
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(GenerationParams)}
 

@@ -112,3 +112,32 @@ def test_sdxl_tiny_model_generates_with_webui_conditioning(tmp_path, with_config
     result = run(engine, prompt="a (cat:1.2) BREAK in the snow", seed=11, width=64, height=128)
     assert result.images[0].size == (64, 128)
     assert "Model: tiny-sdxl" in result.infotexts[0]
+
+
+def test_compatible_requests_batched_together_keep_their_own_prompts_and_seeds(engine):
+    lone_a = run(engine, prompt="a cat", seed=50, batch_size=2)
+    lone_b = run(engine, prompt="a dog in the city", seed=70)
+    requests = [
+        from_request(r, engine.config.generation, engine.config.limits)
+        for r in (
+            {"prompt": "a cat", "seed": 50, "batch_size": 2},
+            {"prompt": "a dog in the city", "seed": 70},
+        )
+    ]
+    assert requests[0].batch_key() == requests[1].batch_key()
+    batched_a, batched_b = engine.txt2img_batch(requests)
+    assert batched_a.seeds == [50, 51] and batched_b.seeds == [70]
+    assert batched_b.infotexts[0].startswith("a dog in the city\n")
+    for lone, batched in ((lone_a, batched_a), (lone_b, batched_b)):
+        for single, together in zip(lone.images, batched.images, strict=True):
+            assert np.abs(pixels(single) - pixels(together)).max() <= 1
+
+
+def test_incompatible_requests_are_refused_as_one_batch(engine):
+    requests = [
+        from_request({"prompt": "x", "steps": s}, engine.config.generation, engine.config.limits)
+        for s in (3, 4)
+    ]
+    assert requests[0].batch_key() != requests[1].batch_key()
+    with pytest.raises(ValueError, match="jobs: requests differ"):
+        engine.txt2img_batch(requests)
