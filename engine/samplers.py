@@ -1,16 +1,19 @@
 """WebUI sampler names → diffusers schedulers (the table in diffusers' scheduler overview).
 
-The table is plain data so names can be validated without importing torch; `make_scheduler`
-imports diffusers only when a scheduler is built.
+The names themselves live in `prompts.spec` (the prompt builder validates them too). The table
+is plain data; `make_scheduler` imports diffusers only when a scheduler is built.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from prompts.spec import SAMPLER_NAMES
+from prompts.spec import check_sampler as check_sampler_name
+
 KARRAS = {"use_karras_sigmas": True}
 
-# name → (diffusers scheduler class, extra config)
+# WebUI name (prompts.spec.SAMPLER_NAMES) → (diffusers scheduler class, extra config)
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
     "Euler": ("EulerDiscreteScheduler", {}),
@@ -37,26 +40,14 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "LCM": ("LCMScheduler", {}),
 }
 
-# Names WebUI users type that diffusers has no scheduler for; refused with this explanation.
-UNSUPPORTED = {
-    "DPM++ 2S a": "diffusers has no DPM++ 2S ancestral sampler",
-    "DPM++ 2S a Karras": "diffusers has no DPM++ 2S ancestral sampler",
-    "DPM fast": "diffusers has no DPM fast sampler",
-    "DPM adaptive": "diffusers has no DPM adaptive sampler",
-}
-
 
 def sampler_names() -> list[str]:
-    return list(SAMPLERS)
+    return list(SAMPLER_NAMES)
 
 
 def check_sampler(name: str) -> str:
-    """Return the canonical name for `name` (case-insensitive); ValueError listing valid ones."""
-    for known in SAMPLERS:
-        if known.lower() == name.strip().lower():
-            return known
-    why = UNSUPPORTED.get(name.strip(), "unknown sampler")
-    raise ValueError(f"sampler_name: {name!r}: {why}; valid samplers: {', '.join(SAMPLERS)}")
+    """The WebUI spelling of sampler `name`; ValueError listing the valid names if unknown."""
+    return check_sampler_name(name, "sampler_name")
 
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:

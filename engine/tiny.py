@@ -250,9 +250,11 @@ def write_demo_model(folder: str | Path, kind: str = "sd15", seed: int = 0) -> P
     build = build_sd15 if kind == "sd15" else build_sdxl
     pipe = build(folder, seed=seed)
     pipe.save_pretrained(folder, safe_serialization=True)
+    # transformers 5 saves only tokenizer.json; slow-tokenizer readers (kohya's trainer, older
+    # transformers) need the BPE files beside it, and both give the same token ids.
     for scratch in folder.glob("_tokenizer*"):
         for file in scratch.iterdir():
-            file.unlink()
+            file.replace(folder / scratch.name.lstrip("_") / file.name)
         scratch.rmdir()
     marker = {"kind": kind, "seed": seed, "note": "random weights: images are noise, not posters"}
     (folder / DEMO_MARKER).write_text(json.dumps(marker), encoding="utf-8")

@@ -34,6 +34,13 @@ SAMPLER_NAMES = (
     "UniPC",
     "LCM",
 )
+# Names WebUI users type that diffusers has no scheduler for, refused with the reason.
+UNSUPPORTED_SAMPLERS = {
+    "DPM++ 2S a": "diffusers has no DPM++ 2S ancestral sampler",
+    "DPM++ 2S a Karras": "diffusers has no DPM++ 2S ancestral sampler",
+    "DPM fast": "diffusers has no DPM fast sampler",
+    "DPM adaptive": "diffusers has no DPM adaptive sampler",
+}
 SOURCES = ("template", "llm")
 RANDOM_SEED = -1  # WebUI's "pick a new seed"
 
@@ -43,7 +50,8 @@ def check_sampler(name: str, argument: str = "sampler") -> str:
     for sampler in SAMPLER_NAMES:
         if sampler.lower() == name.strip().lower():
             return sampler
-    raise ValueError(f"{argument}: unknown sampler {name!r}; valid: {', '.join(SAMPLER_NAMES)}")
+    why = UNSUPPORTED_SAMPLERS.get(name.strip(), "unknown sampler")
+    raise ValueError(f"{argument}: {why} {name!r}; valid: {', '.join(SAMPLER_NAMES)}")
 
 
 def render_prompt(

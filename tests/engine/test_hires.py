@@ -1,0 +1,66 @@
+"""Hires fix: requested sizes, the same seed, latent / Lanczos / ESRGAN-family upscalers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.generate import Engine
+from engine.params import from_request
+from tests.fakes.models import write_tiny_esrgan
+
+
+def run(engine, **request):
+    params = from_request(request, engine.config.generation, engine.config.limits)
+    return engine.txt2img(params)
+
+
+def test_latent_hires_doubles_the_size_and_keeps_the_seed(engine):
+    low = run(engine, prompt="a cat", seed=9)
+    high = run(engine, prompt="a cat", seed=9, enable_hr=True, hr_scale=2)
+    assert high.images[0].size == (128, 128)
+    assert high.seeds == low.seeds == [9]
+    line = high.infotexts[0].splitlines()[-1]
+    assert "Size: 64x64" in line  # WebUI reports the first-pass size
+    assert "Denoising strength: 0.45, Hires upscale: 2, Hires upscaler: Latent" in line
+
+
+def test_target_size_and_second_pass_steps_with_lanczos(engine):
+    reports = []
+    params = from_request(
+        {
+            "prompt": "a cat",
+            "seed": 9,
+            "enable_hr": True,
+            "hr_upscaler": "Lanczos",
+            "hr_resize_x": 96,
+            "hr_resize_y": 128,
+            "hr_second_pass_steps": 3,
+            "denoising_strength": 0.6,
+        },
+        engine.config.generation,
+        engine.config.limits,
+    )
+    result = engine.txt2img(params, progress=lambda *r: reports.append(r))
+    assert result.images[0].size == (96, 128)
+    assert reports[-1] == ("hires", 7, 7)  # 4 first-pass steps + exactly 3 hires steps
+    assert [r[0] for r in reports].count("hires") == 3
+    assert "Hires resize: 96x128, Hires steps: 3, Hires upscaler: Lanczos" in result.infotexts[0]
+
+
+def test_esrgan_model_from_the_esrgan_folder(tmp_path, engine_config):
+    import dataclasses
+
+    config = dataclasses.replace(engine_config, data_dir=tmp_path)
+    write_tiny_esrgan(config.upscalers_dir / "4x-tiny.safetensors")
+    esrgan_engine = Engine(config)
+    result = run(esrgan_engine, prompt="a cat", seed=2, enable_hr=True, hr_upscaler="4x-tiny")
+    assert result.images[0].size == (128, 128)
+    assert "Hires upscaler: 4x-tiny" in result.infotexts[0]
+    plain = run(esrgan_engine, prompt="a cat", seed=2, enable_hr=True, hr_upscaler="Lanczos")
+    assert not np.array_equal(np.asarray(result.images[0]), np.asarray(plain.images[0]))
+
+
+def test_unknown_upscaler_lists_the_available_ones(engine):
+    with pytest.raises(ValueError, match=r"hr_upscaler: 'Magic' is not available.*Lanczos"):
+        run(engine, prompt="a cat", enable_hr=True, hr_upscaler="Magic")
