@@ -1,0 +1,180 @@
+"""Building and running the Telegram Application: handlers, rate limiter, polling or webhook.
+
+Everything the handlers share (store, engine client, conversation core) is created in
+`post_init` and lives in `application.bot_data`, so one Application is one bot instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import aiohttp
+from telegram import BotCommand, Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.conversation import Conversation
+from bot.handlers import admin, common, poster, settings
+from bot.outbox import TelegramOutbox
+from bot.store import Store
+from engine.client import EngineClient
+from posterbot.config import Config
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
+ENGINE_TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"
+# Flood waits (429 retry_after) are waited out and the call retried this often before failing.
+RATE_LIMIT_RETRIES = 5
+# Updates handled at once: a slow send (flood wait) in one chat must not hold up the others.
+CONCURRENT_UPDATES = 64
+COMMANDS = {  # shown in Telegram's command menu
+    "poster": "出海报 / draw a poster",
+    "settings": "出图设置 / settings",
+    "template": "参数模板 / templates",
+    "history": "最近的任务 / history",
+    "seed": "锁定种子 / lock the seed",
+    "queue": "排队情况 / queue",
+    "cancel": "取消任务 / cancel",
+    "info": "查看图片参数 / PNG info",
+    "lang": "语言 / language",
+    "help": "帮助 / help",
+}
+
+
+def engine_url(config: Config) -> str:
+    return config.bot.engine_url or f"http://{config.engine.host}:{config.engine.port}"
+
+
+def webhook_secret(token: str) -> str:
+    """A secret Telegram sends back with every webhook call (derived, so nothing to store)."""
+    return hashlib.sha256(f"posterbot-webhook:{token}".encode()).hexdigest()
+
+
+class AddressedToBot(filters.MessageFilter):
+    """Group messages meant for the bot: replies to it and @mentions (commands are separate)."""
+
+    def filter(self, message) -> bool:
+        bot = message.get_bot()
+        replied = message.reply_to_message
+        if replied and replied.from_user and replied.from_user.id == bot.id:
+            return True
+        return f"@{bot.username}".lower() in (message.text or "").lower()
+
+
+def add_handlers(application: Application) -> None:
+    commands = {
+        "start": common.start_command,
+        "help": settings.help_command,
+        "lang": common.lang_command,
+        "poster": poster.poster_command,
+        "seed": poster.seed_command,
+        "history": poster.history_command,
+        "queue": poster.queue_command,
+        "cancel": poster.cancel_command,
+        "info": poster.info_command,
+        "settings": settings.settings_command,
+        "template": settings.template_command,
+        "allow": admin.allow_command,
+        "deny": admin.deny_command,
+        "admins": admin.admins_command,
+    }
+    for name, callback in commands.items():
+        application.add_handler(CommandHandler(name, callback))
+    text = filters.TEXT & ~filters.COMMAND
+    private = filters.ChatType.PRIVATE
+    application.add_handler(MessageHandler(text & private, poster.text_message))
+    application.add_handler(
+        MessageHandler(text & filters.ChatType.GROUPS & AddressedToBot(), poster.text_message)
+    )
+    png = filters.Document.MimeType("image/png")
+    info_caption = filters.CaptionRegex(r"^/info\b")
+    application.add_handler(MessageHandler(png & (private | info_caption), poster.info_command))
+    application.add_handler(CallbackQueryHandler(poster.button_press))
+    application.add_error_handler(common.error_handler)
+
+
+async def start_services(application: Application) -> None:
+    """post_init: the store, the engine client, the core; then follow unfinished jobs."""
+    config: Config = application.bot_data["config"]
+    http = aiohttp.ClientSession()
+    engine = EngineClient(base_url=engine_url(config), token=application.bot_data["engine_token"])
+    store = Store(config.data_dir / "bot.db")
+    conversation = Conversation(config, store, engine, TelegramOutbox(application.bot), http)
+    application.bot_data |= {"conversation": conversation, "http": http, "engine": engine}
+    await application.bot.set_my_commands([BotCommand(k, v) for k, v in COMMANDS.items()])
+    resumed = conversation.jobs.resume()
+    log.info("bot @%s ready; following %d unfinished job(s)", application.bot.username, resumed)
+
+
+async def stop_services(application: Application) -> None:
+    """post_shutdown: stop following jobs (they resume on the next start), close clients."""
+    await application.bot_data["conversation"].jobs.stop()
+    await application.bot_data["engine"].close()
+    await application.bot_data["http"].close()
+
+
+def build_application(config: Config, token: str, engine_token: str | None = None) -> Application:
+    application = (
+        Application.builder()
+        .token(token)
+        .base_url(config.telegram.base_url)
+        .base_file_url(config.telegram.base_file_url)
+        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .concurrent_updates(CONCURRENT_UPDATES)
+        .post_init(start_services)
+        .post_shutdown(stop_services)
+        .build()
+    )
+    application.bot_data |= {"config": config, "engine_token": engine_token}
+    add_handlers(application)
+    return application
+
+
+@contextlib.asynccontextmanager
+async def running(application: Application) -> AsyncIterator[Application]:
+    """The bot receiving updates (polling or webhook, per config) until the block exits."""
+    config: Config = application.bot_data["config"]
+    telegram = config.telegram
+    async with application:  # initialize ... shutdown (post_init, post_shutdown)
+        if telegram.mode == "webhook":
+            await application.updater.start_webhook(
+                listen=telegram.webhook_listen,
+                port=telegram.webhook_port,
+                webhook_url=telegram.webhook_url,
+                secret_token=webhook_secret(application.bot.token),
+                drop_pending_updates=telegram.drop_pending_updates,
+                allowed_updates=Update.ALL_TYPES,
+            )
+        else:
+            await application.updater.start_polling(
+                drop_pending_updates=telegram.drop_pending_updates,
+                allowed_updates=Update.ALL_TYPES,
+            )
+        await application.start()
+        try:
+            yield application
+        finally:
+            await application.updater.stop()
+            await application.stop()
+
+
+async def serve_forever(application: Application) -> None:
+    """Run until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(application):
+        await stop.wait()

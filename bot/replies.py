@@ -1,0 +1,85 @@
+"""What the conversation core says and where: plain data, so any chat adapter can render it.
+
+The core never touches Telegram. It writes `Reply`s and `Picture`s to an `Outbox`; the Telegram
+adapter turns them into Bot API calls, the console into printed text and saved files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    data: str  # opaque to adapters; at most 64 bytes (Telegram's callback_data limit)
+
+
+Keyboard = list[list[Button]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str  # HTML (Telegram's subset); user-supplied parts are already escaped
+    keyboard: Keyboard = field(default_factory=list)
+    ask_reply: bool = False  # the user should answer by replying to this message
+
+
+@dataclass(frozen=True)
+class Picture:
+    png: bytes  # PNG with its infotext; adapters send it as a photo or as a file
+    caption: str  # HTML
+    filename: str
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a conversation happens: a chat, and the forum topic inside it if any."""
+
+    chat_id: int
+    thread_id: int | None = None
+    is_group: bool = False
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    language: str | None = None  # the client's language code (zh-hans, en ...)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message the bot must answer: text (a request or a command's arguments), maybe a file."""
+
+    user: User
+    place: Place
+    text: str = ""
+    message_id: int = 0
+    reply_to_message_id: int | None = None  # the bot's message this one replies to
+    document: bytes | None = None  # an attached PNG (for /info)
+
+
+@dataclass(frozen=True)
+class Press:
+    """A button pressed under one of the bot's messages."""
+
+    user: User
+    place: Place
+    data: str
+    message_id: int
+
+
+class Outbox(Protocol):
+    """How the core talks back; each method returns the id(s) of what it sent."""
+
+    async def send(self, place: Place, reply: Reply) -> int: ...
+
+    async def edit(self, place: Place, message_id: int, reply: Reply) -> None: ...
+
+    async def send_album(self, place: Place, pictures: list[Picture]) -> list[int]: ...
+
+    async def send_photo(self, place: Place, picture: Picture) -> int: ...
+
+    async def send_document(self, place: Place, picture: Picture) -> int: ...

@@ -1,0 +1,169 @@
+"""bot.db: what the bot must remember across restarts (sqlite-utils).
+
+- users: language, settings, a pending "edit the prompt" reply
+- access: roles granted at runtime (/allow, /deny, /admins)
+- templates: users' saved parameter templates ("起手式")
+- jobs: engine job -> chat, status message, what was asked, and whether its result was delivered
+- messages: which sent message shows which job output (for /info)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.replies import Place
+
+# Job states as the bot sees them; the engine's final states collapse onto these.
+ACTIVE, DONE, FAILED = "active", "done", "failed"
+
+
+@dataclass
+class JobRecord:
+    """One engine job the bot follows for a chat."""
+
+    job_id: str
+    user_id: int
+    place: Place
+    kind: str  # "candidates" (a set to choose from) or "final" (the HD poster)
+    request: str  # the user's words, for /history, "edit prompt" and reruns
+    params: dict[str, Any]  # the txt2img params submitted
+    language: str
+    summary: str = ""  # the acknowledgement's text (HTML); progress is shown below it
+    status_message_id: int = 0
+    state: str = ACTIVE
+    delivered: bool = False
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    created_at: float = 0.0
+
+
+_JSON_FIELDS = ("params", "seeds", "subseeds", "outputs")
+
+
+def _row(record: JobRecord) -> dict[str, Any]:
+    row = {name: getattr(record, name) for name in record.__dataclass_fields__ if name != "place"}
+    row |= {name: json.dumps(row[name], ensure_ascii=False) for name in _JSON_FIELDS}
+    place = record.place
+    return row | {
+        "chat_id": place.chat_id,
+        "thread_id": place.thread_id,
+        "is_group": place.is_group,
+    }
+
+
+def _record(row: dict[str, Any]) -> JobRecord:
+    row = dict(row)
+    place = Place(row.pop("chat_id"), row.pop("thread_id"), bool(row.pop("is_group")))
+    row |= {name: json.loads(row[name]) for name in _JSON_FIELDS}
+    row["delivered"] = bool(row["delivered"])
+    return JobRecord(**row, place=place)
+
+
+class Store:
+    """bot.db; every method is one short statement (cheap enough for the event loop)."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite_utils.Database(path)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db["users"].create(
+            {"id": int, "language": str, "settings": str, "edit": str}, pk="id", if_not_exists=True
+        )
+        self.db["access"].create({"id": int, "role": str}, pk="id", if_not_exists=True)
+        self.db["templates"].create(
+            {"user_id": int, "name": str, "settings": str},
+            pk=("user_id", "name"),
+            if_not_exists=True,
+        )
+        job_columns = {"job_id": str, "user_id": int, "chat_id": int, "thread_id": int}
+        job_columns |= {"is_group": bool, "kind": str, "request": str, "params": str}
+        job_columns |= {"language": str, "summary": str, "status_message_id": int, "state": str}
+        job_columns |= {"delivered": bool, "seeds": str, "subseeds": str, "outputs": str}
+        job_columns |= {"created_at": float}
+        self.db["jobs"].create(job_columns, pk="job_id", if_not_exists=True)
+        self.db["jobs"].create_index(["user_id", "created_at"], if_not_exists=True)
+        self.db["messages"].create(
+            {"chat_id": int, "message_id": int, "job_id": str, "output": int},
+            pk=("chat_id", "message_id"),
+            if_not_exists=True,
+        )
+
+    # users
+    def user(self, user_id: int) -> dict[str, Any]:
+        rows = list(self.db["users"].rows_where("id = ?", [user_id]))
+        return rows[0] if rows else {"id": user_id, "language": None, "settings": "{}", "edit": ""}
+
+    def update_user(self, user_id: int, **values: Any) -> None:
+        self.db["users"].upsert({**self.user(user_id), **values}, pk="id")
+
+    # access granted at runtime: "user", "admin", "group" or "denied"
+    def role(self, chat_or_user_id: int) -> str | None:
+        rows = list(self.db["access"].rows_where("id = ?", [chat_or_user_id]))
+        return rows[0]["role"] if rows else None
+
+    def set_role(self, chat_or_user_id: int, role: str) -> None:
+        self.db["access"].upsert({"id": chat_or_user_id, "role": role}, pk="id")
+
+    def ids_with_role(self, role: str) -> list[int]:
+        return [row["id"] for row in self.db["access"].rows_where("role = ?", [role])]
+
+    # templates
+    def save_template(self, user_id: int, name: str, settings: dict[str, Any]) -> None:
+        row = {"user_id": user_id, "name": name, "settings": json.dumps(settings)}
+        self.db["templates"].upsert(row, pk=("user_id", "name"))
+
+    def template(self, user_id: int, name: str) -> dict[str, Any] | None:
+        rows = list(self.db["templates"].rows_where("user_id = ? and name = ?", [user_id, name]))
+        return json.loads(rows[0]["settings"]) if rows else None
+
+    def template_names(self, user_id: int) -> list[str]:
+        rows = self.db["templates"].rows_where("user_id = ?", [user_id], order_by="name")
+        return [row["name"] for row in rows]
+
+    def delete_template(self, user_id: int, name: str) -> bool:
+        found = self.template(user_id, name) is not None
+        self.db["templates"].delete_where("user_id = ? and name = ?", [user_id, name])
+        return found
+
+    # jobs
+    def save_job(self, record: JobRecord) -> None:
+        record.created_at = record.created_at or time.time()
+        self.db["jobs"].upsert(_row(record), pk="job_id")
+
+    def job(self, job_id: str) -> JobRecord | None:
+        rows = list(self.db["jobs"].rows_where("job_id = ?", [job_id]))
+        return _record(rows[0]) if rows else None
+
+    def _jobs(self, where: str, args: list[Any], **options: Any) -> list[JobRecord]:
+        return [_record(row) for row in self.db["jobs"].rows_where(where, args, **options)]
+
+    def undelivered_jobs(self) -> list[JobRecord]:
+        """Jobs whose result a chat has not received yet (followed again after a restart)."""
+        return self._jobs("delivered = 0", [], order_by="created_at")
+
+    def active_jobs(self, user_id: int) -> list[JobRecord]:
+        return self._jobs("user_id = ? and state = ?", [user_id, ACTIVE], order_by="created_at")
+
+    def recent_jobs(self, user_id: int, limit: int = 10) -> list[JobRecord]:
+        return self._jobs("user_id = ?", [user_id], order_by="created_at desc", limit=limit)
+
+    def jobs_since(self, user_id: int, since: float) -> int:
+        return self.db["jobs"].count_where("user_id = ? and created_at >= ?", [user_id, since])
+
+    # messages that show a job's output
+    def remember_message(self, chat_id: int, message_id: int, job_id: str, output: int) -> None:
+        row = {"chat_id": chat_id, "message_id": message_id, "job_id": job_id, "output": output}
+        self.db["messages"].upsert(row, pk=("chat_id", "message_id"))
+
+    def output_shown_in(self, chat_id: int, message_id: int) -> tuple[str, int] | None:
+        where = "chat_id = ? and message_id = ?"
+        rows = list(self.db["messages"].rows_where(where, [chat_id, message_id]))
+        return (rows[0]["job_id"], rows[0]["output"]) if rows else None

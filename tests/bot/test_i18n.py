@@ -1,0 +1,57 @@
+"""Message catalogs: both languages complete, values escaped, long texts split for Telegram."""
+
+import re
+import string
+
+from bot.i18n import (
+    MAX_MESSAGE_CHARS,
+    catalog,
+    pick_language,
+    shorten,
+    split_text,
+    t,
+)
+
+
+def test_catalogs_have_the_same_messages_and_placeholders():
+    zh, en = catalog("zh"), catalog("en")
+    assert set(zh) == set(en)
+    fields = lambda text: {name for _, name, _, _ in string.Formatter().parse(text) if name}  # noqa: E731
+    for key in zh:
+        assert fields(zh[key]) == fields(en[key]), key
+
+
+def test_every_message_the_code_names_exists():
+    from pathlib import Path
+
+    source = "\n".join(p.read_text() for p in Path("bot").rglob("*.py"))
+    named = set(re.findall(r't\(\s*\w+,\s*"(\w+)"', source))
+    named |= set(re.findall(r'say\(\s*[\w.]+,\s*[\w.\[\]0-9]+,\s*"(\w+)"', source))
+    assert named, "the pattern should find the message keys"
+    assert named <= set(catalog("zh")), named - set(catalog("zh"))
+
+
+def test_values_are_escaped_so_lora_tags_show_as_text():
+    text = t("zh", "bad_request", reason="<lora:dada_v3:0.8> & more")
+    assert "&lt;lora:dada_v3:0.8&gt; &amp; more" in text
+
+
+def test_chinese_is_the_default_and_english_clients_get_english():
+    assert pick_language(None, None) == "zh"
+    assert pick_language(None, "zh-hans") == "zh"
+    assert pick_language(None, "en-US") == "en"
+    assert pick_language("zh", "en") == "zh"  # /lang wins
+
+
+def test_long_texts_are_split_within_telegrams_limit():
+    text = "\n".join(f"line {i} " + "字" * 50 for i in range(300))
+    pieces = split_text(text)
+    assert len(pieces) > 1
+    assert all(len(piece) <= MAX_MESSAGE_CHARS for piece in pieces)
+    assert "\n".join(pieces) == text
+    assert [len(p) for p in split_text("x" * 9000)] == [4096, 4096, 808]
+
+
+def test_captions_are_cut_to_telegrams_limit():
+    assert len(shorten("字" * 2000)) == 1024
+    assert shorten("short") == "short"

@@ -1,0 +1,352 @@
+"""A fake Telegram Bot API server on 127.0.0.1 (aiohttp), used through `telegram.base_url`.
+
+It answers the methods the bot calls the way Telegram does (message objects, `ok`/`result`
+envelopes, 400 for an edit that changes nothing, 429 with `retry_after` when told to), serves
+queued updates to getUpdates long polls, and records every call so tests can assert on what
+a user would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from PIL import Image
+
+BOT_USER = {"id": 777000111, "is_bot": True, "first_name": "Poster", "username": "poster_test_bot"}
+TOKEN = "777000111:TEST-token"
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
+    result: Any = None
+
+
+def _decode(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (json.JSONDecodeError, TypeError):
+        return value
+
+
+class FakeTelegram:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.updates: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}  # file_id -> bytes (uploads and user documents)
+        self.failures: dict[str, list[dict[str, Any]]] = {}  # method -> error bodies to answer
+        self.message_texts: dict[tuple[int, int], str] = {}
+        self.chats: dict[int, dict[str, Any]] = {}
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._new_update = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- server ---------------------------------------------------------------------------------
+
+    async def start(self) -> FakeTelegram:
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.*}", self._file)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/file/bot"
+
+    async def _file(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.files[request.match_info["path"]])
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: dict[str, Any] = {}
+        files: dict[str, bytes] = {}
+        if request.content_type == "application/json":
+            params = await request.json()
+        else:
+            for name, value in (await request.post()).items():
+                if isinstance(value, web.FileField):
+                    files[name] = value.file.read()
+                else:
+                    params[name] = _decode(value)
+        call = Call(method, params, files)
+        self.calls.append(call)
+        if self.failures.get(method):
+            body = self.failures[method].pop(0)
+            call.result = body
+            return web.json_response(body, status=body["error_code"])
+        handler = getattr(self, f"_{method}", None)
+        if handler is None:
+            return web.json_response({"ok": True, "result": True})
+        try:
+            result = await handler(call)
+        except _BadRequest as exc:
+            body = {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
+            return web.json_response(body, status=400)
+        call.result = result
+        return web.json_response({"ok": True, "result": result})
+
+    # --- what tests call ------------------------------------------------------------------------
+
+    def fail_next(self, method: str, retry_after: int) -> None:
+        """Answer the next `method` call with 429 Too Many Requests."""
+        body = {
+            "ok": False,
+            "error_code": 429,
+            "description": f"Too Many Requests: retry after {retry_after}",
+            "parameters": {"retry_after": retry_after},
+        }
+        self.failures.setdefault(method, []).append(body)
+
+    def chat(self, chat_id: int, kind: str = "", forum: bool = False) -> dict[str, Any]:
+        kind = kind or ("private" if chat_id > 0 else "supergroup")
+        chat = {"id": chat_id, "type": kind}
+        if kind == "private":
+            chat["first_name"] = f"user{chat_id}"
+        else:
+            chat["title"] = f"group{chat_id}"
+            chat["is_forum"] = forum
+        self.chats[chat_id] = chat
+        return chat
+
+    def send_text(
+        self,
+        user_id: int,
+        text: str,
+        *,
+        chat_id: int | None = None,
+        thread_id: int | None = None,
+        reply_to: dict[str, Any] | None = None,
+        language: str = "zh-hans",
+        document: bytes | None = None,
+    ) -> dict[str, Any]:
+        """A user writes to the bot; returns the message as the bot will receive it."""
+        chat_id = chat_id if chat_id is not None else user_id
+        chat = self.chats.get(chat_id) or self.chat(chat_id)
+        message: dict[str, Any] = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": f"u{user_id}",
+                "language_code": language,
+            },
+        }
+        if document is not None:
+            file_id = self._store_file(document)
+            message["document"] = {
+                "file_id": file_id,
+                "file_unique_id": file_id,
+                "file_name": "poster.png",
+                "mime_type": "image/png",
+                "file_size": len(document),
+            }
+            message["caption"] = text
+        else:
+            message["text"] = text
+        if text.startswith("/"):
+            command = text.split()[0]
+            entity = {"type": "bot_command", "offset": 0, "length": len(command)}
+            message["caption_entities" if document is not None else "entities"] = [entity]
+        if thread_id is not None:
+            message |= {"message_thread_id": thread_id, "is_topic_message": True}
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        self._push({"message": message})
+        return message
+
+    def press(self, user_id: int, message: dict[str, Any], data: str) -> None:
+        """A user presses an inline button under one of the bot's messages."""
+        query = {
+            "id": str(next(self._update_ids) * 1000),
+            "from": {
+                "id": user_id,
+                "is_bot": False,
+                "first_name": f"u{user_id}",
+                "language_code": "zh-hans",
+            },
+            "chat_instance": "1",
+            "message": message,
+            "data": data,
+        }
+        self._push({"callback_query": query})
+
+    def _push(self, update: dict[str, Any]) -> None:
+        update["update_id"] = next(self._update_ids)
+        self.updates.append(update)
+        self._new_update.set()
+
+    def sent(self, method: str, chat_id: int | None = None) -> list[Call]:
+        """Successful calls of `method` (to `chat_id`)."""
+        return [
+            c
+            for c in self.calls
+            if c.method == method
+            and isinstance(c.result, dict | list)
+            and not (isinstance(c.result, dict) and c.result.get("ok") is False)
+            and (chat_id is None or c.params.get("chat_id") == chat_id)
+        ]
+
+    def texts(self, chat_id: int) -> list[str]:
+        return [c.params["text"] for c in self.sent("sendMessage", chat_id)]
+
+    async def wait_for(self, condition, timeout: float = 60.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if value := condition():
+                return value
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
+
+    # --- Bot API methods ------------------------------------------------------------------------
+
+    async def _getMe(self, call: Call) -> dict[str, Any]:
+        return BOT_USER
+
+    async def _getUpdates(self, call: Call) -> list[dict[str, Any]]:
+        offset = int(call.params.get("offset") or 0)
+        timeout = float(call.params.get("timeout") or 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            ready = [u for u in self.updates if u["update_id"] >= offset]
+            if ready or time.monotonic() >= deadline:
+                return ready[:100]
+            self._new_update.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+
+    def _message(self, call: Call, **content: Any) -> dict[str, Any]:
+        chat_id = int(call.params["chat_id"])
+        message = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": self.chats.get(chat_id) or self.chat(chat_id),
+            "from": BOT_USER,
+            **content,
+        }
+        if call.params.get("message_thread_id"):
+            message |= {
+                "message_thread_id": call.params["message_thread_id"],
+                "is_topic_message": True,
+            }
+        if call.params.get("reply_markup"):
+            message["reply_markup"] = call.params["reply_markup"]
+        return message
+
+    def _store_file(self, data: bytes) -> str:
+        file_id = f"file{next(self._file_ids)}"
+        self.files[file_id] = data
+        return file_id
+
+    def _photo(self, data: bytes) -> list[dict[str, Any]]:
+        width, height = Image.open(io.BytesIO(data)).size
+        file_id = self._store_file(data)
+        return [
+            {
+                "file_id": file_id,
+                "file_unique_id": file_id,
+                "width": width,
+                "height": height,
+                "file_size": len(data),
+            }
+        ]
+
+    def _upload(self, call: Call, field_name: str) -> bytes:
+        value = call.params.get(field_name)
+        if isinstance(value, str) and value.startswith("attach://"):
+            return call.files[value.removeprefix("attach://")]
+        return call.files[field_name]
+
+    async def _sendMessage(self, call: Call) -> dict[str, Any]:
+        message = self._message(call, text=call.params["text"])
+        self.message_texts[(message["chat"]["id"], message["message_id"])] = message["text"]
+        return message
+
+    async def _editMessageText(self, call: Call) -> dict[str, Any]:
+        key = (int(call.params["chat_id"]), int(call.params["message_id"]))
+        if self.message_texts.get(key) == call.params["text"] and not call.params.get(
+            "reply_markup"
+        ):
+            raise _BadRequest("message is not modified")
+        self.message_texts[key] = call.params["text"]
+        return self._message(call, text=call.params["text"]) | {"message_id": key[1]}
+
+    async def _sendPhoto(self, call: Call) -> dict[str, Any]:
+        photo = self._photo(self._upload(call, "photo"))
+        return self._message(call, photo=photo, caption=call.params.get("caption", ""))
+
+    async def _sendDocument(self, call: Call) -> dict[str, Any]:
+        data = self._upload(call, "document")
+        file_id = self._store_file(data)
+        document = {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_size": len(data),
+            "file_name": "poster.png",
+            "mime_type": "image/png",
+        }
+        return self._message(call, document=document, caption=call.params.get("caption", ""))
+
+    async def _sendMediaGroup(self, call: Call) -> list[dict[str, Any]]:
+        group_id = str(next(self._file_ids))
+        messages = []
+        for item in call.params["media"]:
+            data = call.files[item["media"].removeprefix("attach://")]
+            messages.append(
+                self._message(
+                    call,
+                    photo=self._photo(data),
+                    caption=item.get("caption", ""),
+                    media_group_id=group_id,
+                )
+            )
+        return messages
+
+    async def _getFile(self, call: Call) -> dict[str, Any]:
+        file_id = call.params["file_id"]
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id,
+            "file_size": len(self.files[file_id]),
+            "file_path": file_id,
+        }
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def album_pictures(call: Call) -> list[tuple[bytes, str]]:
+    """(PNG bytes, caption) of each picture in a sendMediaGroup call."""
+    return [
+        (call.files[item["media"].removeprefix("attach://")], item.get("caption", ""))
+        for item in call.params["media"]
+    ]
