@@ -229,6 +229,114 @@ def _check_preset(name: str, preset: PresetConfig) -> None:
 
 
 @dataclass(frozen=True)
+class TelegramConfig:
+    """How the bot reaches Telegram; the token comes only from TELEGRAM_BOT_TOKEN."""
+
+    # A self-hosted Bot API server lifts the 20 MB download / 50 MB upload limits.
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    mode: str = "polling"  # polling | webhook
+    webhook_url: str = ""  # public https URL Telegram posts updates to (webhook mode)
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    # Pending updates are answered after a restart unless this is true (nobody's request is lost).
+    drop_pending_updates: bool = False
+    admin_chat_id: int = 0  # 0 = none; errors are reported here
+    # Progress edits: Telegram allows ~1 message/s per chat and 20/min per group.
+    progress_interval_private_s: float = 1.0
+    progress_interval_group_s: float = 3.0
+    send_retries: int = 5  # a failed send of a result is retried this often, then reported
+
+    def __post_init__(self) -> None:
+        _require(
+            self.mode in ("polling", "webhook"),
+            "telegram.mode",
+            f"must be polling or webhook, not {self.mode!r}",
+        )
+        _require(
+            self.mode == "polling" or self.webhook_url.startswith("https://"),
+            "telegram.webhook_url",
+            "webhook mode needs an https:// URL",
+        )
+        for name in ("progress_interval_private_s", "progress_interval_group_s"):
+            _require(getattr(self, name) > 0, f"telegram.{name}", "must be positive")
+        _require(self.send_retries >= 0, "telegram.send_retries", "must be 0 or more")
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Who may use the bot (Telegram ids); /allow, /deny and /admins add to these at runtime."""
+
+    owners: list[int] = field(default_factory=list)  # everything, and cannot be denied
+    admins: list[int] = field(default_factory=list)  # /allow, /deny, press anyone's buttons
+    users: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)  # chat ids (negative); members may ask there
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """What one user may ask of the bot; admins are not limited by the quota."""
+
+    engine_url: str = ""  # "" = http://<engine.host>:<engine.port>; token: POSTERBOT_ENGINE_TOKEN
+    default_count: int = 4  # candidates per request ("draw many cards cheaply")
+    max_count: int = 8
+    max_steps: int = 50
+    max_side: int = 1536  # generation size, before hires fix
+    concurrent_jobs: int = 2  # per user; more waits for one to finish
+    daily_quota: int = 0  # jobs per user per day; 0 = unlimited
+    variation_strength: float = 0.3  # WebUI's "Variation strength" for the variations button
+    console_output_dir: str = ""  # "" = <data_dir>/console
+
+    def __post_init__(self) -> None:
+        _require(
+            self.engine_url == "" or self.engine_url.startswith(("http://", "https://")),
+            "bot.engine_url",
+            "must start with http:// or https://",
+        )
+        for name in ("default_count", "max_count", "max_steps", "max_side", "concurrent_jobs"):
+            _require(getattr(self, name) >= 1, f"bot.{name}", "must be at least 1")
+        _require(self.default_count <= self.max_count, "bot.default_count", "exceeds max_count")
+        _require(self.daily_quota >= 0, "bot.daily_quota", "must be 0 (unlimited) or more")
+        _require(
+            0.0 < self.variation_strength <= 1.0,
+            "bot.variation_strength",
+            "must be above 0 and at most 1",
+        )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """LoRA training: limits on uploaded datasets and the data-quality report's thresholds.
+
+    Trainer hyper-parameters (kohya names, popular defaults) live in engine/training/lora.py and
+    are overridden per run (`/train dada network_dim=16`), not here.
+    """
+
+    # A LoRA set is tens of images; thousands of members is a mistake or an attack.
+    max_members: int = 2000
+    # Counted while unpacking (zip headers can lie); Telegram documents are ≤ 50 MB anyway.
+    max_unpacked_bytes: int = 2 * 2**30
+    # Images and text compress < 10×; far more is a zip bomb.
+    max_compression_ratio: int = 100
+    # Decoded size per image: 8192×8192 covers any camera; bigger is a decompression bomb.
+    max_image_pixels: int = 8192 * 8192
+    # The report flags images whose short side is below this (they train blurry).
+    min_image_side: int = 512
+    # Perceptual-hash (64-bit dHash) distance at or below which two images are near-duplicates.
+    near_duplicate_distance: int = 6
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name != "near_duplicate_distance":
+                _require(getattr(self, f.name) >= 1, f"training.{f.name}", "must be at least 1")
+        _require(
+            0 <= self.near_duplicate_distance <= 64,
+            "training.near_duplicate_distance",
+            "must be 0 to 64 (bits of a 64-bit hash)",
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("./data")
     default_ip: str = ""  # "" = the first entry of [[ips]]
@@ -238,6 +346,10 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     presets: dict[str, PresetConfig] = field(default_factory=dict)
     ips: list[IPConfig] = field(default_factory=list)
 
