@@ -1,25 +1,19 @@
 """Queue throughput: claims per second (claim + complete) with 1 and with 4 worker processes.
 
-    .venv/bin/python bench/queue.py [--jobs N]
+    .venv/bin/python bench/queue_claims.py [--jobs N]
 
 Each run fills a fresh queue file with N jobs, starts the workers, and times from the start
 signal until every job is done. Every claim and every completion is its own durable
 (synchronous=FULL) transaction, so this measures the queue as the engine uses it.
 """
 
-import sys
+import argparse
+import multiprocessing
+import tempfile
+import time
 from pathlib import Path
 
-# This file shares its name with the stdlib's `queue`, which multiprocessing imports: replace
-# this script's folder on the path with the repo root before importing anything else.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
-
-import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from engine.queue import JobQueue, State  # noqa: E402
+from engine.queue import JobQueue, State
 
 LEASE_S = 60.0
 USERS = 10  # spread jobs over users so the fair order has real work to do
