@@ -141,3 +141,9 @@ def test_incompatible_requests_are_refused_as_one_batch(engine):
     assert requests[0].batch_key() != requests[1].batch_key()
     with pytest.raises(ValueError, match="jobs: requests differ"):
         engine.txt2img_batch(requests)
+
+
+def test_vae_override_from_a_folder_is_used_and_named(tiny_model, with_config, engine_config):
+    config = with_config(engine_config, "models", vae=str(tiny_model / "vae"))
+    result = run(Engine(config), prompt="a cat", seed=1)
+    assert "VAE: vae," in result.infotexts[0]
