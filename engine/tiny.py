@@ -171,26 +171,32 @@ def _scheduler():
     )
 
 
-def build_sd15(folder: Path, seed: int = 0):
-    """A tiny SD 1.x pipeline: UNet with cross attention, 8× VAE, one CLIP text encoder."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
+def _unet(**architecture):
+    """The tiny UNet: three levels, cross attention only at the lowest resolution, which keeps a
+    512x768 demo image at CPU speed; `architecture` adds the SD 1.x or SDXL specifics."""
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    tokenizer = _tokenizer(Path(folder) / "_tokenizer")
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=64,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 32, 64),
         layers_per_block=1,
-        # Attention only at the lowest resolution keeps a 512x768 demo image at CPU speed.
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_DIM,
-        attention_head_dim=8,
         norm_num_groups=16,
+        **architecture,
     )
+
+
+def build_sd15(folder: Path, seed: int = 0):
+    """A tiny SD 1.x pipeline: UNet with cross attention, 8× VAE, one CLIP text encoder."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(Path(folder) / "_tokenizer")
+    unet = _unet(cross_attention_dim=TEXT_DIM, attention_head_dim=8)
     text_encoder = CLIPTextModel(_text_config(tokenizer, with_projection=False))
     return StableDiffusionPipeline(
         vae=_vae(),
@@ -206,21 +212,14 @@ def build_sd15(folder: Path, seed: int = 0):
 
 def build_sdxl(folder: Path, seed: int = 0):
     """A tiny SDXL pipeline: two text encoders (the second with projection) and time ids."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer(Path(folder) / "_tokenizer")
     tokenizer_2 = _tokenizer(Path(folder) / "_tokenizer_2", pad_token="!")  # as SDXL's second
     time_embed_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    unet = _unet(
         attention_head_dim=(2, 2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -228,7 +227,6 @@ def build_sdxl(folder: Path, seed: int = 0):
         transformer_layers_per_block=(1, 1, 2),
         projection_class_embeddings_input_dim=6 * time_embed_dim + TEXT_DIM,
         cross_attention_dim=2 * TEXT_DIM,
-        norm_num_groups=16,
     )
     scheduler = _scheduler()
     return StableDiffusionXLPipeline(
