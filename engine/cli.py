@@ -1,4 +1,4 @@
-"""`posterbot` subcommands owned by the engine: generate, demo-model.
+"""`posterbot` subcommands owned by the engine: engine, generate, demo-model.
 
 Flags are named after WebUI's API fields (`--cfg-scale` is `cfg_scale`). torch is imported inside
 the commands, so the CLI starts on hosts without it.
@@ -36,6 +36,13 @@ GENERATE_FLAGS: list[tuple[str, str, type, str]] = [
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    service = commands.add_parser(
+        "engine", help="run the engine service (HTTP + workers)", description=engine_command.__doc__
+    )
+    service.add_argument("--host", help="listen address (default: [engine] host)")
+    service.add_argument("--port", type=int, help="listen port (default: [engine] port)")
+    service.set_defaults(handler=engine_command)
+
     generate = commands.add_parser(
         "generate", help="txt2img from a prompt, like WebUI", description=generate_command.__doc__
     )
@@ -57,6 +64,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--kind", choices=["sd15", "sdxl"], default="sd15")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=demo_model_command)
+
+
+def engine_command(args: argparse.Namespace, config: Config) -> int:
+    """Serve the engine's HTTP API and run one worker process per [engine] device until stopped.
+
+    The bearer token comes from POSTERBOT_ENGINE_TOKEN (required beyond loopback), WebUI basic
+    auth for /sdapi/v1 from POSTERBOT_API_AUTH=user:pass.
+    """
+    from engine.server import serve
+
+    serve(config, args.host or config.engine.host, args.port or config.engine.port)
+    return 0
 
 
 def generate_command(args: argparse.Namespace, config: Config) -> int:

@@ -118,17 +118,27 @@ class EngineConfig:
     port: int = 7861
     devices: list[str] = field(default_factory=lambda: ["auto"])  # one worker per device
     max_queue: int = 200  # queued jobs beyond this are refused with "busy, try again"
-    max_batch: int = 4  # compatible queued jobs run together, up to this many images
-    job_timeout_s: int = 900  # a job running longer gets its worker killed and restarted
-    lease_s: int = 60  # a claim expires unless the worker's heartbeat renews it
+    max_batch: int = 4  # compatible queued jobs (same batch key) run together, up to this many
+    job_timeout_s: int = 900  # a job running longer fails and its worker is killed and restarted
+    lease_s: int = 60  # a claim expires unless the worker's heartbeat (every lease_s / 3) renews it
     max_attempts: int = 3
     max_body_bytes: int = 16 * 2**20  # larger request bodies get 413
+    # Seconds between a running job's progress writes: each is a durable SQLite commit, and
+    # followers poll at about this rate anyway.
+    progress_s: float = 0.5
+    # Seconds between an idle worker's claims and between a running job's cancellation checks:
+    # the longest a queued job waits for an idle worker, or a cancel for the next step to stop.
+    poll_s: float = 0.5
+    # HTTP basic auth for /sdapi/v1 (WebUI's --api-auth) is read only from the environment:
+    # POSTERBOT_API_AUTH=user:pass. POSTERBOT_ENGINE_TOKEN (bearer) guards /v1 and /metrics.
 
     def __post_init__(self) -> None:
         _require(1 <= self.port <= 65535, "engine.port", "must be between 1 and 65535")
         _require(bool(self.devices), "engine.devices", "needs at least one device")
         for name in ("max_queue", "max_batch", "job_timeout_s", "lease_s", "max_attempts"):
             _require(getattr(self, name) >= 1, f"engine.{name}", "must be at least 1")
+        for name in ("progress_s", "poll_s"):
+            _require(getattr(self, name) > 0, f"engine.{name}", "must be positive")
 
 
 # LoRA weights beyond this distort the mascot instead of strengthening it (WebUI's slider max).

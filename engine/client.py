@@ -1,0 +1,244 @@
+"""The async client of the engine's HTTP API: what the bot (and any script) uses to reach it.
+
+Only aiohttp and the standard library: a bot-only host imports this without torch. Contract and
+error meanings: docs/engine-api.md. Connection failures (refused, reset, timed out) are retried
+with exponential backoff; a submit only when it carries an idempotency key, so a retry can never
+queue the same poster twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+FINAL_EVENTS = frozenset({"done", "failed", "cancelled", "dead"})
+BACKOFF_S = 0.5  # first retry delay; doubles on each retry
+# An event stream is quiet between progress steps; the server sends a keepalive every 15 s.
+EVENTS_READ_TIMEOUT_S = 60.0
+
+
+class EngineError(Exception):
+    """The engine answered with an error (`.status` is its HTTP status; 0 when none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EngineBusy(EngineError):
+    """The queue is full; try again after `.retry_after_s` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, 429)
+        self.retry_after_s = retry_after_s
+
+
+class EngineRejected(EngineError):
+    """The request was invalid (400); `.field` names the offending field."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message, 400)
+        self.field = field
+
+
+class EngineUnavailable(EngineError):
+    """The engine could not be reached, after the retries."""
+
+
+_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+
+
+class EngineClient:
+    """Async client of one engine service; use `async with` or call `close()`."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:7861",
+        token: str | None = None,
+        timeout_s: float = 30,
+        retries: int = 3,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {retries!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> EngineClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+        return self._session
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        params: dict[str, Any],
+        *,
+        user: str,
+        priority: str = "user",
+        idempotency_key: str | None = None,
+        kind: str = "txt2img",
+    ) -> dict[str, Any]:
+        """Queue a job; returns it (the earlier job for a repeated idempotency key)."""
+        body = {
+            "kind": kind,
+            "params": params,
+            "user": user,
+            "priority": priority,
+            "idempotency_key": idempotency_key,
+        }
+        return await self._json("POST", "/v1/jobs", body=body, retry=idempotency_key is not None)
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/v1/jobs/{job_id}")
+
+    async def jobs(
+        self, user: str | None = None, state: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        query = {"limit": str(limit), **({"user": user} if user else {})}
+        query |= {"state": state} if state else {}
+        return (await self._json("GET", "/v1/jobs", query=query))["jobs"]
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job (a running one stops between steps); returns it."""
+        return await self._json("DELETE", f"/v1/jobs/{job_id}")
+
+    async def output(self, path: str) -> bytes:
+        """A result file's bytes (`path` as listed in a job's `outputs`)."""
+        return await self._send("GET", f"/v1/outputs/{path}")
+
+    async def models(self) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/v1/models"))["models"]
+
+    async def loras(self) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/v1/loras"))["loras"]
+
+    async def health(self) -> dict[str, Any]:
+        """`/healthz`'s body, healthy (`ok` true) or not (a 503 is an answer, not an error)."""
+        return await self._json("GET", "/healthz", ok_statuses=(200, 503))
+
+    async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The job's events until its final one; reconnects (with backoff) if the stream drops."""
+        failures = 0
+        while True:
+            try:
+                async for event in self._event_stream(job_id):
+                    failures = 0
+                    yield event
+                    if event["type"] in FINAL_EVENTS:
+                        return
+            except _CONNECTION_ERRORS as exc:
+                failures += 1
+                if failures > self.retries:
+                    raise EngineUnavailable(f"events of job {job_id}: {exc!r}") from exc
+                await asyncio.sleep(BACKOFF_S * 2 ** (failures - 1))
+
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        """Follow the job's events; returns the finished job."""
+        async for event in self.events(job_id):
+            if event["type"] in FINAL_EVENTS:
+                return event["job"]
+        raise EngineError(f"events of job {job_id} ended without a final event")
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _event_stream(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """One connection's events (`data:` lines of the server-sent event stream)."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout_s, sock_read=EVENTS_READ_TIMEOUT_S
+        )
+        url = f"{self.base_url}/v1/jobs/{job_id}/events"
+        async with self._http().get(url, timeout=timeout) as response:
+            if response.status != 200:
+                raise _error(response.status, await response.text(), response.headers)
+            async for raw in response.content:
+                line = raw.decode().strip()
+                if line.startswith("data:"):
+                    yield json.loads(line[5:])
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        retry: bool = True,
+        ok_statuses: tuple[int, ...] = (200, 201),
+    ) -> Any:
+        return json.loads(
+            await self._send(method, path, body=body, query=query, retry=retry, ok=ok_statuses)
+        )
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        retry: bool = True,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> bytes:
+        """One request, retried on connection errors; raises the matching EngineError."""
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        attempts = 1 + (self.retries if retry else 0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._http().request(
+                    method, self.base_url + path, json=body, params=query, timeout=timeout
+                ) as response:
+                    data = await response.read()
+                    if response.status not in ok:
+                        text = data.decode(errors="replace")
+                        raise _error(response.status, text, response.headers)
+                    return data
+            except _CONNECTION_ERRORS as exc:
+                if attempt == attempts:
+                    raise EngineUnavailable(
+                        f"{method} {path}: engine at {self.base_url} unreachable after"
+                        f" {attempt} attempt(s): {exc!r}"
+                    ) from exc
+                delay = BACKOFF_S * 2 ** (attempt - 1)
+                log.warning("%s %s failed (%r); retrying in %.1f s", method, path, exc, delay)
+                await asyncio.sleep(delay)
+
+
+def _error(status: int, text: str, headers: Any) -> EngineError:
+    """The EngineError for an error response (`{"error": "<field>: <message>"}`)."""
+    try:
+        body = json.loads(text)
+        message = str(body.get("error", text))
+    except (json.JSONDecodeError, AttributeError):
+        body, message = {}, text
+    if status == 429:
+        retry_after = body.get("retry_after_s") or headers.get("Retry-After") or 1
+        return EngineBusy(message, int(retry_after))
+    if status == 400:
+        return EngineRejected(message, message.split(":", 1)[0].strip())
+    return EngineError(f"HTTP {status}: {message}", status)

@@ -1,0 +1,724 @@
+"""The engine's HTTP service (aiohttp): our `/v1` API and a WebUI-compatible `/sdapi/v1` subset.
+
+Both APIs put work into the same durable queue (`engine.queue`); worker processes
+(`engine.worker.Supervisor`) take it from there. Handlers check requests with the same
+`engine.params.from_request` the workers use, so a bad field is a 400 naming it, not a failed job
+later. They never import torch, and run every blocking queue call in `asyncio.to_thread` so one
+slow SQLite commit never stalls the event loop. docs/engine-api.md is the contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from engine import infotext
+from engine.params import from_request
+from engine.queue import Job as QueuedJob
+from engine.queue import JobNotFound, JobQueue, Priority, QueueFull, State
+from engine.registry import Registry
+from engine.samplers import sampler_names
+from engine.worker import Supervisor, batch_key, open_queue
+from posterbot.config import Config
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"  # bearer token for /v1 and /metrics
+API_AUTH_ENV = "POSTERBOT_API_AUTH"  # user:pass for /sdapi/v1, like WebUI's --api-auth
+EVENT_POLL_S = 0.25  # how often an event stream re-reads its job: progress is written ~2/s
+KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often so proxies keep it open
+WEBUI_POLL_S = 0.2  # how often a blocking /sdapi/v1/txt2img checks its job
+WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name, if any)
+MAX_LIST_LIMIT = 500  # GET /v1/jobs?limit=: a page, not a dump of the database
+HISTOGRAM_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)  # poster ~10 s, training ~h
+PRIORITIES = {"admin": Priority.ADMIN, "user": Priority.USER, "training": Priority.TRAINING}
+KINDS = ("txt2img",)  # job kinds this service runs (train and xyz come later)
+
+
+class Service:
+    """What the handlers share: config, queue, registry, workers, credentials, WebUI options."""
+
+    def __init__(
+        self,
+        config: Config,
+        queue: JobQueue,
+        supervisor: Supervisor | None = None,
+        token: str | None = None,
+        api_auth: str | None = None,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.supervisor = supervisor
+        self.token = token or None
+        self.api_auth = api_auth or None
+        self.registry = Registry(config)
+        self.started_at = time.time()
+        self.options: dict[str, Any] = {}  # POST /sdapi/v1/options, kept in memory like WebUI's
+
+    def submit(
+        self,
+        request: dict[str, Any],
+        user: str,
+        priority: Priority = Priority.USER,
+        idempotency_key: str | None = None,
+    ) -> tuple[QueuedJob, bool]:
+        """Check a txt2img request, queue it; returns the job and whether it is new."""
+        # 1. check the request as the worker will, plus the files it names
+        request = dict(request)
+        model = request.pop("model", None)
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise ValueError(f"model: must be a checkpoint name or null, not {model!r}")
+        if model is not None:
+            self.registry.checkpoint(model)
+        params = from_request(request, self.config.generation, self.config.limits)
+        for lora in params.all_loras()[1]:
+            self.registry.lora(lora.name)
+        # 2. queue it; a repeated idempotency key returns the earlier job
+        before = time.time()
+        job = self.queue.submit(
+            "txt2img",
+            {**params.to_dict(), "model": model},
+            user,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            batch_key=batch_key(model, params),
+        )
+        return job, job.created_at >= before
+
+    def job_json(self, job: QueuedJob) -> dict[str, Any]:
+        """A job as docs/engine-api.md shows it."""
+        return {
+            "id": job.id,
+            "kind": job.kind,
+            "state": job.state.value,
+            "user": job.user,
+            "priority": job.priority.name.lower(),
+            "params": job.params,
+            "position": self.queue.position(job.id) if job.state == State.QUEUED else None,
+            "progress": job.progress,
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+            "outputs": job.outputs,
+            "info": job.info,
+            "error": job.error,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+        }
+
+    def job_event(self, job: QueuedJob) -> dict[str, Any] | None:
+        """The event that describes a job's state now (None while running before step 1)."""
+        if job.state == State.QUEUED:
+            return {"type": "queued", "position": self.queue.position(job.id)}
+        if job.state == State.RUNNING:
+            return None if job.progress is None else {"type": "progress", **job.progress}
+        return {"type": job.state.value, "job": self.job_json(job)}
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        workers = self.supervisor.status() if self.supervisor else []
+        ok = bool(workers) and all(worker["alive"] for worker in workers)
+        counts = self.queue.counts()
+        return ok, {
+            "ok": ok,
+            "workers": workers,
+            "queue_depth": counts[State.QUEUED],
+            "running": counts[State.RUNNING],
+        }
+
+    def base_model(self) -> dict[str, Any]:
+        ref = self.registry.checkpoint(None)
+        return {"name": ref.name, "hash": self.registry.model_hash(ref), "default": True}
+
+    def models(self) -> list[dict[str, Any]]:
+        """The configured base model first, then models/Stable-diffusion."""
+        base = self.base_model()
+        others = [
+            {"name": ref.name, "hash": self.registry.model_hash(ref), "default": False}
+            for ref in self.registry.checkpoints()
+            if ref.name != base["name"]
+        ]
+        return [base, *others]
+
+    def loras(self) -> list[dict[str, Any]]:
+        root = self.config.loras_dir
+        return [
+            {
+                "name": name,
+                "hash": self.registry.lora_hash(path),
+                "path": str(path.relative_to(root)),
+            }
+            for name, path in self.registry.loras().items()
+        ]
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+async def blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking (SQLite, file) call off the event loop."""
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None):
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (400 otherwise; 413 past engine.max_body_bytes)."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ValueError("body: must be a JSON object")
+    return body
+
+
+# -- middlewares -----------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Callable[..., Awaitable[Any]]):
+    """Every error as `{"error": "<field or reason>: <message>"}` with the right status."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SERVICE].config.engine.max_body_bytes
+        return error_response(413, f"body: larger than {limit} bytes (engine.max_body_bytes)")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {
+            k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")
+        }
+        return error_response(exc.status, exc.text or exc.reason, headers)
+    except QueueFull as exc:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        body = {"error": f"queue: {exc}", "retry_after_s": exc.retry_after_s}
+        return web.json_response(body, status=429, headers=headers)
+    except JobNotFound as exc:
+        return error_response(404, f"job: no job {exc.args[0]!r}")
+    except ValueError as exc:
+        return error_response(400, str(exc))
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _authorized(request: web.Request, svc: Service) -> bool:
+    """Bearer token anywhere; on /sdapi also WebUI's basic auth."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if svc.token and scheme.lower() == "bearer" and _same(credentials.strip(), svc.token):
+        return True
+    if svc.api_auth and scheme.lower() == "basic" and request.path.startswith("/sdapi/"):
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return _same(decoded, svc.api_auth)
+    return False
+
+
+@web.middleware
+async def require_auth(request: web.Request, handler: Callable[..., Awaitable[Any]]):
+    """401 unless the request carries the credentials its path needs (/healthz is open)."""
+    svc = request.app[SERVICE]
+    webui = request.path.startswith("/sdapi/")
+    needed = svc.token is not None or (webui and svc.api_auth is not None)
+    if request.path == "/healthz" or not needed or _authorized(request, svc):
+        return await handler(request)
+    challenge = 'Basic realm="posterbot"' if webui and svc.api_auth else "Bearer"
+    return error_response(
+        401, "auth: missing or wrong credentials", {"WWW-Authenticate": challenge}
+    )
+
+
+# -- /v1 -------------------------------------------------------------------------------------
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    """Queue a job: 201 (200 for a repeated idempotency key)."""
+    svc = service(request)
+    body = await read_json(request)
+    kind = body.get("kind", "txt2img")
+    if kind not in KINDS:
+        raise ValueError(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
+    params = body.get("params")
+    if not isinstance(params, dict):
+        raise ValueError("params: required, a JSON object of txt2img fields")
+    user = body.get("user")
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError("user: required, e.g. tg:123456")
+    priority = body.get("priority", "user")
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority: {priority!r} is not one of {', '.join(PRIORITIES)}")
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError("idempotency_key: must be a non-empty string or null")
+    job, created = await blocking(svc.submit, params, user, PRIORITIES[priority], key)
+    return web.json_response(await blocking(svc.job_json, job), status=201 if created else 200)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """Jobs newest first, filtered by user and state."""
+    svc = service(request)
+    query = request.query
+    state = query.get("state") or None
+    if state is not None and state not in {s.value for s in State}:
+        raise ValueError(f"state: {state!r} is not one of {', '.join(s.value for s in State)}")
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        raise ValueError(f"limit: must be a whole number, not {query['limit']!r}") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit: {limit} is outside 1..{MAX_LIST_LIMIT}")
+
+    def page() -> list[dict[str, Any]]:
+        jobs = svc.queue.list_jobs(user=query.get("user") or None, state=state, limit=limit)
+        return [svc.job_json(job) for job in jobs]
+
+    return web.json_response({"jobs": await blocking(page)})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """One job."""
+    svc = service(request)
+    job = await blocking(svc.queue.get, request.match_info["job_id"])
+    return web.json_response(await blocking(svc.job_json, job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel: a queued job at once, a running one between denoising steps."""
+    svc = service(request)
+    job = await blocking(svc.queue.cancel, request.match_info["job_id"])
+    return web.json_response(await blocking(svc.job_json, job))
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events of a job until it ends: queued, progress..., then the final state."""
+    svc = service(request)
+    job_id = request.match_info["job_id"]
+    await blocking(svc.queue.get, job_id)  # 404 before the stream starts
+    stream = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await stream.prepare(request)
+    last, quiet_since = None, time.monotonic()
+    while True:
+        job = await blocking(svc.queue.get, job_id)
+        event = await blocking(svc.job_event, job)
+        if event is not None and event != last:
+            data = json.dumps(event)
+            await stream.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+            last, quiet_since = event, time.monotonic()
+        elif time.monotonic() - quiet_since > KEEPALIVE_S:
+            await stream.write(b": keepalive\n\n")
+            quiet_since = time.monotonic()
+        if job.finished:
+            return stream
+        await asyncio.sleep(EVENT_POLL_S)
+
+
+async def get_output(request: web.Request) -> web.StreamResponse:
+    """A result PNG; 404 for anything outside the outputs folder."""
+    root = service(request).config.outputs_dir.resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
+        raise web.HTTPNotFound(text=f"path: no output {request.match_info['path']!r}")
+    return web.FileResponse(path, headers={"Content-Type": "image/png"})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Installed base models with WebUI's short hashes."""
+    return web.json_response({"models": await blocking(service(request).models)})
+
+
+async def list_loras(request: web.Request) -> web.Response:
+    """Installed LoRAs with WebUI's addnet hashes."""
+    return web.json_response({"loras": await blocking(service(request).loras)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when every worker process is alive, else 503; with the queue depth."""
+    ok, body = await blocking(service(request).health)
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: queue depth, jobs by state, workers, wait and run time histograms."""
+    svc = service(request)
+    text = await blocking(prometheus_text, svc)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def prometheus_text(svc: Service) -> str:
+    counts = svc.queue.counts()
+    finished = svc.queue.finished_since(svc.started_at)  # histograms count from service start
+    workers = svc.supervisor.status() if svc.supervisor else []
+    lines = [
+        "# HELP posterbot_queue_depth Jobs waiting in the queue.",
+        "# TYPE posterbot_queue_depth gauge",
+        f"posterbot_queue_depth {counts[State.QUEUED]}",
+        "# HELP posterbot_jobs Jobs in the queue database by state.",
+        "# TYPE posterbot_jobs gauge",
+        *(f'posterbot_jobs{{state="{state.value}"}} {n}' for state, n in counts.items()),
+        "# HELP posterbot_workers_alive Worker processes running.",
+        "# TYPE posterbot_workers_alive gauge",
+        f"posterbot_workers_alive {sum(worker['alive'] for worker in workers)}",
+    ]
+    lines += _histogram(
+        "posterbot_job_wait_seconds",
+        "Seconds from submit to the latest claim, of jobs finished since the service started.",
+        [job.wait_s for job in finished if job.wait_s is not None],
+    )
+    lines += _histogram(
+        "posterbot_job_run_seconds",
+        "Seconds from the latest claim to the end, of jobs finished since the service started.",
+        [job.run_s for job in finished if job.run_s is not None],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _histogram(name: str, help_text: str, values: list[float]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    for bound in HISTOGRAM_BUCKETS_S:
+        lines.append(f'{name}_bucket{{le="{bound}"}} {sum(v <= bound for v in values)}')
+    lines += [
+        f'{name}_bucket{{le="+Inf"}} {len(values)}',
+        f"{name}_sum {sum(values):.6f}",
+        f"{name}_count {len(values)}",
+    ]
+    return lines
+
+
+# -- /sdapi/v1 (WebUI-compatible) --------------------------------------------------------------
+
+# WebUI request fields that would change the picture in ways this engine cannot, refused unless
+# left at a neutral value (webuiapi and WebUI's own UI send them with these values).
+WEBUI_UNSUPPORTED = (
+    "restore_faces",
+    "tiling",
+    "styles",
+    "script_name",
+    "alwayson_scripts",
+    "hr_checkpoint_name",
+    "hr_prompt",
+    "hr_negative_prompt",
+    "firstphase_width",
+    "firstphase_height",
+    "seed_resize_from_h",
+    "seed_resize_from_w",
+)
+WEBUI_NEUTRAL = (None, False, 0, -1, "", [], {})
+WEBUI_PARAM_FIELDS = (
+    "prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "sampler_name", "steps",
+    "cfg_scale", "width", "height", "batch_size", "n_iter", "enable_hr", "hr_scale",
+    "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "denoising_strength",
+)  # fmt: skip
+# WebUI ≥ 1.9 names the noise schedule apart from the sampler; ours are combined names.
+WEBUI_SCHEDULERS = {"": "", "automatic": "", "karras": " Karras"}
+
+
+def webui_model_name(title: str) -> str:
+    """`name.safetensors [hash]` (WebUI's checkpoint title) → `name`."""
+    name = title.split(" [", 1)[0].strip()
+    return name.removesuffix(".safetensors")
+
+
+def webui_request(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A WebUI txt2img body as our request (model included); ValueError naming a field."""
+    # 1. refuse what we cannot render as asked
+    for name in WEBUI_UNSUPPORTED:
+        if body.get(name) not in WEBUI_NEUTRAL:
+            raise ValueError(f"{name}: not supported by posterbot's engine, got {body[name]!r}")
+    # 2. our fields under their WebUI names
+    request = {name: body[name] for name in WEBUI_PARAM_FIELDS if body.get(name) is not None}
+    sampler = request.get("sampler_name") or body.get("sampler_index")
+    scheduler = str(body.get("scheduler") or "").lower()
+    if scheduler not in WEBUI_SCHEDULERS:
+        raise ValueError(f"scheduler: {body['scheduler']!r} is not one of Automatic, Karras")
+    if sampler:
+        suffix = WEBUI_SCHEDULERS[scheduler]
+        request["sampler_name"] = sampler if sampler.endswith(suffix) else sampler + suffix
+    # 3. per-request settings override the stored options, as in WebUI
+    overrides = body.get("override_settings") or {}
+    if not isinstance(overrides, dict):
+        raise ValueError("override_settings: must be an object")
+    settings = {**options, **overrides}
+    if settings.get("sd_model_checkpoint"):
+        request["model"] = webui_model_name(str(settings["sd_model_checkpoint"]))
+    if settings.get("CLIP_stop_at_last_layers") is not None:
+        request["clip_skip"] = settings["CLIP_stop_at_last_layers"]
+    return request
+
+
+def webui_user(request: web.Request) -> str:
+    """`webui`, or `webui:<name>` for a basic-auth user."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("basic "):
+        try:
+            name = base64.b64decode(header[6:].strip()).decode().partition(":")[0]
+            return f"{WEBUI_USER}:{name}"
+        except (binascii.Error, UnicodeDecodeError):
+            pass
+    return WEBUI_USER
+
+
+async def webui_txt2img(request: web.Request) -> web.Response:
+    """WebUI's txt2img: queued like any job; answers when it is done."""
+    svc = service(request)
+    body = await read_json(request)
+    params = webui_request(body, svc.options)
+    if params.get("model") == (await blocking(svc.base_model))["name"]:
+        params["model"] = None
+    job, _ = await blocking(svc.submit, params, webui_user(request))
+    try:
+        job = await wait_finished(svc, job.id)
+    except asyncio.CancelledError:  # the client hung up: nobody will see the images
+        await blocking(svc.queue.cancel, job.id)
+        raise
+    if job.state != State.DONE:
+        return error_response(500, f"job: {job.state.value}: {job.error or 'no images'}")
+    images = []
+    if body.get("send_images", True):
+        images = await blocking(read_outputs, svc.config.outputs_dir, job.outputs)
+    return web.json_response({"images": images, "parameters": body, "info": json.dumps(job.info)})
+
+
+async def wait_finished(svc: Service, job_id: str) -> QueuedJob:
+    while True:
+        job = await blocking(svc.queue.get, job_id)
+        if job.finished:
+            return job
+        await asyncio.sleep(WEBUI_POLL_S)
+
+
+def read_outputs(root: Path, outputs: list[str]) -> list[str]:
+    return [base64.b64encode((root / path).read_bytes()).decode() for path in outputs]
+
+
+def webui_title(model: dict[str, Any]) -> str:
+    return f"{model['name']} [{model['hash']}]" if model["hash"] else model["name"]
+
+
+async def webui_sd_models(request: web.Request) -> web.Response:
+    """Checkpoints in WebUI's shape."""
+    models = await blocking(service(request).models)
+    return web.json_response(
+        [
+            {
+                "title": webui_title(model),
+                "model_name": model["name"],
+                "hash": model["hash"],
+                "sha256": None,
+                "filename": model["name"],
+                "config": None,
+            }
+            for model in models
+        ]
+    )
+
+
+async def webui_loras(request: web.Request) -> web.Response:
+    """LoRAs in WebUI's shape."""
+    loras = await blocking(service(request).loras)
+    return web.json_response(
+        [
+            {"name": lora["name"], "alias": lora["name"], "path": lora["path"], "metadata": {}}
+            for lora in loras
+        ]
+    )
+
+
+async def webui_samplers(request: web.Request) -> web.Response:
+    """Sampler names as WebUI lists them."""
+    return web.json_response(
+        [{"name": name, "aliases": [], "options": {}} for name in sampler_names()]
+    )
+
+
+async def webui_upscalers(request: web.Request) -> web.Response:
+    """Hires fix upscalers: latent, image, and model files in models/ESRGAN."""
+
+    def names() -> list[str]:
+        from engine.hires import upscaler_names  # imports torch: only here, on first use
+
+        return upscaler_names(service(request).registry.upscalers())
+
+    return web.json_response(
+        [
+            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+            for name in await blocking(names)
+        ]
+    )
+
+
+async def webui_get_options(request: web.Request) -> web.Response:
+    """The current model and CLIP skip, plus anything a client stored."""
+    svc = service(request)
+    base = await blocking(svc.base_model)
+    defaults = {
+        "sd_model_checkpoint": webui_title(base),
+        "CLIP_stop_at_last_layers": svc.config.generation.clip_skip,
+        "samples_format": "png",
+    }
+    return web.json_response({**defaults, **svc.options})
+
+
+async def webui_set_options(request: web.Request) -> web.Response:
+    """Store options; `sd_model_checkpoint` and `CLIP_stop_at_last_layers` affect txt2img."""
+    svc = service(request)
+    body = await read_json(request)
+    checkpoint = body.get("sd_model_checkpoint")
+    if checkpoint is not None:
+        await blocking(svc.registry.checkpoint, webui_model_name(str(checkpoint)))
+    clip_skip = body.get("CLIP_stop_at_last_layers")
+    if clip_skip is not None and (not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12):
+        raise ValueError(f"CLIP_stop_at_last_layers: must be 1..12, not {clip_skip!r}")
+    svc.options.update(body)
+    return web.json_response(None)
+
+
+async def webui_progress(request: web.Request) -> web.Response:
+    """WebUI's progress of the job running now (the newest if several)."""
+    svc = service(request)
+
+    def snapshot() -> tuple[list[QueuedJob], int]:
+        return svc.queue.list_jobs(state=State.RUNNING, limit=1), svc.queue.depth()
+
+    running, depth = await blocking(snapshot)
+    job = running[0] if running else None
+    progress = (job.progress if job else None) or {"step": 0, "total": 0}
+    fraction = progress["step"] / progress["total"] if progress["total"] else 0.0
+    elapsed = time.time() - job.started_at if job and job.started_at else 0.0
+    eta = elapsed / fraction - elapsed if fraction else 0.0
+    return web.json_response(
+        {
+            "progress": fraction,
+            "eta_relative": eta,
+            "state": {
+                "skipped": False,
+                "interrupted": bool(job and job.cancel_requested),
+                "job": job.id if job else "",
+                "job_count": depth + len(running),
+                "job_timestamp": str(math.floor(job.started_at)) if job else "0",
+                "job_no": 0,
+                "sampling_step": progress["step"],
+                "sampling_steps": progress["total"],
+            },
+            "current_image": None,
+            "textinfo": None,
+        }
+    )
+
+
+async def webui_png_info(request: web.Request) -> web.Response:
+    """The infotext of a base64 PNG, raw and parsed."""
+    body = await read_json(request)
+    data = str(body.get("image") or "")
+    if not data:
+        raise ValueError("image: required, a base64 PNG")
+    try:
+        text = infotext.read_png(base64.b64decode(data.split(",", 1)[-1], validate=True))
+    except (binascii.Error, OSError, SyntaxError) as exc:
+        raise ValueError(f"image: not a base64 PNG ({exc})") from None
+    return web.json_response(
+        {
+            "info": text or "",
+            "items": {"parameters": text} if text else {},
+            "parameters": infotext.parse(text) if text else {},
+        }
+    )
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+def make_app(svc: Service) -> web.Application:
+    """The aiohttp application over a `Service` (workers are started by `serve`)."""
+    app = web.Application(
+        middlewares=[errors_as_json, require_auth],
+        client_max_size=svc.config.engine.max_body_bytes,
+    )
+    app[SERVICE] = svc
+    app.router.add_post("/v1/jobs", submit_job)
+    app.router.add_get("/v1/jobs", list_jobs)
+    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    app.router.add_delete("/v1/jobs/{job_id}", cancel_job)
+    app.router.add_get("/v1/jobs/{job_id}/events", job_events)
+    app.router.add_get("/v1/outputs/{path:.+}", get_output)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/loras", list_loras)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/sdapi/v1/txt2img", webui_txt2img)
+    app.router.add_get("/sdapi/v1/sd-models", webui_sd_models)
+    app.router.add_get("/sdapi/v1/loras", webui_loras)
+    app.router.add_get("/sdapi/v1/samplers", webui_samplers)
+    app.router.add_get("/sdapi/v1/upscalers", webui_upscalers)
+    app.router.add_get("/sdapi/v1/options", webui_get_options)
+    app.router.add_post("/sdapi/v1/options", webui_set_options)
+    app.router.add_get("/sdapi/v1/progress", webui_progress)
+    app.router.add_post("/sdapi/v1/png-info", webui_png_info)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name could resolve to anything
+
+
+def serve(config: Config, host: str, port: int, environ: dict[str, str] | None = None) -> None:
+    """Run the service until SIGINT/SIGTERM: queue, worker processes, HTTP."""
+    # 1. credentials from the environment only; no open network port without a token
+    environ = dict(os.environ if environ is None else environ)
+    token, api_auth = environ.get(TOKEN_ENV), environ.get(API_AUTH_ENV)
+    if not is_loopback(host) and not token:
+        raise ValueError(f"engine.host: {host} is not loopback; set {TOKEN_ENV} to listen there")
+    if api_auth is not None and ":" not in api_auth:
+        raise ValueError(f"{API_AUTH_ENV}: must be user:pass")
+    # 2. the queue and the workers
+    queue = open_queue(config, workers=len(config.engine.devices))
+    supervisor = Supervisor(config, queue)
+    app = make_app(Service(config, queue, supervisor, token, api_auth))
+    stop = threading.Event()
+    watcher = threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True)
+
+    async def start_workers(app: web.Application) -> None:
+        supervisor.start()
+        watcher.start()
+
+    async def stop_workers(app: web.Application) -> None:
+        stop.set()
+        await blocking(watcher.join)
+        await blocking(supervisor.stop)  # running batches go back to the queue
+        queue.close()
+
+    app.on_startup.append(start_workers)
+    app.on_cleanup.append(stop_workers)
+    # 3. serve until a signal; aiohttp turns SIGTERM/SIGINT into a clean shutdown
+    web.run_app(app, host=host, port=port, print=lambda text: log.info(text.strip()))

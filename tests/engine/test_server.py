@@ -1,0 +1,232 @@
+"""The HTTP service: auth, validation, limits, jobs, events, outputs, metrics.
+
+Most tests run the aiohttp app in-process with no workers and play the worker's part through the
+queue, so they are fast and exact; the restart test kills the real service process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from safetensors.numpy import save_file
+
+from engine.queue import State
+from engine.server import Service, make_app
+from engine.worker import open_queue
+from tests.engine.conftest import TOKEN, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PARAMS = {"prompt": "a cat", "seed": 7}
+
+
+@pytest.fixture
+def config(engine_config, tmp_path, with_config):
+    config = dataclasses.replace(engine_config, data_dir=tmp_path)
+    return with_config(config, "engine", max_queue=3, max_body_bytes=4096)
+
+
+@pytest.fixture
+async def client(config):
+    queue = open_queue(config)
+    app = make_app(Service(config, queue, token=TOKEN))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        client.queue = queue
+        yield client
+    queue.close()
+
+
+async def submit(client, params=PARAMS, **fields):
+    body = {"params": params, "user": "tg:1", **fields}
+    return await client.post("/v1/jobs", json=body, headers=AUTH)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X": "y"}])
+async def test_missing_or_wrong_token_is_401(client, headers):
+    for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/metrics")]:
+        response = await client.request(method, path, headers=headers)
+        assert response.status == 401
+        assert (await response.json())["error"].startswith("auth:")
+
+
+async def test_healthz_needs_no_token_and_is_503_without_workers(client):
+    response = await client.get("/healthz")
+    assert response.status == 503
+    assert (await response.json())["queue_depth"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"params": {**PARAMS, "steps": 0}, "user": "u"}, "steps"),
+        ({"params": {**PARAMS, "sampler_name": "Nope"}, "user": "u"}, "sampler_name"),
+        ({"params": {**PARAMS, "width": 65}, "user": "u"}, "width"),
+        ({"params": {**PARAMS, "colour": 1}, "user": "u"}, "colour"),
+        ({"params": {"seed": 1}, "user": "u"}, "prompt"),
+        ({"params": {**PARAMS, "model": "missing-model"}, "user": "u"}, "model"),
+        ({"params": {"prompt": "<lora:nobody:1> x"}, "user": "u"}, "lora"),
+        ({"params": PARAMS}, "user"),
+        ({"params": PARAMS, "user": "u", "priority": "vip"}, "priority"),
+        ({"params": PARAMS, "user": "u", "kind": "img2img"}, "kind"),
+        ({"user": "u"}, "params"),
+    ],
+)
+async def test_invalid_submit_is_400_naming_the_field(client, body, field):
+    response = await client.post("/v1/jobs", json=body, headers=AUTH)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith(f"{field}:")
+
+
+async def test_body_that_is_not_json_is_400(client):
+    response = await client.post("/v1/jobs", data=b"{nope", headers=AUTH)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("body:")
+
+
+async def test_oversized_body_is_413(client):
+    response = await submit(client, {"prompt": "x" * 5000})
+    assert response.status == 413
+    assert "engine.max_body_bytes" in (await response.json())["error"]
+
+
+async def test_full_queue_is_429_with_retry_after(client):
+    for n in range(3):
+        assert (await submit(client, {"prompt": f"p{n}"})).status == 201
+    response = await submit(client)
+    assert response.status == 429
+    body = await response.json()
+    assert body["retry_after_s"] >= 1
+    assert response.headers["Retry-After"] == str(body["retry_after_s"])
+
+
+async def test_submit_stores_checked_params_and_reports_position(client):
+    first = await (await submit(client)).json()
+    second = await (await submit(client, {"prompt": "a dog"}, priority="admin")).json()
+    assert first["state"] == "queued" and first["params"]["steps"] == 4  # config default
+    assert first["params"]["model"] is None
+    assert second["position"] == 1 and second["priority"] == "admin"
+    assert (await (await client.get(f"/v1/jobs/{first['id']}", headers=AUTH)).json())[
+        "position"
+    ] == 2
+
+
+async def test_repeated_idempotency_key_returns_the_same_job(client):
+    first = await submit(client, idempotency_key="update-42")
+    again = await submit(client, idempotency_key="update-42")
+    assert (first.status, again.status) == (201, 200)
+    assert (await first.json())["id"] == (await again.json())["id"]
+    assert client.queue.depth() == 1
+
+
+async def test_list_filters_by_user_and_state(client):
+    await submit(client)
+    await client.post("/v1/jobs", json={"params": PARAMS, "user": "tg:2"}, headers=AUTH)
+    jobs = (await (await client.get("/v1/jobs?user=tg:2", headers=AUTH)).json())["jobs"]
+    assert [job["user"] for job in jobs] == ["tg:2"]
+    response = await client.get("/v1/jobs?state=bogus", headers=AUTH)
+    assert (await response.json())["error"].startswith("state:")
+
+
+async def test_unknown_job_is_404(client):
+    response = await client.get("/v1/jobs/nope", headers=AUTH)
+    assert response.status == 404
+
+
+async def test_cancel_a_queued_job_at_once(client):
+    job = await (await submit(client)).json()
+    cancelled = await (await client.delete(f"/v1/jobs/{job['id']}", headers=AUTH)).json()
+    assert cancelled["state"] == "cancelled"
+    assert client.queue.depth() == 0
+
+
+def play_worker(queue, job_id: str, outputs: list[str], pause_s: float = 0.4) -> None:
+    """Do what a worker does to a job, slowly enough for an event stream to see each step."""
+    time.sleep(pause_s)
+    (job,) = queue.claim("fake-worker", lease_s=30)
+    assert job.id == job_id
+    for step in (1, 2):
+        time.sleep(pause_s)
+        queue.set_progress(job_id, step, 2, "txt2img")
+    time.sleep(pause_s)
+    queue.complete(job_id, outputs, {"all_seeds": [7]}, worker_id="fake-worker")
+
+
+async def test_events_arrive_in_order_and_end_with_done(client):
+    job = await (await submit(client)).json()
+    worker = threading.Thread(target=play_worker, args=(client.queue, job["id"], ["a.png"]))
+    worker.start()
+    response = await client.get(f"/v1/jobs/{job['id']}/events", headers=AUTH)
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    text = (await response.read()).decode()
+    await asyncio.to_thread(worker.join)
+    blocks = [block for block in text.split("\n\n") if block.startswith("event:")]
+    names = [block.split("\n")[0].removeprefix("event: ") for block in blocks]
+    assert names == ["queued", "progress", "progress", "done"]
+    assert '"step": 1' in blocks[1] and '"step": 2' in blocks[2]
+    assert '"outputs": ["a.png"]' in blocks[3]
+
+
+async def test_outputs_are_served_and_nothing_outside_them(client, config):
+    folder = config.outputs_dir / "2026-11-25"
+    folder.mkdir(parents=True)
+    (folder / "00001-7.png").write_bytes(b"\x89PNG fake")
+    (config.data_dir / "secret.png").write_bytes(b"secret")
+    response = await client.get("/v1/outputs/2026-11-25/00001-7.png", headers=AUTH)
+    assert response.status == 200 and await response.read() == b"\x89PNG fake"
+    for path in ["../secret.png", "..%2Fsecret.png", "%2e%2e/secret.png", "../engine.db"]:
+        response = await client.get(f"/v1/outputs/{path}", headers=AUTH)
+        assert response.status == 404, path
+
+
+async def test_models_and_loras_are_listed_with_hashes(client, config):
+    models = (await (await client.get("/v1/models", headers=AUTH)).json())["models"]
+    assert models[0]["name"] == "tiny-sd15" and models[0]["default"] is True
+    assert len(models[0]["hash"]) == 10
+    config.loras_dir.mkdir(parents=True)
+    save_file(
+        {"lora_unet_x.alpha": np.ones(1, np.float32)}, config.loras_dir / "dada_v1.safetensors"
+    )
+    loras = (await (await client.get("/v1/loras", headers=AUTH)).json())["loras"]
+    assert [(lora["name"], len(lora["hash"])) for lora in loras] == [("dada_v1", 12)]
+
+
+async def test_metrics_are_prometheus_text(client):
+    job = await (await submit(client)).json()
+    await submit(client, {"prompt": "another"})
+    await asyncio.to_thread(play_worker, client.queue, job["id"], [], 0)
+    text = await (await client.get("/metrics", headers=AUTH)).text()
+    assert "posterbot_queue_depth 1" in text
+    assert 'posterbot_jobs{state="done"} 1' in text
+    assert "posterbot_job_wait_seconds_count 1" in text
+    assert 'posterbot_job_run_seconds_bucket{le="+Inf"} 1' in text
+
+
+@pytest.mark.slow
+def test_queued_jobs_survive_kill_9_of_the_service(live_service):
+    # different step counts: three separate jobs, not one batch
+    jobs = [live_service.submit(prompt=f"survivor {n}", steps=30 + n) for n in range(3)]
+    live_service.wait_progress(jobs[0]["id"])
+    worker_pid = live_service.worker_pid()
+    live_service.kill()
+    with live_service.queue() as queue:
+        assert [queue.get(job["id"]).state for job in jobs[1:]] == [State.QUEUED] * 2
+    live_service.start()
+    finished = [live_service.wait_state(job["id"], "done", timeout_s=120) for job in jobs]
+    assert [len(job["outputs"]) for job in finished] == [1, 1, 1]
+    # the orphaned worker noticed its service was gone and exited
+    wait_for(lambda: process_gone(worker_pid), 30, "the orphaned worker to exit")
+
+
+def process_gone(pid: int) -> bool:
+    """True when `pid` has exited (a zombie nobody reaped counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
