@@ -1,7 +1,7 @@
 """Building and running the Telegram Application: handlers, rate limiter, polling or webhook.
 
 Everything the handlers share (store, engine client, conversation core) is created in
-`post_init` and lives in `application.bot_data`, so one Application is one bot instance.
+`start_services` and lives in `application.bot_data`, so one Application is one bot instance.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def add_handlers(application: Application) -> None:
 
 
 async def start_services(application: Application) -> None:
-    """post_init: the store, the engine client, the core; then follow unfinished jobs."""
+    """The store, the engine client, the core; then follow unfinished jobs."""
     config: Config = application.bot_data["config"]
     http = aiohttp.ClientSession()
     engine = EngineClient(base_url=engine_url(config), token=application.bot_data["engine_token"])
@@ -119,7 +119,7 @@ async def start_services(application: Application) -> None:
 
 
 async def stop_services(application: Application) -> None:
-    """post_shutdown: stop following jobs (they resume on the next start), close clients."""
+    """Stop following jobs (they resume on the next start), close clients."""
     await application.bot_data["conversation"].jobs.stop()
     await application.bot_data["engine"].close()
     await application.bot_data["http"].close()
@@ -133,8 +133,6 @@ def build_application(config: Config, token: str, engine_token: str | None = Non
         .base_file_url(config.telegram.base_file_url)
         .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
         .concurrent_updates(CONCURRENT_UPDATES)
-        .post_init(start_services)
-        .post_shutdown(stop_services)
         .build()
     )
     application.bot_data |= {"config": config, "engine_token": engine_token}
@@ -147,7 +145,8 @@ async def running(application: Application) -> AsyncIterator[Application]:
     """The bot receiving updates (polling or webhook, per config) until the block exits."""
     config: Config = application.bot_data["config"]
     telegram = config.telegram
-    async with application:  # initialize ... shutdown (post_init, post_shutdown)
+    async with application:  # initialize ... shutdown
+        await start_services(application)
         if telegram.mode == "webhook":
             await application.updater.start_webhook(
                 listen=telegram.webhook_listen,
@@ -168,6 +167,7 @@ async def running(application: Application) -> AsyncIterator[Application]:
         finally:
             await application.updater.stop()
             await application.stop()
+            await stop_services(application)
 
 
 async def serve_forever(application: Application) -> None:

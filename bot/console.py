@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import html
+import itertools
 import re
 import sys
 from collections.abc import Callable
@@ -123,6 +124,7 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
     outbox.language = conversation.language(user)
     print(t(outbox.language, "console_welcome"))
     conversation.jobs.resume()
+    events = itertools.count(1)  # message and press ids, unique like Telegram's
     read = (lambda: next(lines)) if lines is not None else (lambda: input("> "))
     while True:
         try:
@@ -130,10 +132,11 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
         except (EOFError, StopIteration, KeyboardInterrupt):
             break
         outbox.language = conversation.language(user)
-        message = Incoming(user, place, line)
+        message = Incoming(user, place, line, message_id=next(events))
         if line.isdigit() and 1 <= int(line) <= len(outbox.buttons):
             data = outbox.buttons[int(line) - 1].data
-            notice = await conversation.press(Press(user, place, data, outbox.buttons_message))
+            press = Press(user, place, data, outbox.buttons_message, query_id=str(next(events)))
+            notice = await conversation.press(press)
             if notice:
                 print(notice)
         elif line.startswith("/"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from datetime import datetime
 from typing import Any
 
@@ -129,9 +128,7 @@ class Conversation:
             await self.say(message.place, language, "bad_request", reason=str(exc))
             return
         summary = describe(language, prompt, params)
-        await self.submit(
-            message.user, message.place, language, "candidates", request, params, summary
-        )
+        await self.submit(message, language, "candidates", request, params, summary)
 
     def candidate_params(
         self, prompt: PosterPrompt, settings: UserSettings, count_in_request: bool
@@ -176,8 +173,7 @@ class Conversation:
 
     async def submit(
         self,
-        user: User,
-        place: Place,
+        event: Incoming | Press,
         language: str,
         kind: str,
         request: str,
@@ -185,6 +181,7 @@ class Conversation:
         summary: str,
     ) -> None:
         """Send one job to the engine and acknowledge it; refusals become friendly messages."""
+        user, place = event.user, event.place
         if limited := self.over_limit(user.id):
             await self.say(place, language, limited[0], **limited[1])
             return
@@ -194,7 +191,7 @@ class Conversation:
                 params,
                 user=engine_user(user.id),
                 priority=priority,
-                idempotency_key=f"{place.chat_id}:{user.id}:{time.time_ns()}",
+                idempotency_key=event.key,
             )
         except EngineBusy as exc:
             await self.say(place, language, "engine_busy", seconds=round(exc.retry_after_s))
@@ -205,19 +202,21 @@ class Conversation:
         except EngineUnavailable:
             await self.say(place, language, "engine_down")
             return
+        if self.store.job(job["id"]) is not None:
+            return  # this message was handled before a restart; its job is followed already
         record = JobRecord(job["id"], user.id, place, kind, request, params, language, summary)
         await self.jobs.start(record, job.get("position"))
 
-    async def rerun(self, user: User, place: Place, parent: JobRecord, **changes: Any) -> None:
+    async def rerun(self, press: Press, parent: JobRecord, **changes: Any) -> None:
         """A new candidate set from an earlier job's params (reroll, variations, history)."""
-        language = self.language(user)
+        language = self.language(press.user)
         params = parent.params | changes
         summary = (
             t(language, "rerun_summary", request=parent.request)
             + "\n"
             + parameters_line(language, params)
         )
-        await self.submit(user, place, language, "candidates", parent.request, params, summary)
+        await self.submit(press, language, "candidates", parent.request, params, summary)
 
     async def edit_prompt(self, message: Incoming, parent: JobRecord, index: int) -> None:
         """The chosen candidate's request with the user's changes, its seed kept."""
@@ -277,16 +276,13 @@ class Conversation:
         params |= {"batch_size": 1, "n_iter": 1, "enable_hr": True, "hr_scale": generation.hr_scale}
         summary = t(language, "hd_summary", number=index + 1, seed=record.seeds[index])
         summary += "\n" + parameters_line(language, params)
-        await self.submit(
-            press.user, press.place, language, "final", record.request, params, summary
-        )
+        await self.submit(press, language, "final", record.request, params, summary)
         return t(language, "started")
 
     async def press_var(self, press: Press, record: JobRecord, index: int) -> str | None:
         """Variations: the chosen seed with new variation seeds."""
         await self.rerun(
-            press.user,
-            press.place,
+            press,
             record,
             seed=record.seeds[index],
             subseed=-1,
@@ -296,12 +292,12 @@ class Conversation:
 
     async def press_reroll(self, press: Press, record: JobRecord, index: int) -> str | None:
         """A new set of candidates with new seeds."""
-        await self.rerun(press.user, press.place, record, seed=-1, subseed=-1, subseed_strength=0)
+        await self.rerun(press, record, seed=-1, subseed=-1, subseed_strength=0)
         return t(self.language(press.user), "started")
 
     async def press_rerun(self, press: Press, record: JobRecord, index: int) -> str | None:
         """Run a /history entry again with the same parameters."""
-        await self.rerun(press.user, press.place, record)
+        await self.rerun(press, record)
         return t(self.language(press.user), "started")
 
     async def press_edit(self, press: Press, record: JobRecord, index: int) -> str | None:

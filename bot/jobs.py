@@ -40,11 +40,11 @@ def progress_line(language: str, event: dict[str, Any]) -> str:
 class StatusMessage:
     """The acknowledgement, edited in place with progress at most once per `interval_s`."""
 
-    def __init__(self, outbox: Outbox, record: JobRecord, interval_s: float) -> None:
+    def __init__(self, outbox: Outbox, record: JobRecord, interval_s: float, shown: str) -> None:
         self.outbox = outbox
         self.record = record
         self.interval_s = interval_s
-        self._last_text = ""
+        self._last_text = f"{record.summary}\n\n{shown}"
         self._last_edit = 0.0
 
     async def show(self, line: str, *, force: bool = False) -> None:
@@ -81,11 +81,12 @@ class Jobs:
             record.place, Reply(f"{record.summary}\n\n{line}")
         )
         self.store.save_job(record)
-        self.follow(record)
+        self.follow(record, shown=line)
 
-    def follow(self, record: JobRecord) -> None:
+    def follow(self, record: JobRecord, shown: str = "") -> None:
+        """Follow a job in the background; `shown` is the progress line its message has now."""
         if record.job_id not in self._tasks:
-            task = asyncio.create_task(self._follow(record), name=f"follow-{record.job_id}")
+            task = asyncio.create_task(self._follow(record, shown), name=f"follow-{record.job_id}")
             self._tasks[record.job_id] = task
             task.add_done_callback(lambda _: self._tasks.pop(record.job_id, None))
 
@@ -107,11 +108,11 @@ class Jobs:
         while self._tasks:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
-    async def _follow(self, record: JobRecord) -> None:
+    async def _follow(self, record: JobRecord, shown: str) -> None:
         interval = self.telegram.progress_interval_private_s
         if record.place.is_group:
             interval = self.telegram.progress_interval_group_s
-        status = StatusMessage(self.outbox, record, interval)
+        status = StatusMessage(self.outbox, record, interval, shown)
         try:
             job = await self._watch(record, status)
             if job["state"] == "done":

@@ -60,6 +60,11 @@ class Incoming:
     reply_to_message_id: int | None = None  # the bot's message this one replies to
     document: bytes | None = None  # an attached PNG (for /info)
 
+    @property
+    def key(self) -> str:
+        """Unique per message: a message seen twice (a restart) submits its job once."""
+        return f"{self.place.chat_id}:m{self.message_id}"
+
 
 @dataclass(frozen=True)
 class Press:
@@ -69,6 +74,11 @@ class Press:
     place: Place
     data: str
     message_id: int
+    query_id: str = ""  # unique per press
+
+    @property
+    def key(self) -> str:
+        return f"{self.place.chat_id}:q{self.query_id}"
 
 
 class Outbox(Protocol):

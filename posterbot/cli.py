@@ -14,6 +14,7 @@ from posterbot.config import ConfigError, load_config
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bot import cli as bot_cli
     from engine import cli as engine_cli
     from prompts import cli as prompts_cli
 
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="config file (default ./config.toml or $POSTERBOT_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (engine_cli, prompts_cli):
+    for module in (engine_cli, prompts_cli, bot_cli):
         module.register(commands)
     return parser
 

@@ -30,6 +30,7 @@ async def button_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         place=place_of(query.message),
         data=query.data or "",
         message_id=query.message.message_id,
+        query_id=query.id,
     )
     notice = await core(context).press(press)
     await query.answer(notice)

@@ -1,0 +1,64 @@
+"""Who gets answered: groups only when addressed, strangers refused with their id, buttons
+checked as strictly as commands."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.bot.conftest import GROUP, STRANGER, USER
+from tests.fakes.telegram_api import BOT_USER
+
+
+async def test_group_messages_need_a_mention_or_command_and_are_answered_in_their_topic(
+    bot, telegram
+):
+    telegram.chat(GROUP, forum=True)
+    telegram.send_text(USER, "大家好，今天吃什么", chat_id=GROUP, thread_id=7)
+    telegram.send_text(USER, f"@{BOT_USER['username']} /cancel", chat_id=GROUP, thread_id=7)
+    telegram.send_text(USER, "/cancel", chat_id=GROUP, thread_id=7)
+    replies = await telegram.wait_for(
+        lambda: (
+            len(telegram.sent("sendMessage", GROUP)) >= 2 and telegram.sent("sendMessage", GROUP)
+        )
+    )
+    await asyncio.sleep(0.5)
+    assert all(c.params["message_thread_id"] == 7 for c in replies)
+    texts = telegram.texts(GROUP)
+    assert not any("吃什么" in text for text in texts)
+    assert len(texts) == 2  # the chatter got no answer
+
+
+async def test_a_stranger_is_refused_with_their_id(bot, telegram):
+    telegram.send_text(STRANGER, "达达骑士在雪地里送快递")
+    (text,) = await telegram.wait_for(lambda: telegram.texts(STRANGER))
+    assert str(STRANGER) in text and "/allow" in text
+    assert not telegram.sent("sendMediaGroup")
+
+
+async def test_a_stranger_pressing_someone_elses_button_is_refused(bot, telegram):
+    telegram.send_text(USER, "/history")
+    await telegram.wait_for(lambda: telegram.texts(USER))
+    conversation = bot.bot_data["conversation"]
+    from bot.replies import Place
+    from bot.store import JobRecord
+
+    conversation.store.save_job(
+        JobRecord(
+            "job1",
+            USER,
+            Place(USER),
+            "candidates",
+            "雪地",
+            {},
+            "zh",
+            seeds=[1, 2],
+            delivered=True,
+            state="done",
+        )
+    )
+    message = telegram.sent("sendMessage", USER)[0].result
+    telegram.press(STRANGER, message, "hd:job1:0")
+    answer = await telegram.wait_for(lambda: telegram.sent("answerCallbackQuery"))
+    assert "发起人" in answer[0].params["text"]
+    await asyncio.sleep(0.3)
+    assert not [c for c in telegram.calls if c.method == "sendPhoto"]

@@ -1,0 +1,66 @@
+"""A user's whole trip in a private chat: request, acknowledgement, progress, candidates, HD."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from engine import infotext
+from tests.bot.conftest import USER
+from tests.fakes.telegram_api import album_pictures
+
+
+def png_info(data: bytes) -> dict[str, str]:
+    return infotext.parse(infotext.read_png(data))
+
+
+async def request_candidates(telegram, text="达达骑士在雪地里送快递，圣诞海报"):
+    telegram.send_text(USER, text)
+    album = await telegram.wait_for(lambda: telegram.sent("sendMediaGroup", USER))
+    choose = await telegram.wait_for(
+        lambda: [c for c in telegram.sent("sendMessage", USER) if "reply_markup" in c.params]
+    )
+    return album[0], choose[-1]
+
+
+async def test_private_request_gets_ack_progress_and_four_candidates(bot, telegram):
+    album, _ = await request_candidates(telegram)
+    ack = telegram.sent("sendMessage", USER)[0]
+    assert "触发词" in ack.params["text"] or "收到" in ack.params["text"]
+    assert "排队" in ack.params["text"]
+    edits = [
+        c
+        for c in telegram.sent("editMessageText", USER)
+        if c.params["message_id"] == ack.result["message_id"]
+    ]
+    assert any("🎨" in c.params["text"] for c in edits)  # progress
+    assert "✅" in edits[-1].params["text"]  # done
+    pictures = album_pictures(album)
+    assert len(pictures) == 4
+    seeds = [png_info(png)["Seed"] for png, _ in pictures]
+    assert len(set(seeds)) == 4
+    assert [caption.split("种子 ")[1] for _, caption in pictures] == seeds
+
+
+async def test_choosing_one_and_hd_gives_a_larger_poster_with_the_same_seed(bot, telegram):
+    album, choose = await request_candidates(telegram)
+    png = album_pictures(album)[1][0]
+    seed = png_info(png)["Seed"]
+    pick = choose.params["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
+    telegram.press(USER, choose.result, pick)
+    chosen = await telegram.wait_for(
+        lambda: [c for c in telegram.sent("editMessageText", USER) if "已选" in c.params["text"]]
+    )
+    hd = chosen[-1].params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    assert hd.startswith("hd:")
+    telegram.press(USER, choose.result, hd)
+    photo = (await telegram.wait_for(lambda: telegram.sent("sendPhoto", USER)))[0]
+    document = (await telegram.wait_for(lambda: telegram.sent("sendDocument", USER)))[0]
+    small = Image.open(io.BytesIO(png)).size
+    large = Image.open(io.BytesIO(photo.files["photo"])).size
+    assert large[0] > small[0] and large[1] > small[1]
+    info = png_info(document.files["document"])
+    assert info["Seed"] == seed
+    assert "Hires upscale" in info or "Hires resize" in info
+    assert seed in photo.params["caption"]
