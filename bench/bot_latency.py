@@ -38,6 +38,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def report(name: str, seconds: list[float], suffix: str = "") -> None:
+    p50, p99 = percentile(seconds, 0.5) * 1000, percentile(seconds, 0.99) * 1000
+    print(f"{name}  p50 {p50:7.0f} ms   p99 {p99:7.0f} ms{suffix}")
+
+
 async def main(chats: int) -> None:
     import subprocess
 
@@ -90,13 +95,9 @@ async def main(chats: int) -> None:
             waits.append(delivered - sent_at[user])
             overheads.append(waits[-1] - engine_s[user])
         print(f"chats: {chats}")
-        print(
-            f"ack latency   p50 {percentile(acks, 0.5) * 1000:7.0f} ms   p99 {percentile(acks, 0.99) * 1000:7.0f} ms"
-        )
+        report("ack latency ", acks)
         print(f"engine time   p50 {statistics.median(engine_s.values()):7.2f} s")
-        print(
-            f"bot overhead  p50 {percentile(overheads, 0.5) * 1000:7.0f} ms   p99 {percentile(overheads, 0.99) * 1000:7.0f} ms per job"
-        )
+        report("bot overhead", overheads, " per job")
         print(f"overhead / total wait: {sum(overheads) / sum(waits):.3f}")
     finally:
         await telegram.stop()
