@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.training import cli as training_cli
 from posterbot.config import Config
 
 # flag → (request field, type, help)
@@ -36,6 +37,7 @@ GENERATE_FLAGS: list[tuple[str, str, type, str]] = [
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    training_cli.register(commands)  # dataset, train, versions, promote, xyz ...
     service = commands.add_parser(
         "engine", help="run the engine service (HTTP + workers)", description=engine_command.__doc__
     )

@@ -287,6 +287,13 @@ def _clean_stored(paths: list[Path], limits: TrainingConfig, staging: Path) -> l
 
 def _kohya_layout(staging: Path, concept: str, repeats: int) -> list[Rejection]:
     """Move files into `<repeats>_<concept>/` folders; reject orphans and deep nesting."""
+    orphans = [
+        Rejection(caption.relative_to(staging).as_posix(), "caption without an image")
+        for caption in sorted(staging.rglob("*.txt"))
+        if not caption.with_suffix(".png").exists()
+    ]
+    if orphans:
+        return orphans
     files = [p for p in staging.rglob("*") if p.is_file()]
     tops = {p.relative_to(staging).parts[0] for p in files}
     if len(tops) == 1 and all(len(p.relative_to(staging).parts) > 1 for p in files):
@@ -318,11 +325,6 @@ def _kohya_layout(staging: Path, concept: str, repeats: int) -> list[Rejection]:
     for path in staging.iterdir():
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
-    for caption in staging.rglob("*.txt"):
-        if not caption.with_suffix(".png").exists():
-            rejections.append(
-                Rejection(caption.relative_to(staging).as_posix(), "caption without an image")
-            )
     if not rejections and not any(staging.rglob("*.png")):
         rejections.append(Rejection("(upload)", "no images"))
     return rejections
