@@ -30,6 +30,7 @@ from bot.outbox import TelegramOutbox
 from bot.store import Store
 from engine.client import EngineClient
 from posterbot.config import Config
+from prompts.lexicon import load_glossary
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def add_handlers(application: Application) -> None:
 async def start_services(application: Application) -> None:
     """The store, the engine client, the core; then follow unfinished jobs."""
     config: Config = application.bot_data["config"]
+    # Load the glossary and jieba's dictionary now (seconds), not inside the first user's request.
+    load_glossary(config.prompts.glossary_dir).tokenize("达达骑士")
     http = aiohttp.ClientSession()
     engine = EngineClient(base_url=engine_url(config), token=application.bot_data["engine_token"])
     store = Store(config.data_dir / "bot.db")
