@@ -76,6 +76,8 @@ class Jobs:
 
     async def start(self, record: JobRecord, queue_position: int | None) -> None:
         """Acknowledge a submitted job in its chat, save it, and follow it."""
+        # Saved before anything is sent: a crash after this point still delivers the result.
+        self.store.save_job(record)
         line = progress_line(record.language, {"type": "queued", "position": queue_position})
         record.status_message_id = await self.outbox.send(
             record.place, Reply(f"{record.summary}\n\n{line}")
