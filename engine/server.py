@@ -82,6 +82,8 @@ class Service:
         model = request.pop("model", None)
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise ValueError(f"model: must be a checkpoint name or null, not {model!r}")
+        if model == self.registry.checkpoint(None).name:
+            model = None  # the base model by name: the same batches as a request naming none
         if model is not None:
             self.registry.checkpoint(model)
         params = from_request(request, self.config.generation, self.config.limits)
@@ -489,8 +491,6 @@ async def webui_txt2img(request: web.Request) -> web.Response:
     svc = service(request)
     body = await read_json(request)
     params = webui_request(body, svc.options)
-    if params.get("model") == (await blocking(svc.base_model))["name"]:
-        params["model"] = None
     job, _ = await blocking(svc.submit, params, webui_user(request))
     try:
         job = await wait_finished(svc, job.id)

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 from engine.queue import State
 from engine.server import Service, make_app
 from engine.worker import open_queue
+from posterbot.cli import main
 from tests.engine.conftest import TOKEN, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -114,6 +115,19 @@ async def test_submit_stores_checked_params_and_reports_position(client):
     assert (await (await client.get(f"/v1/jobs/{first['id']}", headers=AUTH)).json())[
         "position"
     ] == 2
+
+
+async def test_naming_the_base_model_is_the_same_as_naming_none(client):
+    job = await (await submit(client, {**PARAMS, "model": "tiny-sd15"})).json()
+    assert job["params"]["model"] is None
+
+
+def test_engine_refuses_a_network_address_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("POSTERBOT_ENGINE_TOKEN", raising=False)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'data_dir = "{tmp_path}"\n')
+    assert main(["--config", str(config_file), "engine", "--host", "0.0.0.0"]) == 2
+    assert not (tmp_path / "engine.db").exists(), "refused before opening anything"
 
 
 async def test_repeated_idempotency_key_returns_the_same_job(client):
