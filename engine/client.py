@@ -138,7 +138,7 @@ class EngineClient:
 
     async def health(self) -> dict[str, Any]:
         """`/healthz`'s body, healthy (`ok` true) or not (a 503 is an answer, not an error)."""
-        return await self._json("GET", "/healthz", ok_statuses=(200, 503))
+        return await self._json("GET", "/healthz", ok=(200, 503))
 
     async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
         """The job's events until its final one; reconnects (with backoff) if the stream drops."""
@@ -179,19 +179,9 @@ class EngineClient:
                 if line.startswith("data:"):
                     yield json.loads(line[5:])
 
-    async def _json(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: dict[str, Any] | None = None,
-        query: dict[str, str] | None = None,
-        retry: bool = True,
-        ok_statuses: tuple[int, ...] = (200, 201),
-    ) -> Any:
-        return json.loads(
-            await self._send(method, path, body=body, query=query, retry=retry, ok=ok_statuses)
-        )
+    async def _json(self, method: str, path: str, **options: Any) -> Any:
+        """`_send`, with the answer parsed as JSON."""
+        return json.loads(await self._send(method, path, **options))
 
     async def _send(
         self,

@@ -567,12 +567,15 @@ class JobQueue:
             state = State.QUEUED
         finished_at = None if state == State.QUEUED else now
         started_at = None if state == State.QUEUED else job.started_at
+        # a job back in the queue has made no progress yet (followers would show a stale step)
+        keep = state != State.QUEUED and job.progress is not None
+        progress = json.dumps(job.progress) if keep else None
         return self._jobs(
             conn,
             "UPDATE jobs SET state = ?, attempts = ?, error = ?, finished_at = ?,"
-            " started_at = ?, lease_owner = NULL, lease_expires_at = NULL"
+            " started_at = ?, progress = ?, lease_owner = NULL, lease_expires_at = NULL"
             f" WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
-            (state.value, attempts, error, finished_at, started_at, job.id),
+            (state.value, attempts, error, finished_at, started_at, progress, job.id),
         )[0]
 
     def _running(self, conn: sqlite3.Connection, job_id: str, worker_id: str | None) -> Job:

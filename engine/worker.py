@@ -172,7 +172,7 @@ class Worker:
         return self.engine
 
     def serve(self, ready: Any = None) -> None:
-        """Load the base model, then claim and run batches until `stopping` is set."""
+        """Claim and run batches on the warm base model until `stopping` is set."""
         self.engine_for(None)
         self.heartbeat.start()
         if ready is not None:
@@ -336,6 +336,7 @@ def worker_main(config: Config, device: str, worker_id: str, ready: Any = None) 
     )
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the service, which stops us
     worker = Worker(config, worker_id, device)
+    worker.engine_for(None)  # until loaded, SIGTERM simply ends the process: nothing is claimed
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.stopping.set())
     worker.serve(ready)
 
