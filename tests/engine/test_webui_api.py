@@ -150,3 +150,11 @@ async def test_sdapi_needs_basic_auth_when_configured(client):
     response = await client.get("/sdapi/v1/samplers", headers=basic_auth("webui", "wrong"))
     assert response.status == 401
     assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+async def test_samplers_and_upscalers_use_webui_names(client):
+    headers = basic_auth(*API_AUTH)
+    samplers = await (await client.get("/sdapi/v1/samplers", headers=headers)).json()
+    assert {"Euler a", "DPM++ 2M Karras"} <= {sampler["name"] for sampler in samplers}
+    upscalers = await (await client.get("/sdapi/v1/upscalers", headers=headers)).json()
+    assert {"Latent", "Lanczos"} <= {upscaler["name"] for upscaler in upscalers}
