@@ -25,7 +25,8 @@ async def request_candidates(telegram, text="达达骑士在雪地里送快递�
 
 
 async def test_private_request_gets_ack_progress_and_four_candidates(bot, telegram):
-    album, _ = await request_candidates(telegram)
+    # 50 steps last long enough for a throttled progress edit however fast the machine is.
+    album, _ = await request_candidates(telegram, "达达骑士在雪地里送快递，圣诞海报 --steps 50")
     ack = telegram.sent("sendMessage", USER)[0]
     assert "触发词" in ack.params["text"] or "收到" in ack.params["text"]
     assert "排队" in ack.params["text"]
