@@ -48,6 +48,14 @@ class EngineRejected(EngineError):
         self.field = field
 
 
+class DatasetRejected(EngineRejected):
+    """A dataset upload with refused files; `.rejections` is `[{"file", "reason"}]`."""
+
+    def __init__(self, message: str, rejections: list[dict[str, str]]) -> None:
+        super().__init__(message, "dataset")
+        self.rejections = rejections
+
+
 class EngineUnavailable(EngineError):
     """The engine could not be reached, after the retries."""
 
@@ -88,7 +96,11 @@ class EngineClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            # No cap on connections: each followed job holds one open event stream, and a capped
+            # pool (aiohttp's default is 100) would queue submits behind 200 streams until they
+            # time out.
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
         return self._session
 
     # -- the API ---------------------------------------------------------------------------
@@ -135,6 +147,83 @@ class EngineClient:
 
     async def loras(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/v1/loras"))["loras"]
+
+    # -- datasets and LoRA versions (admins; docs/engine-api.md "Training") ----------------------
+
+    async def check_dataset(self, data: bytes, *, ip: str | None = None) -> dict[str, Any]:
+        """The report on a dataset zip, keeping nothing: `{"report", "text_zh"}`."""
+        query = {"ip": ip} if ip else {}
+        return await self._json("POST", "/v1/datasets/check", data=data, query=query)
+
+    async def upload_dataset(
+        self, data: bytes, *, name: str, ip: str | None = None, replace: bool = False
+    ) -> dict[str, Any]:
+        """Import a dataset zip as `name`: `{"report", "text_zh"}`; `DatasetRejected` lists why
+        files were refused (nothing is kept then)."""
+        query = {"name": name, "replace": "1" if replace else "0", **({"ip": ip} if ip else {})}
+        return await self._json("POST", "/v1/datasets", data=data, query=query, retry=False)
+
+    async def fix_dataset(self, name: str, *, ip: str, fix: str) -> dict[str, Any]:
+        """Apply a report's caption fix (`stubs` or `trigger`): `{"changed", "report", ...}`."""
+        body = {"ip": ip, "fix": fix}
+        return await self._json("POST", f"/v1/datasets/{name}/fix", body=body, retry=False)
+
+    async def start_dataset_session(self, ip: str) -> str:
+        """A new chat dataset session for `ip`; returns its id."""
+        answer = await self._json("POST", "/v1/dataset-sessions", body={"ip": ip}, retry=False)
+        return answer["session"]
+
+    async def add_dataset_file(
+        self,
+        session: str,
+        filename: str,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        as_photo: bool = False,
+    ) -> dict[str, Any]:
+        """Add an image or `.txt` caption to a session: `{"warnings", "images"}`."""
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename=filename)
+        if caption:
+            form.add_field("caption", caption)
+        form.add_field("as_photo", "1" if as_photo else "0")
+        path = f"/v1/dataset-sessions/{session}/files"
+        return await self._json("POST", path, data=form, retry=False)
+
+    async def finish_dataset_session(
+        self, session: str, name: str, *, replace: bool = False
+    ) -> dict[str, Any]:
+        """Make the session dataset `name`: `{"report", "text_zh"}`."""
+        body = {"name": name, "replace": replace}
+        path = f"/v1/dataset-sessions/{session}/finish"
+        return await self._json("POST", path, body=body, retry=False)
+
+    async def discard_dataset_session(self, session: str) -> None:
+        await self._send("DELETE", f"/v1/dataset-sessions/{session}")
+
+    async def versions(self, ip: str | None = None) -> list[dict[str, Any]]:
+        """LoRA versions, oldest first, with params, final loss and `promoted`."""
+        query = {"ip": ip} if ip else {}
+        return (await self._json("GET", "/v1/versions", query=query))["versions"]
+
+    async def promote(self, ip: str, version: str) -> dict[str, Any]:
+        """Make a version (`v3` or `dada-v3`) what the IP's posters use; returns it."""
+        body = {"ip": ip, "version": version}
+        return (await self._json("POST", "/v1/versions/promote", body=body))["version"]
+
+    async def rollback(self, ip: str) -> dict[str, Any]:
+        """Go back to the previously promoted version; returns it."""
+        return (await self._json("POST", "/v1/versions/rollback", body={"ip": ip}))["version"]
+
+    async def register_lora(self, ip: str, filename: str, data: bytes) -> dict[str, Any]:
+        """Register a LoRA `.safetensors` made elsewhere as a new version; returns it."""
+        query = {"ip": ip, "filename": filename}
+        return await self._json("POST", "/v1/versions", data=data, query=query, retry=False)
+
+    async def export_lora(self, name: str) -> bytes:
+        """A version's WebUI-layout `.safetensors` bytes."""
+        return await self._send("GET", f"/v1/versions/{name}/file")
 
     async def health(self) -> dict[str, Any]:
         """`/healthz`'s body, healthy (`ok` true) or not (a 503 is an answer, not an error)."""
@@ -192,8 +281,10 @@ class EngineClient:
         query: dict[str, str] | None = None,
         retry: bool = True,
         ok: tuple[int, ...] = (200, 201),
+        data: bytes | aiohttp.FormData | None = None,
     ) -> bytes:
-        """One request, retried on connection errors; raises the matching EngineError."""
+        """One request (a JSON `body`, or raw bytes or a form as `data`), retried on connection
+        errors; raises the matching EngineError."""
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         attempts = 1 + (self.retries if retry else 0)
         attempt = 0
@@ -201,7 +292,12 @@ class EngineClient:
             attempt += 1
             try:
                 async with self._http().request(
-                    method, self.base_url + path, json=body, params=query, timeout=timeout
+                    method,
+                    self.base_url + path,
+                    json=body,
+                    data=data,
+                    params=query,
+                    timeout=timeout,
                 ) as response:
                     data = await response.read()
                     if response.status not in ok:
@@ -229,6 +325,8 @@ def _error(status: int, text: str, headers: Any) -> EngineError:
     if status == 429:
         retry_after = body.get("retry_after_s") or headers.get("Retry-After") or 1
         return EngineBusy(message, int(retry_after))
+    if status == 400 and body.get("rejections") is not None:
+        return DatasetRejected(message, body["rejections"])
     if status == 400:
         return EngineRejected(message, message.split(":", 1)[0].strip())
     return EngineError(f"HTTP {status}: {message}", status)

@@ -12,8 +12,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
+
+from engine.training.versions import version_name
+from posterbot.config import Config
+from prompts.template import find_ip
 
 # How a request field is set from each axis, and the label WebUI would print.
 AXES = {
@@ -89,6 +94,26 @@ def plan(axes: dict[str, Axis]) -> tuple[list[Axis], dict[str, object]]:
     if cells > MAX_CELLS:
         raise ValueError(f"axes: {cells} images is more than {MAX_CELLS}; use fewer values")
     return varying, fixed
+
+
+def xyz_request(
+    config: Config, ip_name: str, axes: dict[str, str], prompt: str | None = None
+) -> dict[str, Any]:
+    """The checked request of an IP's grid: versions by full name (`v3` → `dada-v3`), the
+    trigger prompt unless one is given, the IP's negative prompt (ValueError naming a field)."""
+    ip = find_ip(config, ip_name)
+    axes = {name: str(values) for name, values in axes.items()}
+    if "versions" in axes:
+        axes["versions"] = ",".join(version_name(ip.name, v) for v in axes["versions"].split(","))
+    plan(parse_axes(axes))
+    if prompt is not None and not prompt.strip():
+        raise ValueError("prompt: must not be empty (leave it out for the trigger word)")
+    return {
+        "ip": ip.name,
+        "prompt": prompt or f"{ip.trigger}, solo, full body",
+        "axes": axes,
+        "base": {"negative_prompt": ip.negative_prompt},
+    }
 
 
 def render_xyz(engine, prompt: str, spec: dict[str, str], base: dict | None = None) -> GridResult:

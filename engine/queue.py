@@ -419,13 +419,20 @@ class JobQueue:
 
     # -- worker side -------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, lease_s: float, max_batch: int = 1) -> list[Job]:
+    def claim(
+        self,
+        worker_id: str,
+        lease_s: float,
+        max_batch: int = 1,
+        kinds: tuple[str, ...] | None = None,
+    ) -> list[Job]:
         """Lease the next job in fair order to `worker_id`, plus batch partners; [] when idle.
 
         Partners are up to `max_batch - 1` more queued jobs of the same kind with the same
         non-null batch key, taken in fair order. Each claimed job gets `attempts + 1`, state
         running and a lease until now + `lease_s`. Expired leases are put back first, so a
-        dead worker's job never waits for a sweeper.
+        dead worker's job never waits for a sweeper. `kinds`: only jobs of these kinds (a
+        training worker renders waiting posters between steps, not another training).
         """
         if lease_s <= 0:
             raise ValueError(f"lease_s must be positive, got {lease_s!r}")
@@ -433,9 +440,11 @@ class JobQueue:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
         with self._write() as conn:
             self._requeue_expired(conn, self.now())
+            only = "" if kinds is None else f" AND kind IN ({', '.join('?' * len(kinds))})"
             head = conn.execute(
-                "SELECT id, kind, batch_key FROM jobs WHERE state = 'queued'"
-                f" ORDER BY {_FAIR_ORDER} LIMIT 1"
+                f"SELECT id, kind, batch_key FROM jobs WHERE state = 'queued'{only}"
+                f" ORDER BY {_FAIR_ORDER} LIMIT 1",
+                kinds or (),
             ).fetchone()
             if head is None:
                 return []
@@ -472,9 +481,11 @@ class JobQueue:
             ).fetchall()
         return [row[0] for row in rows]
 
-    def set_progress(self, job_id: str, step: int, total: int, stage: str) -> None:
-        """Record a running job's progress: one small UPDATE, so throttle calls (e.g. 2 per s)."""
-        progress = json.dumps({"step": step, "total": total, "stage": stage})
+    def set_progress(self, job_id: str, step: int, total: int, stage: str, **details: Any) -> None:
+        """Record a running job's progress: one small UPDATE, so throttle calls (e.g. 2 per s).
+
+        `details`: more JSON fields for this kind of job (training: epoch, loss, eta_s ...)."""
+        progress = json.dumps({"step": step, "total": total, "stage": stage, **details})
         with self._write() as conn:
             conn.execute(
                 "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running'",
@@ -511,9 +522,20 @@ class JobQueue:
             info=None if info is None else json.dumps(info),
         )
 
-    def mark_cancelled(self, job_id: str, *, worker_id: str | None = None) -> Job:
-        """running → cancelled: the worker stopped the job after `cancel` asked it to."""
-        return self._end(job_id, worker_id, State.CANCELLED)
+    def mark_cancelled(
+        self,
+        job_id: str,
+        *,
+        worker_id: str | None = None,
+        outputs: list[str] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Job:
+        """running → cancelled: the worker stopped the job after `cancel` asked it to, keeping
+        what it made before stopping (a cancelled training keeps its saved epochs)."""
+        kept = {} if outputs is None else {"outputs": json.dumps(outputs)}
+        if info is not None:
+            kept["info"] = json.dumps(info)
+        return self._end(job_id, worker_id, State.CANCELLED, **kept)
 
     def fail(self, job_id: str, error: str, *, retry: bool, worker_id: str | None = None) -> Job:
         """End a running attempt with `error`.

@@ -46,7 +46,7 @@ WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name,
 MAX_LIST_LIMIT = 500  # GET /v1/jobs?limit=: a page, not a dump of the database
 HISTOGRAM_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)  # poster ~10 s, training ~h
 PRIORITIES = {"admin": Priority.ADMIN, "user": Priority.USER, "training": Priority.TRAINING}
-KINDS = ("txt2img",)  # job kinds this service runs (train and xyz come later)
+KINDS = ("txt2img", "train", "xyz")  # train and xyz: engine/server_training.py
 
 
 class Service:
@@ -277,7 +277,14 @@ async def submit_job(request: web.Request) -> web.Response:
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise ValueError("idempotency_key: must be a non-empty string or null")
-    job, created = await blocking(svc.submit, params, user, PRIORITIES[priority], key)
+    if kind == "txt2img":
+        job, created = await blocking(svc.submit, params, user, PRIORITIES[priority], key)
+    else:
+        from engine.server_training import submit_other  # it imports this module
+
+        job, created = await blocking(
+            submit_other, svc, kind, params, user, PRIORITIES[priority], key
+        )
     return web.json_response(await blocking(svc.job_json, job), status=201 if created else 200)
 
 
@@ -680,6 +687,9 @@ def make_app(svc: Service) -> web.Application:
     app.router.add_post("/sdapi/v1/options", webui_set_options)
     app.router.add_get("/sdapi/v1/progress", webui_progress)
     app.router.add_post("/sdapi/v1/png-info", webui_png_info)
+    from engine.server_training import add_routes  # datasets and LoRA versions
+
+    add_routes(app)
     return app
 
 

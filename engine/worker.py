@@ -49,6 +49,13 @@ QUEUE_FILE = "engine.db"  # under data_dir, next to bot.db
 RUNNING_SCAN_LIMIT = 1000  # running jobs are at most workers × max_batch; this is ample
 
 
+def timeout_of(config: Config, kind: str) -> tuple[int, str]:
+    """How long a job of `kind` may run, and the setting that says so."""
+    if kind == "train":
+        return config.training.job_timeout_s, "training.job_timeout_s"
+    return config.engine.job_timeout_s, "engine.job_timeout_s"
+
+
 class GpuOutOfMemory(Exception):
     """Still out of GPU memory after the retry with smaller batches."""
 
@@ -118,14 +125,18 @@ class StepGate:
         self.last_progress = 0.0
         self.last_check = time.monotonic()
 
-    def progress(self, stage: str, step: int, total: int) -> None:
-        """Write the step to every job of the batch, at most every `progress_s`."""
+    def progress(
+        self, stage: str, step: int, total: int, force: bool = False, **details: Any
+    ) -> None:
+        """Write the step (and a job kind's `details`) to every job of the batch, at most every
+        `progress_s` unless `force`."""
         now = time.monotonic()
-        if now - self.last_progress < self.worker.config.engine.progress_s and step < total:
+        throttled = now - self.last_progress < self.worker.config.engine.progress_s
+        if throttled and step < total and not force:
             return
         self.last_progress = now
         for job in self.jobs:
-            self.worker.queue.set_progress(job.id, step, total, stage)
+            self.worker.queue.set_progress(job.id, step, total, stage, **details)
 
     def cancelled(self) -> bool:
         """True when the worker is stopping, or (checked every `poll_s`) a job was cancelled."""
@@ -182,15 +193,31 @@ class Worker:
         while not self.stopping.is_set():
             jobs = self.queue.claim(self.worker_id, engine.lease_s, engine.max_batch)
             if jobs:
-                self.run_batch(jobs)
+                self.run(jobs)
             else:
                 self.stopping.wait(engine.poll_s)
         log.info("worker %s stopped", self.worker_id)
 
+    def run(self, jobs: list[Job]) -> None:
+        """Run claimed jobs by kind: txt2img jobs as one batch, train and xyz alone."""
+        if jobs[0].kind == "txt2img":
+            self.run_batch(jobs)
+        else:
+            self.run_alone(jobs[0])
+
+    def run_alone(self, job: Job) -> None:
+        """A train or xyz job: `engine.worker_training.RUNNERS[kind]` returns its results."""
+        from engine.worker_training import RUNNERS
+
+        def work() -> None:
+            outputs, info = RUNNERS[job.kind](self, job)
+            stopped = self.queue.is_cancel_requested(job.id)
+            self._end(job, "mark_cancelled" if stopped else "complete", outputs=outputs, info=info)
+
+        self._guarded([job], work)
+
     def run_batch(self, jobs: list[Job]) -> None:
         """Render claimed jobs together and record how each one ended."""
-        from engine.generate import Cancelled
-
         # 1. check each job's params; a bad one fails alone
         wanted: list[tuple[Job, str | None, GenerationParams]] = []
         for job in jobs:
@@ -202,8 +229,8 @@ class Worker:
             return
         jobs = [job for job, _, _ in wanted]
         model = wanted[0][1]  # equal batch keys: one model for the whole batch
-        self.heartbeat.held = [job.id for job in jobs]
-        try:
+
+        def work() -> None:
             # 2. render on the warm engine
             gate = StepGate(self, jobs)
             results = render_with_retry(
@@ -211,6 +238,18 @@ class Worker:
             )
             # 3. save and complete the jobs still ours
             self._finish(jobs, results)
+
+        self._guarded(jobs, work)
+
+    def _guarded(self, jobs: list[Job], work: Callable[[], None]) -> None:
+        """Run `work` holding the jobs' leases (on top of a training job's, when posters render
+        between its steps); an exception ends the jobs as the module docstring says."""
+        from engine.generate import Cancelled
+
+        held = self.heartbeat.held
+        self.heartbeat.held = held + [job.id for job in jobs]
+        try:
+            work()
         except Cancelled:
             self._stop_early(jobs)
         except (ValueError, GpuOutOfMemory) as exc:
@@ -221,7 +260,7 @@ class Worker:
             for job in jobs:
                 self._end(job, "fail", error=f"{type(exc).__name__}: {exc}", retry=True)
         finally:
-            self.heartbeat.held = []
+            self.heartbeat.held = held
 
     def _finish(self, jobs: list[Job], results: list[Any]) -> None:
         """Save each job's PNGs and complete it; a job whose lease was lost keeps no files."""
@@ -424,15 +463,15 @@ class Supervisor:
                     self._on_exit(slot, mine, now)
 
     def _enforce_timeout(self, slot: WorkerSlot, jobs: list[Job], now: float) -> None:
-        """Kill the worker if its batch has run longer than `job_timeout_s`."""
-        limit = self.config.engine.job_timeout_s
-        if any(job.started_at is not None and now - job.started_at > limit for job in jobs):
-            slot.timed_out = (
-                f"took longer than {limit} s (engine.job_timeout_s); its worker was restarted"
-            )
-            log.error("worker %s: %s; killing it", slot.worker_id, slot.timed_out)
-            slot.process.kill()
-            slot.process.join()
+        """Kill the worker if one of its jobs has run longer than its kind may."""
+        for job in jobs:
+            limit, setting = timeout_of(self.config, job.kind)
+            if job.started_at is not None and now - job.started_at > limit:
+                slot.timed_out = f"took longer than {limit} s ({setting}); its worker was restarted"
+                log.error("worker %s: %s; killing it", slot.worker_id, slot.timed_out)
+                slot.process.kill()
+                slot.process.join()
+                return
 
     def _on_exit(self, slot: WorkerSlot, jobs: list[Job], now: float) -> None:
         """Record how the dead worker's jobs ended and schedule its restart."""

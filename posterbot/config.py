@@ -334,6 +334,9 @@ class TrainingConfig:
     min_image_side: int = 512
     # Perceptual-hash (64-bit dHash) distance at or below which two images are near-duplicates.
     near_duplicate_distance: int = 6
+    # A training job running longer than this is stopped like any overlong job (engine.job_timeout_s
+    # is for posters); a LoRA takes minutes on a big GPU and hours on a small one.
+    job_timeout_s: int = 24 * 3600
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

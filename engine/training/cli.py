@@ -68,7 +68,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _ip(config: Config, name: str | None):
-    from engine.training.lora import find_ip
+    from prompts.template import find_ip
 
     return find_ip(config, name) if name else None
 
@@ -102,7 +102,9 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
     """Train; a path that is not a dataset name is imported first. Prints progress and the
     result as JSON. Run the same command again after a crash to resume."""
     from engine.training.dataset import import_dataset
-    from engine.training.lora import find_ip, parse_overrides, run_training
+    from engine.training.lora import run_training
+    from engine.training.params import parse_overrides
+    from prompts.template import find_ip
 
     params = parse_overrides(args.params)
     dataset = args.dataset
@@ -141,18 +143,10 @@ def versions_command(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def version_name(ip: str, text: str) -> str:
-    """`v3` or `3` → `dada-v3`; a full name stays."""
-    text = text.strip()
-    if text.isdigit():
-        return f"{ip}-v{text}"
-    return f"{ip}-{text}" if text.startswith("v") and text[1:].isdigit() else text
-
-
 def promote_command(args: argparse.Namespace, config: Config) -> int:
     """Make VERSION what the IP's posters use (its configured LoRA file is replaced)."""
-    from engine.training.lora import find_ip
-    from engine.training.versions import Versions
+    from engine.training.versions import Versions, version_name
+    from prompts.template import find_ip
 
     version = Versions(config).promote(
         find_ip(config, args.ip), version_name(args.ip, args.version)
@@ -163,8 +157,8 @@ def promote_command(args: argparse.Namespace, config: Config) -> int:
 
 def rollback_command(args: argparse.Namespace, config: Config) -> int:
     """Promote the version that was promoted before the current one."""
-    from engine.training.lora import find_ip
     from engine.training.versions import Versions
+    from prompts.template import find_ip
 
     version = Versions(config).rollback(find_ip(config, args.ip))
     print(f"{args.ip}: posters now use {version['name']}")
@@ -173,8 +167,8 @@ def rollback_command(args: argparse.Namespace, config: Config) -> int:
 
 def register_lora_command(args: argparse.Namespace, config: Config) -> int:
     """Register a LoRA .safetensors made elsewhere as a new version (pickles refused)."""
-    from engine.training.lora import find_ip
     from engine.training.versions import Versions
+    from prompts.template import find_ip
 
     print(Versions(config).register(find_ip(config, args.ip), args.file)["name"])
     return 0
@@ -191,15 +185,11 @@ def export_command(args: argparse.Namespace, config: Config) -> int:
 def xyz_command(args: argparse.Namespace, config: Config) -> int:
     """Render an X/Y/Z grid PNG through the engine and print its path."""
     from engine.generate import Engine
-    from engine.grid import render_xyz
-    from engine.training.lora import find_ip, parse_overrides
+    from engine.grid import render_xyz, xyz_request
+    from engine.training.params import parse_overrides
 
-    ip = find_ip(config, args.ip)
-    axes = parse_overrides(args.axes)
-    if "versions" in axes:
-        axes["versions"] = ",".join(version_name(ip.name, v) for v in axes["versions"].split(","))
-    prompt = args.prompt or f"{ip.trigger}, solo, full body"
-    grid = render_xyz(Engine(config), prompt, axes, {"negative_prompt": ip.negative_prompt})
+    request = xyz_request(config, args.ip, parse_overrides(args.axes), args.prompt)
+    grid = render_xyz(Engine(config), request["prompt"], request["axes"], request["base"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(grid.png())
     print(args.output)

@@ -702,6 +702,30 @@ class DatasetReport:
         return "\n".join(lines)
 
 
+def fix_captions(folder: Path, config: Config, trigger: str, fix: str) -> int:
+    """Apply a fix the report offers; returns how many captions it wrote.
+
+    "stubs": each image without a caption gets the suggested stub ("trigger, ..."). "trigger":
+    captions without the trigger word get it first, except on scene-only images (by the report's
+    heuristic), which must not teach the trigger word.
+    """
+    report = analyse(folder, config, trigger)
+    if fix == "stubs":
+        captions = {m["file"]: m["stub"] for m in report.missing_captions()}
+    elif fix == "trigger":
+        scenes = {e.file for e in report.images if e.kind == "scene"}
+        captions = {
+            m["file"]: m["suggestion"]
+            for m in report.captions_without_trigger()
+            if m["file"] not in scenes
+        }
+    else:
+        raise ValueError(f"fix: {fix!r} is not one of stubs, trigger")
+    for file, caption in captions.items():
+        (Path(folder) / file).with_suffix(".txt").write_text(caption, encoding="utf-8")
+    return len(captions)
+
+
 def has_trigger(caption: str, trigger: str) -> bool:
     tags = [tag.strip().lower() for tag in caption.split(",")]
     return trigger.lower() in tags or trigger.lower() in caption.lower().split()

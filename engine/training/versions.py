@@ -203,6 +203,14 @@ class Versions:
         raise ValueError(f"version: {ip} has no version {name!r}")
 
 
+def version_name(ip: str, text: str) -> str:
+    """`v3` or `3` → `dada-v3`; a full name stays."""
+    text = text.strip()
+    if text.isdigit():
+        return f"{ip}-v{text}"
+    return f"{ip}-{text}" if text.startswith("v") and text[1:].isdigit() else text
+
+
 def check_lora_file(path: Path) -> dict[str, str]:
     """Refuse anything but a safetensors LoRA; return its metadata (ss_* for kohya files)."""
     from safetensors import SafetensorError, safe_open

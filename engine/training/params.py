@@ -1,0 +1,236 @@
+"""Training parameters: kohya's names and the popular defaults, and the rules they must keep.
+
+Without torch, so the engine's HTTP service checks a `train` job when it is submitted (a broken
+rule is a 400 naming the parameter, not a failed job an hour later) and the trainer checks the
+same way before anything loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.training import dataset as datasets
+from posterbot.config import Config
+from prompts.template import find_ip
+
+# -----------------------------------------------------------------------------------------------
+# Defaults: kohya sd-scripts names, popular SD-Trainer (秋葉) values. Override per run with
+# `posterbot train ... key=value` or the job's params dict.
+
+
+@dataclass
+class TrainParams:
+    # data
+    ip: str = ""  # the mascot ([[ips]] name): trigger word, version names
+    dataset: str = ""  # a dataset name under <data_dir>/datasets/
+    repeats: int = 0  # images per epoch each; 0 = from the `<repeats>_<concept>` folder (10)
+    resolution: int = 512  # training area is resolution², sides multiples of 64
+    enable_bucket: bool = True  # aspect-ratio buckets instead of square crops
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 1024
+    shuffle_caption: bool = True  # shuffle comma-separated tags each step ...
+    keep_tokens: int = 1  # ... keeping the first N in place (the trigger word)
+    caption_dropout_rate: float = 0.0  # share of steps trained with an empty caption
+    cache_latents: bool = True  # encode each image with the VAE once, not every step
+    # network
+    network_module: str = "networks.lora"  # what kohya files record; LoRA on linear layers
+    network_dim: int = 32  # rank
+    network_alpha: float = 16.0  # scale = alpha / dim; must be ≤ dim
+    conv_dim: int = 0  # kohya network_args: also the ResNet 3x3 convs ("LoCon"); 0 = off
+    conv_alpha: float = 1.0  # their alpha, ≤ conv_dim
+    network_train_unet_only: bool = False  # True = no text-encoder LoRA
+    # optimisation
+    epochs: int = 10  # kohya: max_train_epochs
+    batch_size: int = 1  # kohya: train_batch_size
+    learning_rate: float = 1e-4  # recorded as ss_learning_rate; unet_lr/text_encoder_lr apply
+    unet_lr: float = 1e-4
+    text_encoder_lr: float = 1e-5
+    optimizer: str = "AdamW"  # AdamW | AdamW8bit | Lion | Prodigy (the last three if installed)
+    lr_scheduler: str = "cosine_with_restarts"
+    lr_scheduler_num_cycles: int = 1
+    lr_warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    min_snr_gamma: float = 0.0  # 0 = off; 5 is the usual value (Min-SNR weighting)
+    noise_offset: float = 0.0  # 0.05-0.1 helps very dark/bright images
+    mixed_precision: str = "fp16"  # no | fp16 | bf16 (fp16 needs a GPU)
+    gradient_checkpointing: bool = False  # less memory, ~20% slower
+    seed: int = 42
+    # outputs
+    save_every_n_epochs: int = 1
+    sample_every_n_epochs: int = 1  # 0 = no samples
+    sample_prompts: list[str] = field(default_factory=list)  # [] = two prompts with the trigger
+    sample_sampler: str = "Euler a"
+    sample_steps: int = 20
+    sample_seed: int = 1234
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainParams:
+        """Build from a JSON-like dict, refusing unknown keys and wrong types by name."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"{key}: unknown training parameter (known: {', '.join(known)})")
+            kwargs[key] = _coerce(key, value, cls.__annotations__[key])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, hint: str) -> Any:
+    """A param from JSON or from `key=value` text, as the field's type."""
+    try:
+        if hint == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if hint == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if hint == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint == "list[str]":
+            items = value.split("|") if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return [i.strip() for i in items if i.strip()]
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: {value!r} is not a valid {hint}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """`["epochs=8", "unet_lr=5e-5"]` (chat or CLI) → a params dict (types checked later)."""
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"params: {pair!r} is not key=value")
+        values[key.strip()] = value.strip()
+    return values
+
+
+OPTIMIZERS = {  # name → (module to import, class name, pip package)
+    "AdamW": ("torch.optim", "AdamW", "torch"),
+    "AdamW8bit": ("bitsandbytes.optim", "AdamW8bit", "bitsandbytes"),
+    "Lion": ("lion_pytorch", "Lion", "lion-pytorch"),
+    "Prodigy": ("prodigyopt", "Prodigy", "prodigyopt"),
+}
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+)
+MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs a GPU
+MAX_NETWORK_DIM = 1024  # ranks beyond this are larger than the layers they adapt
+
+
+def check_params(p: TrainParams) -> None:
+    """Refuse a value that breaks a rule, naming the parameter and the rule."""
+    rules = [
+        (p.network_dim >= 1, "network_dim", f"{p.network_dim} must be at least 1"),
+        (p.network_dim <= MAX_NETWORK_DIM, "network_dim", f"must be at most {MAX_NETWORK_DIM}"),
+        (0 <= p.conv_dim <= MAX_NETWORK_DIM, "conv_dim", f"{p.conv_dim} must be 0 (off) or more"),
+        (
+            p.conv_dim == 0 or 0 < p.conv_alpha <= p.conv_dim,
+            "conv_alpha",
+            f"{p.conv_alpha:g} must be above 0 and at most conv_dim ({p.conv_dim})",
+        ),
+        (
+            0 < p.network_alpha <= p.network_dim,
+            "network_alpha",
+            f"{p.network_alpha:g} must be above 0 and at most network_dim ({p.network_dim})",
+        ),
+        (
+            p.resolution >= 64 and p.resolution % 64 == 0,
+            "resolution",
+            f"{p.resolution} must be a multiple of 64 (512, 576, 768 ...)",
+        ),
+        (
+            p.min_bucket_reso % 64 == 0 and p.max_bucket_reso % 64 == 0,
+            "min_bucket_reso/max_bucket_reso",
+            "must be multiples of 64",
+        ),
+        (
+            64 <= p.min_bucket_reso <= p.resolution <= p.max_bucket_reso,
+            "min_bucket_reso/max_bucket_reso",
+            f"need 64 ≤ min_bucket_reso ≤ resolution ({p.resolution}) ≤ max_bucket_reso",
+        ),
+        (p.epochs >= 1, "epochs", f"{p.epochs} must be at least 1"),
+        (p.batch_size >= 1, "batch_size", f"{p.batch_size} must be at least 1"),
+        (p.repeats >= 0, "repeats", f"{p.repeats} must be 0 (from folders) or more"),
+        (p.keep_tokens >= 0, "keep_tokens", "must be 0 or more"),
+        (
+            0 <= p.caption_dropout_rate < 1,
+            "caption_dropout_rate",
+            f"{p.caption_dropout_rate} must be in [0, 1)",
+        ),
+        (p.min_snr_gamma >= 0, "min_snr_gamma", "must be 0 (off) or positive"),
+        (p.noise_offset >= 0, "noise_offset", "must be 0 or positive"),
+        (p.max_grad_norm >= 0, "max_grad_norm", "must be 0 (off) or positive"),
+        (p.lr_warmup_steps >= 0, "lr_warmup_steps", "must be 0 or more"),
+        (p.lr_scheduler_num_cycles >= 1, "lr_scheduler_num_cycles", "must be at least 1"),
+        (p.save_every_n_epochs >= 1, "save_every_n_epochs", "must be at least 1"),
+        (p.sample_every_n_epochs >= 0, "sample_every_n_epochs", "must be 0 (off) or more"),
+        (p.sample_steps >= 1, "sample_steps", "must be at least 1"),
+        (
+            p.lr_scheduler in LR_SCHEDULERS,
+            "lr_scheduler",
+            f"{p.lr_scheduler!r} is not one of {', '.join(LR_SCHEDULERS)}",
+        ),
+        (
+            p.mixed_precision in MIXED_PRECISION,
+            "mixed_precision",
+            f"{p.mixed_precision!r} is not one of no, fp16, bf16",
+        ),
+        (
+            p.optimizer in OPTIMIZERS,
+            "optimizer",
+            f"{p.optimizer!r} is not one of {', '.join(OPTIMIZERS)}",
+        ),
+        (p.network_module == "networks.lora", "network_module", "only networks.lora is trained"),
+        (bool(p.ip), "ip", "which mascot to train is required"),
+        (bool(p.dataset), "dataset", "a dataset name is required"),
+    ]
+    for name in ("learning_rate", "unet_lr", "text_encoder_lr"):
+        value = getattr(p, name)
+        rules.append((value >= 0 and math.isfinite(value), name, f"{value:g} must not be negative"))
+    rules.append((p.unet_lr > 0, "unet_lr", "must be above 0 (the UNet LoRA is always trained)"))
+    for ok, name, rule in rules:
+        if not ok:
+            raise ValueError(f"{name}: {rule}")
+
+
+def dataset_folder(config: Config, name: str) -> Path:
+    """The folder of dataset `name`; ValueError when it has no images."""
+    datasets.check_name(name)
+    folder = config.datasets_dir / name
+    if not folder.is_dir() or not datasets.dataset_items(folder):
+        raise ValueError(f"dataset: {name!r} has no images in {config.datasets_dir}")
+    return folder
+
+
+def check_train_request(config: Config, params: dict[str, Any]) -> TrainParams:
+    """A train job's params, checked as the trainer will: names, types, rules, IP, dataset."""
+    p = TrainParams.from_dict(params)
+    check_params(p)
+    find_ip(config, p.ip)
+    dataset_folder(config, p.dataset)
+    return p
