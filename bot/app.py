@@ -25,7 +25,7 @@ from telegram.ext import (
 )
 
 from bot.conversation import Conversation
-from bot.handlers import admin, common, poster, settings
+from bot.handlers import admin, common, poster, settings, training
 from bot.outbox import TelegramOutbox
 from bot.store import Store
 from engine.client import EngineClient
@@ -103,6 +103,7 @@ def add_handlers(application: Application) -> None:
     info_caption = filters.CaptionRegex(r"^/info\b")
     application.add_handler(MessageHandler(png & (private | info_caption), poster.info_command))
     application.add_handler(CallbackQueryHandler(poster.button_press))
+    training.add_handlers(application)
     application.add_error_handler(common.error_handler)
 
 
@@ -124,6 +125,7 @@ async def start_services(application: Application) -> None:
 async def stop_services(application: Application) -> None:
     """Stop following jobs (they resume on the next start), close clients."""
     await application.bot_data["conversation"].jobs.stop()
+    await application.bot_data["conversation"].training.stop()
     await application.bot_data["engine"].close()
     await application.bot_data["http"].close()
 

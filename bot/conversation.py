@@ -16,10 +16,11 @@ import aiohttp
 from bot import keyboards
 from bot.i18n import LANGUAGES, pick_language, split_text, t
 from bot.jobs import Jobs, progress_line
-from bot.replies import Incoming, Outbox, Picture, Place, Press, Reply, User
+from bot.replies import Incoming, Outbox, Picture, Place, Press, Reply, User, engine_user
 from bot.roles import Role, Roles
 from bot.settings import CHOICES, UserSettings
 from bot.store import JobRecord, Store
+from bot.training import Training
 from engine import infotext
 from engine.client import EngineBusy, EngineClient, EngineRejected, EngineUnavailable
 from posterbot.config import Config
@@ -33,11 +34,6 @@ log = logging.getLogger(__name__)
 
 HISTORY_SIZE = 10  # /history shows this many jobs, each re-runnable
 TEMPLATE_NAME_CHARS = 32  # keeps /template list readable and button data short
-
-
-def engine_user(user_id: int) -> str:
-    """The engine's fair queue is per user; ids are namespaced by the chat platform."""
-    return f"tg:{user_id}"
 
 
 def wanted_count(request: str) -> bool:
@@ -62,6 +58,7 @@ class Conversation:
         self.http = http  # reused by the LLM step
         self.roles = Roles(config.access, store)
         self.jobs = Jobs(engine, store, outbox, config.telegram)
+        self.training = Training(self)  # admins' datasets, LoRA training and versions
 
     # --- helpers every entry point uses -------------------------------------------------------
 
@@ -231,6 +228,8 @@ class Conversation:
         language = self.language(press.user)
         if action == "set":
             return await self.settings_press(press, rest)
+        if action == "dsfix":
+            return await self.training.press_fix(press, rest)
         job_id, _, index_text = rest.partition(":")
         record = self.store.job(job_id)
         if record is None:

@@ -49,6 +49,11 @@ class User:
     name: str = ""
 
 
+def engine_user(user_id: int) -> str:
+    """The engine's fair queue is per user; ids are namespaced by the chat platform."""
+    return f"tg:{user_id}"
+
+
 @dataclass(frozen=True)
 class Incoming:
     """A message the bot must answer: text (a request or a command's arguments), maybe a file."""
@@ -58,7 +63,9 @@ class Incoming:
     text: str = ""
     message_id: int = 0
     reply_to_message_id: int | None = None  # the bot's message this one replies to
-    document: bytes | None = None  # an attached PNG (for /info)
+    document: bytes | None = None  # an attached file's bytes (a PNG for /info, a dataset zip ...)
+    filename: str = ""  # the attached file's name as the sender's client gave it
+    as_photo: bool = False  # the attachment came as a photo: the chat app recompressed it
 
     @property
     def key(self) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from posterbot.config import AccessConfig, BotConfig, Config, TelegramConfig, load_config
+from tests.fakes.models import write_lora_pair
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 
 OWNER, USER, STRANGER = 100, 200, 300
@@ -30,7 +31,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def engine_config_file(tmp_path_factory, tiny_model) -> Path:
+    """The tiny model and one IP, `dada`, whose posters use the LoRA `dada_lora` (a random one,
+    so admins have something to promote over)."""
+    from diffusers import DiffusionPipeline
+
     folder = tmp_path_factory.mktemp("engine")
+    loras = folder / "data" / "models" / "Lora"
+    kohya, diffusers = write_lora_pair(
+        DiffusionPipeline.from_pretrained(tiny_model), loras, "start"
+    )
+    kohya.rename(loras / "dada_lora.safetensors")
+    diffusers.unlink()
     path = folder / "config.toml"
     path.write_text(
         f"""data_dir = "{folder / "data"}"
@@ -44,6 +55,10 @@ sampler = "Euler a"
 [engine]
 port = {free_port()}
 devices = ["cpu"]
+[[ips]]
+name = "dada"
+trigger = "dadaknight"
+lora = "dada_lora"
 """
     )
     return path

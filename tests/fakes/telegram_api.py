@@ -13,6 +13,7 @@ import contextlib
 import io
 import itertools
 import json
+import mimetypes
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,8 +149,10 @@ class FakeTelegram:
         reply_to: dict[str, Any] | None = None,
         language: str = "zh-hans",
         document: bytes | None = None,
+        filename: str = "poster.png",
     ) -> dict[str, Any]:
-        """A user writes to the bot; returns the message as the bot will receive it."""
+        """A user writes to the bot (`text` is a file's caption when there is a `document`);
+        returns the message as the bot will receive it."""
         chat_id = chat_id if chat_id is not None else user_id
         chat = self.chats.get(chat_id) or self.chat(chat_id)
         message: dict[str, Any] = {
@@ -168,8 +171,8 @@ class FakeTelegram:
             message["document"] = {
                 "file_id": file_id,
                 "file_unique_id": file_id,
-                "file_name": "poster.png",
-                "mime_type": "image/png",
+                "file_name": filename,
+                "mime_type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
                 "file_size": len(document),
             }
             message["caption"] = text

@@ -1,0 +1,81 @@
+"""Admins train the mascot's LoRA from chat, against the real engine: a dataset zip gets its
+Chinese report, a broken rule is refused in the admin's language, /train shows progress, loss
+curves and samples, then /versions, /promote and /export. Others are refused."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from tests.bot.conftest import OWNER, STRANGER, USER
+from tests.training.conftest import mascot_images
+
+QUICK = (
+    "epochs=2 repeats=1 batch_size=1 resolution=64 min_bucket_reso=64 max_bucket_reso=128"
+    " network_dim=4 network_alpha=4 mixed_precision=no sample_steps=2 unet_lr=1e-3"
+)
+
+
+def dataset_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for stem, image, caption in mascot_images(1):
+            png = io.BytesIO()
+            image.save(png, format="PNG")
+            archive.writestr(f"{stem}.png", png.getvalue())
+            archive.writestr(f"{stem}.txt", caption)
+    return buffer.getvalue()
+
+
+def said(telegram, chat_id: int, words: str) -> list[str]:
+    texts = telegram.texts(chat_id) + [
+        c.params["text"] for c in telegram.sent("editMessageText", chat_id)
+    ]
+    return [text for text in texts if words in text]
+
+
+async def upload_dataset(telegram) -> str:
+    telegram.send_text(OWNER, "dada", document=dataset_zip(), filename="dada.zip")
+    (report,) = await telegram.wait_for(lambda: said(telegram, OWNER, "数据集 dada"))
+    return report
+
+
+async def test_an_admins_zip_gets_a_chinese_report_and_others_are_refused(bot, telegram):
+    report = await upload_dataset(telegram)
+    assert "3 张图" in report and "白底IP图 1" in report
+    telegram.send_text(USER, "/train dada")
+    telegram.send_text(STRANGER, "/versions")
+    await telegram.wait_for(lambda: said(telegram, USER, "只有管理员"))
+    await telegram.wait_for(lambda: said(telegram, STRANGER, str(STRANGER)))
+    telegram.send_text(USER, "dada", document=dataset_zip(), filename="dada.zip")
+    telegram.send_text(OWNER, "evil", document=b"\x80\x04", filename="evil.ckpt")
+    await telegram.wait_for(lambda: said(telegram, OWNER, "pickle"))
+    assert not said(telegram, USER, "数据集")  # a user's zip is not a dataset upload
+
+
+async def test_a_broken_rule_is_refused_with_the_rule(bot, telegram):
+    await upload_dataset(telegram)
+    telegram.send_text(OWNER, "/train dada network_dim=8 network_alpha=16")
+    (refusal,) = await telegram.wait_for(lambda: said(telegram, OWNER, "不符合规则"))
+    assert "network_alpha 要大于 0，且不能超过 network_dim" in refusal
+    assert "network_dim (8)" in refusal  # the engine's exact values follow
+
+
+async def test_training_from_chat_to_promote_and_export(bot, telegram):
+    await upload_dataset(telegram)
+    telegram.send_text(OWNER, f"/train dada {QUICK}")
+    await telegram.wait_for(lambda: said(telegram, OWNER, "下一步"), timeout=240)
+    assert said(telegram, OWNER, "✅ 训练完成：<b>dada-v1</b>（2 轮")
+    assert said(telegram, OWNER, "🧠 训练中 第 ")  # progress edits: epoch, step, loss, ETA
+    curves = [c for c in telegram.sent("sendPhoto", OWNER) if "loss 曲线" in c.params["caption"]]
+    assert [c.params["caption"][:7] for c in curves] == ["📉 第 1 轮", "📉 第 2 轮"]
+    assert len(telegram.sent("sendMediaGroup", OWNER)) == 2  # samples of each epoch
+
+    telegram.send_text(OWNER, "/versions dada")
+    (listing,) = await telegram.wait_for(lambda: said(telegram, OWNER, "LoRA 版本"))
+    assert "dada-v1" in listing and "dim 4" in listing
+    telegram.send_text(OWNER, "/promote dada v1")
+    await telegram.wait_for(lambda: said(telegram, OWNER, "现在使用 <b>dada-v1</b>"))
+    telegram.send_text(OWNER, "/export dada-v1")
+    (document,) = await telegram.wait_for(lambda: telegram.sent("sendDocument", OWNER))
+    assert document.files["document"][:1] != b"" and "dada-v1" in document.params["caption"]
