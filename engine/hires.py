@@ -1,16 +1,20 @@
 """Hires fix upscalers: in latent space (WebUI's "Latent" family) or on decoded images
 (Lanczos, Nearest, or an ESRGAN-family model file from models/ESRGAN loaded with spandrel).
+
+torch, numpy and spandrel are imported inside the functions that upscale: the service lists
+upscaler names (`/sdapi/v1/upscalers`) from this module and must not load torch to do it.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 # WebUI's latent upscalers: name → (interpolation mode, antialias)
 LATENT_UPSCALERS = {
@@ -39,6 +43,8 @@ def check_upscaler(name: str, model_files: dict[str, Path]) -> None:
 
 
 def upscale_latents(latents: torch.Tensor, name: str, width: int, height: int, factor: int):
+    import torch.nn.functional as F
+
     mode, antialias = LATENT_UPSCALERS[name]
     size = (height // factor, width // factor)
     return F.interpolate(latents, size=size, mode=mode, antialias=antialias)
@@ -54,20 +60,31 @@ def _load_model(path: str, device: str):
     return descriptor.to(device).eval()
 
 
-@torch.no_grad()
 def upscale_images(
     images: list[Image.Image], name: str, width: int, height: int, model_files: dict[str, Path]
 ) -> list[Image.Image]:
     """Resize decoded images to width×height with `name` (a PIL filter or a model file)."""
     if name in IMAGE_UPSCALERS:
         return [image.resize((width, height), IMAGE_UPSCALERS[name]) for image in images]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = _load_model(str(model_files[name]), device)
-    upscaled = []
-    for image in images:
-        pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
-        output = model(pixels.permute(2, 0, 1).unsqueeze(0).to(device)).clamp(0, 1)
-        array = (output[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return [
         # The model scales by its own factor (e.g. 4×); WebUI then resizes to the target size.
-        upscaled.append(Image.fromarray(array).resize((width, height), Image.Resampling.LANCZOS))
+        image.resize((width, height), Image.Resampling.LANCZOS)
+        for image in upscale_with_model(images, model_files[name])
+    ]
+
+
+def upscale_with_model(images: list[Image.Image], path: Path) -> list[Image.Image]:
+    """Each image through an ESRGAN-family model, at the model's own scale."""
+    import numpy as np
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _load_model(str(path), device)
+    upscaled = []
+    with torch.no_grad():
+        for image in images:
+            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+            output = model(pixels.permute(2, 0, 1).unsqueeze(0).to(device)).clamp(0, 1)
+            array = (output[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            upscaled.append(Image.fromarray(array))
     return upscaled

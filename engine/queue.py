@@ -370,6 +370,23 @@ class JobQueue:
             ).fetchone()
         return None if place is None else place[0]
 
+    def get_many(self, job_ids: list[str]) -> list[Job]:
+        """The jobs with these ids that exist, in one query (event streams read them together)."""
+        with self._read() as conn:
+            return self._jobs(
+                conn,
+                f"{_SELECT_JOB} WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(job_ids),),
+            )
+
+    def positions(self) -> dict[str, int]:
+        """The 1-based place of every queued job in the fair order, in one query."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT id FROM jobs WHERE state = 'queued' ORDER BY {_FAIR_ORDER}"
+            ).fetchall()
+        return {job_id: place for place, (job_id,) in enumerate(rows, 1)}
+
     def depth(self) -> int:
         """Number of queued jobs."""
         with self._read() as conn:

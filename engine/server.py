@@ -4,7 +4,10 @@ Both APIs put work into the same durable queue (`engine.queue`); worker processe
 (`engine.worker.Supervisor`) take it from there. Handlers check requests with the same
 `engine.params.from_request` the workers use, so a bad field is a 400 naming it, not a failed job
 later. They never import torch, and run every blocking queue call in `asyncio.to_thread` so one
-slow SQLite commit never stalls the event loop. docs/engine-api.md is the contract.
+slow SQLite commit never stalls the event loop. Event streams and waiting WebUI requests share
+one `JobWatcher` that reads every followed job in one query per tick. `running_service` starts
+and stops the whole service inside another program's event loop (`posterbot run`); `serve` runs
+it alone. docs/engine-api.md is the contract.
 """
 
 from __future__ import annotations
@@ -12,36 +15,42 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import math
 import os
+import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from engine import infotext
+from engine.hires import upscaler_names
 from engine.params import from_request
+from engine.queue import FINISHED_STATES, JobNotFound, JobQueue, Priority, QueueFull, State
 from engine.queue import Job as QueuedJob
-from engine.queue import JobNotFound, JobQueue, Priority, QueueFull, State
 from engine.registry import Registry
 from engine.samplers import sampler_names
-from engine.worker import Supervisor, batch_key, open_queue
+from engine.worker import Supervisor, batch_key, open_queue, visible_gpu_count, worker_devices
 from posterbot.config import Config
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"  # bearer token for /v1 and /metrics
 API_AUTH_ENV = "POSTERBOT_API_AUTH"  # user:pass for /sdapi/v1, like WebUI's --api-auth
-EVENT_POLL_S = 0.25  # how often an event stream re-reads its job: progress is written ~2/s
+EVENT_POLL_S = 0.25  # how often the watcher re-reads the followed jobs: progress is written ~2/s
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often so proxies keep it open
-WEBUI_POLL_S = 0.2  # how often a blocking /sdapi/v1/txt2img checks its job
+# When the service stops, open event streams and waiting WebUI requests get this long to end;
+# then they are cut (event clients reconnect to the next service; the job stays queued).
+SHUTDOWN_GRACE_S = 3.0
+FINAL_EVENTS = frozenset(state.value for state in FINISHED_STATES)  # the last event of a stream
 WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name, if any)
 MAX_LIST_LIMIT = 500  # GET /v1/jobs?limit=: a page, not a dump of the database
 HISTOGRAM_BUCKETS_S = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)  # poster ~10 s, training ~h
@@ -68,6 +77,7 @@ class Service:
         self.registry = Registry(config)
         self.started_at = time.time()
         self.options: dict[str, Any] = {}  # POST /sdapi/v1/options, kept in memory like WebUI's
+        self.watcher = JobWatcher(self)
 
     def submit(
         self,
@@ -122,10 +132,11 @@ class Service:
             "finished_at": job.finished_at,
         }
 
-    def job_event(self, job: QueuedJob) -> dict[str, Any] | None:
-        """The event that describes a job's state now (None while running before step 1)."""
+    def job_event(self, job: QueuedJob, positions: dict[str, int]) -> dict[str, Any] | None:
+        """The event that describes a job's state now (None while running before step 1);
+        `positions` are `queue.positions()`, read once for every followed job."""
         if job.state == State.QUEUED:
-            return {"type": "queued", "position": self.queue.position(job.id)}
+            return {"type": "queued", "position": positions.get(job.id)}
         if job.state == State.RUNNING:
             return None if job.progress is None else {"type": "progress", **job.progress}
         return {"type": job.state.value, "job": self.job_json(job)}
@@ -165,6 +176,70 @@ class Service:
             }
             for name, path in self.registry.loras().items()
         ]
+
+
+class JobWatcher:
+    """One reader for every follower of a job (event streams, waiting WebUI requests).
+
+    Each tick it reads all followed jobs in one query (and the queue order once, if any is
+    queued) and puts each job's event into its followers' inboxes when it changed for them, so
+    200 open streams cost one read per tick, not 200.
+    """
+
+    def __init__(self, svc: Service, tick_s: float = EVENT_POLL_S) -> None:
+        self.svc = svc
+        self.tick_s = tick_s
+        self._followers: dict[str, list[_Follower]] = {}
+        self._wanted = asyncio.Event()  # set while anyone follows a job
+
+    @contextlib.contextmanager
+    def follow(self, job_id: str) -> Iterator[asyncio.Queue[dict[str, Any]]]:
+        """An inbox of the job's events as they change (from its state at the next tick on);
+        the last one is final (`type` in FINAL_EVENTS)."""
+        follower = _Follower()
+        self._followers.setdefault(job_id, []).append(follower)
+        self._wanted.set()
+        try:
+            yield follower.inbox
+        finally:
+            self._followers[job_id].remove(follower)
+            if not self._followers[job_id]:
+                del self._followers[job_id]
+
+    async def run(self) -> None:
+        """Read and hand out events every tick while anyone follows (run it as a task)."""
+        while True:
+            if not self._followers:
+                self._wanted.clear()
+                await self._wanted.wait()
+            try:
+                events = await blocking(self.read_events, list(self._followers))
+            except Exception:  # a locked or busy database: try again next tick
+                log.exception("reading followed jobs failed")
+                events = {}
+            for job_id, event in events.items():
+                for follower in self._followers.get(job_id, ()):
+                    follower.offer(event)
+            await asyncio.sleep(self.tick_s)
+
+    def read_events(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each job's current event (jobs running before their first step have none yet)."""
+        jobs = self.svc.queue.get_many(job_ids)
+        queued = any(job.state == State.QUEUED for job in jobs)
+        positions = self.svc.queue.positions() if queued else {}
+        events = {job.id: self.svc.job_event(job, positions) for job in jobs}
+        return {job_id: event for job_id, event in events.items() if event is not None}
+
+
+class _Follower:
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.last: dict[str, Any] | None = None
+
+    def offer(self, event: dict[str, Any]) -> None:
+        if event != self.last:
+            self.last = event
+            self.inbox.put_nowait(event)
 
 
 SERVICE = web.AppKey("service", Service)
@@ -332,20 +407,17 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await stream.prepare(request)
-    last, quiet_since = None, time.monotonic()
-    while True:
-        job = await blocking(svc.queue.get, job_id)
-        event = await blocking(svc.job_event, job)
-        if event is not None and event != last:
+    with svc.watcher.follow(job_id) as events:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), KEEPALIVE_S)
+            except TimeoutError:
+                await stream.write(b": keepalive\n\n")
+                continue
             data = json.dumps(event)
             await stream.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
-            last, quiet_since = event, time.monotonic()
-        elif time.monotonic() - quiet_since > KEEPALIVE_S:
-            await stream.write(b": keepalive\n\n")
-            quiet_since = time.monotonic()
-        if job.finished:
-            return stream
-        await asyncio.sleep(EVENT_POLL_S)
+            if event["type"] in FINAL_EVENTS:
+                return stream
 
 
 async def get_output(request: web.Request) -> web.StreamResponse:
@@ -498,26 +570,28 @@ async def webui_txt2img(request: web.Request) -> web.Response:
     svc = service(request)
     body = await read_json(request)
     params = webui_request(body, svc.options)
-    job, _ = await blocking(svc.submit, params, webui_user(request))
+    queued, _ = await blocking(svc.submit, params, webui_user(request))
     try:
-        job = await wait_finished(svc, job.id)
+        job = await wait_finished(svc, queued.id)
     except asyncio.CancelledError:  # the client hung up: nobody will see the images
-        await blocking(svc.queue.cancel, job.id)
+        await blocking(svc.queue.cancel, queued.id)
         raise
-    if job.state != State.DONE:
-        return error_response(500, f"job: {job.state.value}: {job.error or 'no images'}")
+    if job["state"] != State.DONE.value:
+        return error_response(500, f"job: {job['state']}: {job['error'] or 'no images'}")
     images = []
     if body.get("send_images", True):
-        images = await blocking(read_outputs, svc.config.outputs_dir, job.outputs)
-    return web.json_response({"images": images, "parameters": body, "info": json.dumps(job.info)})
+        images = await blocking(read_outputs, svc.config.outputs_dir, job["outputs"])
+    return web.json_response(
+        {"images": images, "parameters": body, "info": json.dumps(job["info"])}
+    )
 
 
-async def wait_finished(svc: Service, job_id: str) -> QueuedJob:
-    while True:
-        job = await blocking(svc.queue.get, job_id)
-        if job.finished:
-            return job
-        await asyncio.sleep(WEBUI_POLL_S)
+async def wait_finished(svc: Service, job_id: str) -> dict[str, Any]:
+    """The job as JSON once it has ended."""
+    with svc.watcher.follow(job_id) as events:
+        while (event := await events.get())["type"] not in FINAL_EVENTS:
+            pass
+        return event["job"]
 
 
 def read_outputs(root: Path, outputs: list[str]) -> list[str]:
@@ -568,8 +642,6 @@ async def webui_upscalers(request: web.Request) -> web.Response:
     """Hires fix upscalers: latent, image, and model files in models/ESRGAN."""
 
     def names() -> list[str]:
-        from engine.hires import upscaler_names  # imports torch: only here, on first use
-
         return upscaler_names(service(request).registry.upscalers())
 
     return web.json_response(
@@ -662,7 +734,7 @@ async def webui_png_info(request: web.Request) -> web.Response:
 
 
 def make_app(svc: Service) -> web.Application:
-    """The aiohttp application over a `Service` (workers are started by `serve`)."""
+    """The aiohttp application over a `Service` (workers are started by `running_service`)."""
     app = web.Application(
         middlewares=[errors_as_json, require_auth],
         client_max_size=svc.config.engine.max_body_bytes,
@@ -690,7 +762,17 @@ def make_app(svc: Service) -> web.Application:
     from engine.server_training import add_routes  # datasets and LoRA versions
 
     add_routes(app)
+    app.cleanup_ctx.append(watching_jobs)
     return app
+
+
+async def watching_jobs(app: web.Application) -> AsyncIterator[None]:
+    """The job watcher's task, for as long as the app runs."""
+    task = asyncio.create_task(app[SERVICE].watcher.run(), name="job-watcher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def is_loopback(host: str) -> bool:
@@ -702,33 +784,65 @@ def is_loopback(host: str) -> bool:
         return False  # a host name could resolve to anything
 
 
-def serve(config: Config, host: str, port: int, environ: dict[str, str] | None = None) -> None:
-    """Run the service until SIGINT/SIGTERM: queue, worker processes, HTTP."""
-    # 1. credentials from the environment only; no open network port without a token
-    environ = dict(os.environ if environ is None else environ)
-    token, api_auth = environ.get(TOKEN_ENV), environ.get(API_AUTH_ENV)
+def check_credentials(host: str, environ: dict[str, str]) -> tuple[str | None, str | None]:
+    """The bearer token and WebUI api-auth from the environment; no open port without a token."""
+    token, api_auth = environ.get(TOKEN_ENV) or None, environ.get(API_AUTH_ENV)
     if not is_loopback(host) and not token:
         raise ValueError(f"engine.host: {host} is not loopback; set {TOKEN_ENV} to listen there")
     if api_auth is not None and ":" not in api_auth:
         raise ValueError(f"{API_AUTH_ENV}: must be user:pass")
-    # 2. the queue and the workers
-    queue = open_queue(config, workers=len(config.engine.devices))
-    supervisor = Supervisor(config, queue)
-    app = make_app(Service(config, queue, supervisor, token, api_auth))
+    return token, api_auth
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: Config, host: str, port: int, environ: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """The service (HTTP, queue, worker processes) running until the block exits; yields its URL.
+
+    Runs in the caller's event loop, so `posterbot run` hosts the bot beside it. On exit HTTP
+    stops first, then the workers get SIGTERM (their batches go back to the queue).
+    """
+    # 1. credentials from the environment only
+    token, api_auth = check_credentials(host, dict(os.environ if environ is None else environ))
+    # 2. the queue and one worker process per device, supervised from a thread
+    devices = worker_devices(config.engine.devices, visible_gpu_count())
+    queue = open_queue(config, workers=len(devices))
+    supervisor = Supervisor(config, queue, devices)
+    runner = web.AppRunner(
+        make_app(Service(config, queue, supervisor, token, api_auth)),
+        shutdown_timeout=SHUTDOWN_GRACE_S,
+    )
     stop = threading.Event()
-    watcher = threading.Thread(target=supervisor.run, args=(stop,), name="supervisor", daemon=True)
-
-    async def start_workers(app: web.Application) -> None:
-        supervisor.start()
-        watcher.start()
-
-    async def stop_workers(app: web.Application) -> None:
+    supervising = threading.Thread(
+        target=supervisor.run, args=(stop,), name="supervisor", daemon=True
+    )
+    await blocking(supervisor.start)
+    supervising.start()
+    try:
+        # 3. HTTP
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        url = f"http://{host}:{runner.addresses[0][1]}"  # the port bound, also for port 0
+        log.info("engine service on %s, workers on %s", url, ", ".join(devices))
+        yield url
+    finally:
+        await runner.cleanup()
         stop.set()
-        await blocking(watcher.join)
-        await blocking(supervisor.stop)  # running batches go back to the queue
+        await blocking(supervising.join)
+        await blocking(supervisor.stop)
         queue.close()
 
-    app.on_startup.append(start_workers)
-    app.on_cleanup.append(stop_workers)
-    # 3. serve until a signal; aiohttp turns SIGTERM/SIGINT into a clean shutdown
-    web.run_app(app, host=host, port=port, print=lambda text: log.info(text.strip()))
+
+def serve(config: Config, host: str, port: int, environ: dict[str, str] | None = None) -> None:
+    """Run the service alone until SIGINT/SIGTERM."""
+
+    async def until_signal() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        async with running_service(config, host, port, environ):
+            await stopping.wait()
+
+    asyncio.run(until_signal())

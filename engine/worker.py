@@ -30,11 +30,12 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,32 @@ MAX_RESTART_DELAY_S = 60.0  # a worker that keeps dying while loading (bad model
 STOP_GRACE_S = 30.0  # SIGTERM → the worker releases its batch at the next step, then exits
 
 
+def worker_devices(devices: list[str], visible_gpus: int) -> list[str]:
+    """`[engine] devices` with "auto" spelled out: every visible GPU (cuda:0, cuda:1, ...), or the
+    CPU when there is none. One worker process runs per entry."""
+    spelled = []
+    for device in devices:
+        if device == "auto":
+            spelled += [f"cuda:{index}" for index in range(visible_gpus)] or ["cpu"]
+        else:
+            spelled.append(device)
+    return spelled
+
+
+def visible_gpu_count(environ: Mapping[str, str] = os.environ, dev: Path = Path("/dev")) -> int:
+    """CUDA devices this process may use, found without importing torch (the service never
+    does): CUDA_VISIBLE_DEVICES when set, else the NVIDIA device files (/dev/nvidia0, ...)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return len([path for path in dev.glob("nvidia*") if path.name[6:].isdigit()])
+    count = 0
+    for entry in visible.split(","):
+        if not entry.strip() or entry.strip().startswith("-"):
+            break  # CUDA ignores the list from the first invalid entry on ("-1" hides all)
+        count += 1
+    return count
+
+
 @dataclasses.dataclass
 class WorkerSlot:
     """One device's worker process, restarted whenever it dies."""
@@ -423,11 +450,12 @@ class Supervisor:
     time out again, and retrying it would hold the device from everyone else for attempts × N s.
     """
 
-    def __init__(self, config: Config, queue: JobQueue) -> None:
+    def __init__(self, config: Config, queue: JobQueue, devices: list[str]) -> None:
+        """`devices`: one worker each, as `worker_devices` spells them out."""
         self.config = config
         self.queue = queue
         self.context = multiprocessing.get_context("spawn")  # never fork a process holding CUDA
-        self.slots = [WorkerSlot(device, n) for n, device in enumerate(config.engine.devices)]
+        self.slots = [WorkerSlot(device, n) for n, device in enumerate(devices)]
         self._lock = threading.Lock()
 
     def start(self) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -184,6 +187,63 @@ async def test_events_arrive_in_order_and_end_with_done(client):
     assert names == ["queued", "progress", "progress", "done"]
     assert '"step": 1' in blocks[1] and '"step": 2' in blocks[2]
     assert '"outputs": ["a.png"]' in blocks[3]
+
+
+def event_names_and_data(text: str) -> list[tuple[str, dict]]:
+    blocks = [block.split("\n") for block in text.split("\n\n") if block.startswith("event:")]
+    return [(b[0].removeprefix("event: "), json.loads(b[1].removeprefix("data: "))) for b in blocks]
+
+
+async def test_many_streams_over_several_jobs_each_see_their_own_job(client):
+    jobs = [await (await submit(client, {**PARAMS, "seed": i})).json() for i in range(3)]
+    urls = [f"/v1/jobs/{job['id']}/events" for job in jobs for _ in range(20)]
+    responses = await asyncio.gather(*(client.get(url, headers=AUTH) for url in urls))
+    # 1. before any work: every stream says where its job waits
+    firsts = await asyncio.gather(*(r.content.readuntil(b"\n\n") for r in responses))
+    for index, first in enumerate(firsts):
+        assert event_names_and_data(first.decode()) == [
+            ("queued", {"type": "queued", "position": index // 20 + 1})
+        ]
+
+    # 2. the jobs run one after another; every stream ends with its own job done
+    def work() -> None:
+        for job in jobs:
+            play_worker(client.queue, job["id"], [f"{job['id']}.png"], pause_s=0.1)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    rests = await asyncio.gather(*(r.read() for r in responses))
+    await asyncio.to_thread(worker.join)
+    for index, rest in enumerate(rests):
+        name, final = event_names_and_data(rest.decode())[-1]
+        assert name == "done"
+        assert final["job"]["outputs"] == [f"{jobs[index // 20]['id']}.png"]
+
+
+def test_upscalers_are_listed_without_loading_torch(config):
+    """The service process never imports torch (its workers do): checked in a fresh process."""
+    script = f"""
+import asyncio, json, sys
+from aiohttp.test_utils import TestClient, TestServer
+from engine.server import Service, make_app
+from engine.worker import open_queue
+from posterbot.config import load_config
+
+async def main():
+    config = load_config(None, environ={{"POSTERBOT_DATA_DIR": {str(config.data_dir)!r}}})
+    app = make_app(Service(config, open_queue(config)))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        names = [u["name"] for u in await (await client.get("/sdapi/v1/upscalers")).json()]
+    print(json.dumps({{"names": names, "torch": "torch" in sys.modules}}))
+
+asyncio.run(main())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "Latent" in answer["names"] and "Lanczos" in answer["names"]
+    assert answer["torch"] is False
 
 
 async def test_outputs_are_served_and_nothing_outside_them(client, config):

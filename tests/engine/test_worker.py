@@ -16,7 +16,13 @@ import torch
 
 from engine.infotext import parse, read_png
 from engine.params import from_request
-from engine.worker import GpuOutOfMemory, render_with_retry, split_batch
+from engine.worker import (
+    GpuOutOfMemory,
+    render_with_retry,
+    split_batch,
+    visible_gpu_count,
+    worker_devices,
+)
 from tests.engine.conftest import wait_for
 
 pytestmark = pytest.mark.slow
@@ -154,3 +160,26 @@ def test_split_batch_keeps_each_image_seed_and_variation_seed(engine_config):
     varied = checked(engine_config, prompt="x", seed=10, subseed=5, batch_size=2,
                      subseed_strength=0.5)  # fmt: skip
     assert [(p.seed, p.subseed) for p in split_batch(varied)] == [(10, 5), (10, 6)]
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpus", "workers"),
+    [
+        (["auto"], 0, ["cpu"]),
+        (["auto"], 1, ["cuda:0"]),
+        (["auto"], 3, ["cuda:0", "cuda:1", "cuda:2"]),
+        (["cuda:1", "cpu"], 4, ["cuda:1", "cpu"]),
+    ],
+)
+def test_auto_means_one_worker_per_visible_gpu_else_the_cpu(devices, gpus, workers):
+    assert worker_devices(devices, gpus) == workers
+
+
+@pytest.mark.parametrize(
+    ("visible", "count"), [(None, 2), ("", 0), ("-1", 0), ("3", 1), ("0,1,2", 3), ("0,-1,1", 1)]
+)
+def test_visible_gpus_follow_cuda_visible_devices_else_the_device_files(tmp_path, visible, count):
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (tmp_path / name).touch()
+    environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    assert visible_gpu_count(environ, tmp_path) == count
