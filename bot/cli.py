@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import os
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
 
 from posterbot.config import Config
 
@@ -21,7 +18,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 ENGINE_TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"
-ENGINE_START_TIMEOUT_S = 300  # first start loads the model; a real checkpoint takes a while
+LOOPBACK = "127.0.0.1"  # `posterbot run` keeps its engine off the network
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,69 +36,51 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def bot_command(args: argparse.Namespace, config: Config) -> int:
     """Run the Telegram bot against the engine at [bot] engine_url (token: TELEGRAM_BOT_TOKEN)."""
-    from bot.app import build_application, serve_forever
-
     token = os.environ.get(TOKEN_ENV)
     if not token:
         print(f"posterbot bot: set {TOKEN_ENV} (from @BotFather)", file=sys.stderr)
         return 2
-    application = build_application(config, token, os.environ.get(ENGINE_TOKEN_ENV))
-    asyncio.run(serve_forever(application))
+    asyncio.run(telegram_bot(config, token))
     return 0
 
 
 def console_command(args: argparse.Namespace, config: Config) -> int:
     """Chat with the bot's real conversation core in the terminal (no Telegram, no token)."""
-    from bot.app import engine_url
-    from bot.console import run_console
-    from engine.client import EngineClient
-
-    async def main() -> None:
-        async with EngineClient(
-            engine_url(config), token=os.environ.get(ENGINE_TOKEN_ENV)
-        ) as engine:
-            await run_console(config, engine)
-
-    asyncio.run(main())
+    asyncio.run(console(config))
     return 0
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
-    """The main job: the engine on loopback, then the bot (or, without a token, the console)."""
-    with local_engine(args, config):
-        if os.environ.get(TOKEN_ENV):
-            return bot_command(args, config)
+    """The main job in one process: the engine on loopback, and the bot (or, without a token,
+    the console) talking to it over HTTP like any other client."""
+    from engine.server import running_service  # the service itself never imports torch
+
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
         print(f"{TOKEN_ENV} is not set: starting the console instead of the Telegram bot.")
-        return console_command(args, config)
+
+    async def engine_and_bot() -> None:
+        async with running_service(config, LOOPBACK, config.engine.port) as url:
+            local = dataclasses.replace(config, bot=dataclasses.replace(config.bot, engine_url=url))
+            await (telegram_bot(local, token) if token else console(local))
+
+    asyncio.run(engine_and_bot())
+    return 0
 
 
-@contextlib.contextmanager
-def local_engine(args: argparse.Namespace, config: Config) -> Iterator[None]:
-    """`posterbot engine` as a child process on loopback, stopped when the block exits."""
-    command = [sys.executable, "-m", "posterbot"]
-    if args.config:
-        command += ["--config", args.config]
-    child = subprocess.Popen([*command, "engine", "--host", "127.0.0.1"])
-    try:
-        wait_for_engine(f"http://127.0.0.1:{config.engine.port}", child)
-        yield
-    finally:
-        child.terminate()
-        child.wait(timeout=60)
+async def telegram_bot(config: Config, token: str) -> None:
+    """The Telegram bot until SIGINT/SIGTERM."""
+    from bot.app import build_application, serve_forever
+
+    await serve_forever(build_application(config, token, os.environ.get(ENGINE_TOKEN_ENV)))
 
 
-def wait_for_engine(url: str, child: subprocess.Popen) -> None:
-    from engine.client import EngineClient, EngineError
+async def console(config: Config) -> None:
+    """The terminal chat until end of input."""
+    from bot.app import engine_url
+    from bot.console import run_console
+    from engine.client import EngineClient
 
-    async def healthy() -> bool:
-        async with EngineClient(url, token=os.environ.get(ENGINE_TOKEN_ENV), retries=0) as engine:
-            try:
-                return bool((await engine.health()).get("ok"))
-            except EngineError:
-                return False
-
-    deadline = time.monotonic() + ENGINE_START_TIMEOUT_S
-    while not asyncio.run(healthy()):
-        if child.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the engine did not start at {url} (see its log above)")
-        time.sleep(0.5)
+    token = os.environ.get(ENGINE_TOKEN_ENV)
+    async with EngineClient(engine_url(config), token=token) as engine:
+        await run_console(config, engine)

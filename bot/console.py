@@ -2,6 +2,8 @@
 
 Text is printed without HTML, pictures are saved to a folder and their paths printed, and the
 buttons of the last keyboard are offered as numbered choices (type the number to press one).
+Piped input (a script of lines) waits for the jobs before each line, so a "1" pressing a button
+of the candidates reaches them after they arrived.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import html
 import itertools
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +42,7 @@ class ConsoleOutbox:
         self.write = write
         self.buttons: list[Button] = []
         self.buttons_message = 0
+        self.session = time.strftime("%Y%m%d-%H%M%S")  # file names of earlier sessions stay
         self._next_id = 0
         self._last_lines: dict[int, str] = {}
 
@@ -72,11 +76,13 @@ class ConsoleOutbox:
         return [await self.send_photo(place, picture) for picture in pictures]
 
     async def send_photo(self, place: Place, picture: Picture) -> int:
+        message_id = self._id()
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / picture.filename
+        # The HD poster keeps its candidate's seed: the message id keeps both files.
+        path = self.folder / f"{self.session}-{message_id:03d}-{picture.filename}"
         path.write_bytes(picture.png)
         self.write(f"{plain(picture.caption)}\n  {t(self.language, 'console_saved', path=path)}")
-        return self._id()
+        return message_id
 
     send_document = send_photo  # the terminal has no photo/file difference: both are PNG files
 
@@ -126,7 +132,10 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
     conversation.jobs.resume()
     events = itertools.count(1)  # message and press ids, unique like Telegram's
     read = (lambda: next(lines)) if lines is not None else (lambda: input("> "))
+    scripted = lines is not None or not sys.stdin.isatty()
     while True:
+        if scripted:
+            await conversation.jobs.wait_idle()
         try:
             line = (await asyncio.to_thread(read)).strip()
         except (EOFError, StopIteration, KeyboardInterrupt):

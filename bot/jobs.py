@@ -79,11 +79,15 @@ class Jobs:
         # Saved before anything is sent: a crash after this point still delivers the result.
         self.store.save_job(record)
         line = progress_line(record.language, {"type": "queued", "position": queue_position})
+        await self._acknowledge(record, line)
+        self.follow(record, shown=line)
+
+    async def _acknowledge(self, record: JobRecord, line: str) -> None:
+        """Send the status message (the summary with a progress line) and keep its id."""
         record.status_message_id = await self.outbox.send(
             record.place, Reply(f"{record.summary}\n\n{line}")
         )
         self.store.save_job(record)
-        self.follow(record, shown=line)
 
     def follow(self, record: JobRecord, shown: str = "") -> None:
         """Follow a job in the background; `shown` is the progress line its message has now."""
@@ -114,8 +118,11 @@ class Jobs:
         interval = self.telegram.progress_interval_private_s
         if record.place.is_group:
             interval = self.telegram.progress_interval_group_s
-        status = StatusMessage(self.outbox, record, interval, shown)
         try:
+            if not record.status_message_id:  # the bot died between saving the job and its ack
+                shown = progress_line(record.language, {"type": "queued"})  # the next event tells
+                await self._acknowledge(record, shown)
+            status = StatusMessage(self.outbox, record, interval, shown)
             job = await self._watch(record, status)
             if job["state"] == "done":
                 await self._deliver(record, job, status)

@@ -4,9 +4,10 @@ checked as strictly as commands."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from tests.bot.conftest import GROUP, STRANGER, USER
-from tests.fakes.telegram_api import BOT_USER
+from tests.fakes.telegram_api import BOT_USER, TOKEN
 
 
 async def test_group_messages_need_a_mention_or_command_and_are_answered_in_their_topic(
@@ -62,3 +63,16 @@ async def test_a_stranger_pressing_someone_elses_button_is_refused(bot, telegram
     assert "发起人" in answer[0].params["text"]
     await asyncio.sleep(0.3)
     assert not [c for c in telegram.calls if c.method == "sendPhoto"]
+
+
+async def test_a_user_over_the_daily_quota_is_told_so_in_their_language(bot_config, telegram):
+    from bot.app import build_application, running
+
+    config = dataclasses.replace(bot_config, bot=dataclasses.replace(bot_config.bot, daily_quota=1))
+    async with running(build_application(config, TOKEN)):
+        telegram.send_text(USER, "a rider in the snow", language="en")
+        await telegram.wait_for(lambda: telegram.texts(USER))  # the first one is acknowledged
+        telegram.send_text(USER, "a rider in the rain", language="en")
+        await telegram.wait_for(lambda: len(telegram.texts(USER)) >= 2)
+    assert "Queued" in telegram.texts(USER)[0]
+    assert "today's 1 jobs" in telegram.texts(USER)[1]

@@ -74,3 +74,26 @@ async def test_a_bot_killed_mid_job_delivers_the_result_once_after_restart(
     finally:
         if first.poll() is None:
             first.kill()
+
+
+async def test_a_job_saved_before_its_acknowledgement_gets_a_fresh_status_message(
+    bot_config, telegram
+):
+    from bot.app import build_application, running
+    from bot.replies import Place
+    from bot.store import JobRecord, Store
+    from engine.client import EngineClient
+
+    # 1. what a bot that died between saving a job and acknowledging it leaves in bot.db
+    async with EngineClient(bot_config.bot.engine_url) as engine:
+        job = await engine.submit({"prompt": "a rider", "batch_size": 2}, user=f"tg:{USER}")
+    record = JobRecord(job["id"], USER, Place(USER), "candidates", "骑士", job["params"], "zh")
+    record.summary = "收到：骑士"
+    Store(bot_config.data_dir / "bot.db").save_job(record)
+    # 2. the restarted bot acknowledges it anew and edits that message, not message 0
+    async with running(build_application(bot_config, TOKEN)):
+        await telegram.wait_for(lambda: telegram.sent("sendMediaGroup", USER))
+    (status,) = [c for c in telegram.sent("sendMessage", USER) if "收到：骑士" in c.params["text"]]
+    edits = telegram.sent("editMessageText", USER)
+    assert edits and {c.params["message_id"] for c in edits} == {status.result["message_id"]}
+    assert "✅" in edits[-1].params["text"]
