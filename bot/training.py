@@ -96,7 +96,8 @@ class Training:
         return None
 
     def ip_for(self, text: str) -> Any:
-        """The IP named by the first word of `text` (a file's caption), else the default IP."""
+        """The IP named by the first word of `text` (a file's caption), else the default IP
+        (None when no IP is configured)."""
         words = text.split()
         names = {ip.name for ip in self.chat.config.ips}
         if words and words[0] in names:
@@ -151,6 +152,8 @@ class Training:
             await self.chat.say(place, language, "lora_pickle", name=message.filename)
         elif message.document is None:
             await self.chat.say(place, language, "file_too_big", name=message.filename)
+        elif suffix in (".zip", ".safetensors") and self.ip_for(message.text) is None:
+            await self.chat.say(place, language, "no_ip_configured")
         elif suffix == ".zip":
             ip = self.ip_for(message.text).name
             call = self.chat.engine.upload_dataset(message.document, name=ip, ip=ip, replace=True)

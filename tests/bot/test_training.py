@@ -79,3 +79,15 @@ async def test_training_from_chat_to_promote_and_export(bot, telegram):
     telegram.send_text(OWNER, "/export dada-v1")
     (document,) = await telegram.wait_for(lambda: telegram.sent("sendDocument", OWNER))
     assert document.files["document"][:1] != b"" and "dada-v1" in document.params["caption"]
+
+
+async def test_a_zip_with_no_ip_configured_gets_a_polite_answer(bot_config, telegram):
+    import dataclasses
+
+    from bot.app import build_application, running
+    from tests.fakes.telegram_api import TOKEN
+
+    async with running(build_application(dataclasses.replace(bot_config, ips=[]), TOKEN)):
+        telegram.send_text(OWNER, "", document=dataset_zip(), filename="set.zip")
+        (answer,) = await telegram.wait_for(lambda: said(telegram, OWNER, "还没有配置任何 IP"))
+    assert "[[ips]]" in answer
