@@ -4,27 +4,13 @@ curves and samples, then /versions, /promote and /export. Others are refused."""
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 from tests.bot.conftest import OWNER, STRANGER, USER
-from tests.training.conftest import mascot_images
+from tests.training.conftest import mascot_zip
 
 QUICK = (
     "epochs=2 repeats=1 batch_size=1 resolution=64 min_bucket_reso=64 max_bucket_reso=128"
     " network_dim=4 network_alpha=4 mixed_precision=no sample_steps=2 unet_lr=1e-3"
 )
-
-
-def dataset_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for stem, image, caption in mascot_images(1):
-            png = io.BytesIO()
-            image.save(png, format="PNG")
-            archive.writestr(f"{stem}.png", png.getvalue())
-            archive.writestr(f"{stem}.txt", caption)
-    return buffer.getvalue()
 
 
 def said(telegram, chat_id: int, words: str) -> list[str]:
@@ -35,7 +21,7 @@ def said(telegram, chat_id: int, words: str) -> list[str]:
 
 
 async def upload_dataset(telegram) -> str:
-    telegram.send_text(OWNER, "dada", document=dataset_zip(), filename="dada.zip")
+    telegram.send_text(OWNER, "dada", document=mascot_zip(), filename="dada.zip")
     (report,) = await telegram.wait_for(lambda: said(telegram, OWNER, "数据集 dada"))
     return report
 
@@ -47,7 +33,7 @@ async def test_an_admins_zip_gets_a_chinese_report_and_others_are_refused(bot, t
     telegram.send_text(STRANGER, "/versions")
     await telegram.wait_for(lambda: said(telegram, USER, "只有管理员"))
     await telegram.wait_for(lambda: said(telegram, STRANGER, str(STRANGER)))
-    telegram.send_text(USER, "dada", document=dataset_zip(), filename="dada.zip")
+    telegram.send_text(USER, "dada", document=mascot_zip(), filename="dada.zip")
     telegram.send_text(OWNER, "evil", document=b"\x80\x04", filename="evil.ckpt")
     await telegram.wait_for(lambda: said(telegram, OWNER, "pickle"))
     assert not said(telegram, USER, "数据集")  # a user's zip is not a dataset upload
@@ -88,6 +74,6 @@ async def test_a_zip_with_no_ip_configured_gets_a_polite_answer(bot_config, tele
     from tests.fakes.telegram_api import TOKEN
 
     async with running(build_application(dataclasses.replace(bot_config, ips=[]), TOKEN)):
-        telegram.send_text(OWNER, "", document=dataset_zip(), filename="set.zip")
+        telegram.send_text(OWNER, "", document=mascot_zip(), filename="set.zip")
         (answer,) = await telegram.wait_for(lambda: said(telegram, OWNER, "还没有配置任何 IP"))
     assert "[[ips]]" in answer

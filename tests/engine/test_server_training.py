@@ -16,23 +16,9 @@ from engine.server import Service, make_app
 from engine.worker import open_queue
 from tests.engine.conftest import TOKEN
 from tests.fakes.models import write_lora_pair
-from tests.training.conftest import config_for, mascot_images
+from tests.training.conftest import config_for, mascot_images, mascot_zip
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def dataset_zip(extra: list[tuple[str, bytes]] = ()) -> bytes:
-    """The synthetic mascot set (PNG + .txt pairs) as a zip, plus `extra` members."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for stem, image, caption in mascot_images(1):
-            png = io.BytesIO()
-            image.save(png, format="PNG")
-            archive.writestr(f"{stem}.png", png.getvalue())
-            archive.writestr(f"{stem}.txt", caption)
-        for name, data in extra:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -50,7 +36,7 @@ async def client(config):
 
 
 async def test_an_uploaded_zip_becomes_a_dataset_with_a_chinese_report(client, config):
-    response = await client.post("/v1/datasets?name=dada&ip=dada", data=dataset_zip(), headers=AUTH)
+    response = await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
     assert response.status == 201, await response.text()
     body = await response.json()
     assert body["report"]["images"] == 3 and body["report"]["ok"]
@@ -59,7 +45,7 @@ async def test_an_uploaded_zip_becomes_a_dataset_with_a_chinese_report(client, c
 
 
 async def test_a_hostile_zip_is_refused_with_each_reason_and_leaves_nothing(client, config):
-    hostile = dataset_zip([("../escape.txt", b"x"), ("fake.png", b"not an image")])
+    hostile = mascot_zip([("../escape.txt", b"x"), ("fake.png", b"not an image")])
     response = await client.post("/v1/datasets?name=dada", data=hostile, headers=AUTH)
     assert response.status == 400
     body = await response.json()
@@ -74,7 +60,7 @@ async def test_a_hostile_zip_is_refused_with_each_reason_and_leaves_nothing(clie
 
 async def test_an_upload_past_the_limit_is_413_with_the_reason(client, monkeypatch):
     monkeypatch.setattr(server_training, "MAX_ZIP_BYTES", 100)
-    response = await client.post("/v1/datasets/check", data=dataset_zip(), headers=AUTH)
+    response = await client.post("/v1/datasets/check", data=mascot_zip(), headers=AUTH)
     assert response.status == 413
     assert "Telegram's document limit" in (await response.json())["error"]
 
@@ -173,7 +159,7 @@ async def test_versions_register_promote_rollback_and_export(client, config, tmp
     ],
 )
 async def test_train_and_xyz_jobs_are_checked_at_submit(client, kind, params, field):
-    await client.post("/v1/datasets?name=dada&ip=dada", data=dataset_zip(), headers=AUTH)
+    await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
     body = {"kind": kind, "params": params, "user": "tg:1", "priority": "training"}
     response = await client.post("/v1/jobs", json=body, headers=AUTH)
     assert response.status == 400
@@ -181,7 +167,7 @@ async def test_train_and_xyz_jobs_are_checked_at_submit(client, kind, params, fi
 
 
 async def test_a_checked_train_job_is_queued_with_every_parameter(client):
-    await client.post("/v1/datasets?name=dada&ip=dada", data=dataset_zip(), headers=AUTH)
+    await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
     body = {
         "kind": "train",
         "params": {"ip": "dada", "dataset": "dada", "epochs": "3"},

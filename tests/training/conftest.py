@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import random
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,20 @@ def mascot_images(count: int = 2, size: tuple[int, int] = (64, 64), seed: int = 
         out.append((f"scene_ip{i}", inside, f"{TRIGGER}, outdoors, grass, blue sky"))
         out.append((f"scene{i}", scene(size, rng), "outdoors, grass, blue sky, no humans"))
     return out
+
+
+def mascot_zip(extra: list[tuple[str, bytes]] = ()) -> bytes:
+    """The synthetic mascot set (PNG + .txt pairs) as a zip, plus `extra` members."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for stem, image, caption in mascot_images(1):
+            png = io.BytesIO()
+            image.save(png, format="PNG")
+            archive.writestr(f"{stem}.png", png.getvalue())
+            archive.writestr(f"{stem}.txt", caption)
+        for name, data in extra:
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 def write_dataset(folder: Path, count: int = 2, size=(64, 64), captions: bool = True) -> Path:
