@@ -115,7 +115,9 @@ async def start_services(application: Application) -> None:
     http = aiohttp.ClientSession()
     engine = EngineClient(base_url=engine_url(config), token=application.bot_data["engine_token"])
     store = Store(config.data_dir / "bot.db")
-    conversation = Conversation(config, store, engine, TelegramOutbox(application.bot), http)
+    outbox = TelegramOutbox(application.bot)
+    origin = f"tg{application.bot.id}"
+    conversation = Conversation(config, store, engine, outbox, http, origin=origin)
     application.bot_data |= {"conversation": conversation, "http": http, "engine": engine}
     await application.bot.set_my_commands([BotCommand(k, v) for k, v in COMMANDS.items()])
     resumed = conversation.jobs.resume()

@@ -15,6 +15,7 @@ import itertools
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,20 +127,26 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
     user, place = User(CONSOLE_USER_ID, None, "console"), Place(CONSOLE_USER_ID)
     store = Store(config.data_dir / "bot.db")
     outbox = ConsoleOutbox(folder, "zh")
-    conversation = Conversation(config, store, engine, outbox)
+    # Console message ids restart at 1 every session: a fresh origin keeps job keys apart.
+    origin = f"console-{uuid.uuid4().hex[:12]}"
+    conversation = Conversation(config, store, engine, outbox, origin=origin)
     outbox.language = conversation.language(user)
     print(t(outbox.language, "console_welcome"))
     conversation.jobs.resume()
     events = itertools.count(1)  # message and press ids, unique like Telegram's
-    read = (lambda: next(lines)) if lines is not None else (lambda: input("> "))
+    # next(lines, None): a StopIteration cannot cross to_thread's future (it would hang).
+    read = (lambda: next(lines, None)) if lines is not None else (lambda: input("> "))
     scripted = lines is not None or not sys.stdin.isatty()
     while True:
         if scripted:
             await conversation.jobs.wait_idle()
         try:
-            line = (await asyncio.to_thread(read)).strip()
-        except (EOFError, StopIteration, KeyboardInterrupt):
+            line = await asyncio.to_thread(read)
+        except (EOFError, KeyboardInterrupt):
             break
+        if line is None:
+            break
+        line = line.strip()
         outbox.language = conversation.language(user)
         message = Incoming(user, place, line, message_id=next(events))
         if line.isdigit() and 1 <= int(line) <= len(outbox.buttons):

@@ -50,8 +50,13 @@ class Conversation:
         engine: EngineClient,
         outbox: Outbox,
         http: aiohttp.ClientSession | None = None,
+        origin: str = "",
     ) -> None:
         self.config = config
+        # Who is talking to the engine (e.g. `tg777000111` for a Telegram bot): message ids are
+        # unique per bot and chat only, so job keys carry it; two bots or console sessions
+        # sharing one engine never get each other's jobs back.
+        self.origin = origin
         self.store = store
         self.engine = engine
         self.outbox = outbox
@@ -70,6 +75,10 @@ class Conversation:
 
     def save_settings(self, user_id: int, settings: UserSettings) -> None:
         self.store.update_user(user_id, settings=json.dumps(settings.to_dict()))
+
+    def job_key(self, event: Incoming | Press) -> str:
+        """The engine's idempotency key for the job this message or press asks for."""
+        return f"{self.origin}:{event.key}"
 
     async def say(self, place: Place, language: str, key: str, **values: Any) -> None:
         for piece in split_text(t(language, key, **values)):
@@ -188,7 +197,7 @@ class Conversation:
                 params,
                 user=engine_user(user.id),
                 priority=priority,
-                idempotency_key=event.key,
+                idempotency_key=self.job_key(event),
             )
         except EngineBusy as exc:
             await self.say(place, language, "engine_busy", seconds=round(exc.retry_after_s))

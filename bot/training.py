@@ -249,7 +249,7 @@ class Training:
             user=engine_user(message.user.id),
             kind="train",
             priority="training",
-            idempotency_key=message.key,
+            idempotency_key=self.chat.job_key(message),
         )
         if (job := await self.ask(place, language, call)) is None:
             return
@@ -485,7 +485,7 @@ class Training:
             user=engine_user(message.user.id),
             kind="xyz",
             priority="admin",
-            idempotency_key=message.key,
+            idempotency_key=self.chat.job_key(message),
         )
         if (job := await self.ask(message.place, language, call)) is None:
             return

@@ -24,6 +24,9 @@ from PIL import Image
 BOT_USER = {"id": 777000111, "is_bot": True, "first_name": "Poster", "username": "poster_test_bot"}
 TOKEN = "777000111:TEST-token"
 LONG_POLL_CAP_S = 0.5
+# One Telegram for the whole test run, as in life: a bot never sees a message id twice in a chat,
+# however many fake servers (one per test) it talks to. The session-wide engine relies on it.
+_MESSAGE_IDS = itertools.count(1)
 
 
 @dataclass
@@ -52,7 +55,7 @@ class FakeTelegram:
         self.message_texts: dict[tuple[int, int], str] = {}
         self.chats: dict[int, dict[str, Any]] = {}
         self._update_ids = itertools.count(1)
-        self._message_ids = itertools.count(1)
+        self._message_ids = _MESSAGE_IDS
         self._file_ids = itertools.count(1)
         self._new_update = asyncio.Event()
         self._runner: web.AppRunner | None = None
