@@ -24,9 +24,11 @@ from PIL import Image
 BOT_USER = {"id": 777000111, "is_bot": True, "first_name": "Poster", "username": "poster_test_bot"}
 TOKEN = "777000111:TEST-token"
 LONG_POLL_CAP_S = 0.5
-# One Telegram for the whole test run, as in life: a bot never sees a message id twice in a chat,
-# however many fake servers (one per test) it talks to. The session-wide engine relies on it.
+# One Telegram for the whole test run, as in life: a bot never sees a message or callback query
+# id twice, however many fake servers (one per test) it talks to. The session-wide engine's job
+# keys rely on it.
 _MESSAGE_IDS = itertools.count(1)
+_QUERY_IDS = itertools.count(1)
 
 
 @dataclass
@@ -195,7 +197,7 @@ class FakeTelegram:
     def press(self, user_id: int, message: dict[str, Any], data: str) -> None:
         """A user presses an inline button under one of the bot's messages."""
         query = {
-            "id": str(next(self._update_ids) * 1000),
+            "id": str(next(_QUERY_IDS) * 1000),
             "from": {
                 "id": user_id,
                 "is_bot": False,
