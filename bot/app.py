@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from telegram import BotCommand, Update
 from telegram.ext import (
-    AIORateLimiter,
     Application,
+    BaseRateLimiter,
     CallbackQueryHandler,
     CommandHandler,
     MessageHandler,
@@ -27,6 +27,7 @@ from telegram.ext import (
 from bot.conversation import Conversation
 from bot.handlers import admin, common, poster, settings, training
 from bot.outbox import TelegramOutbox
+from bot.ratelimit import LaneRateLimiter
 from bot.store import Store
 from engine.client import EngineClient
 from posterbot.config import Config
@@ -132,13 +133,18 @@ async def stop_services(application: Application) -> None:
     await application.bot_data["http"].close()
 
 
-def build_application(config: Config, token: str, engine_token: str | None = None) -> Application:
+def build_application(
+    config: Config,
+    token: str,
+    engine_token: str | None = None,
+    rate_limiter: BaseRateLimiter | None = None,  # bench/bot_latency.py compares limiters
+) -> Application:
     application = (
         Application.builder()
         .token(token)
         .base_url(config.telegram.base_url)
         .base_file_url(config.telegram.base_file_url)
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .rate_limiter(rate_limiter or LaneRateLimiter(max_retries=RATE_LIMIT_RETRIES))
         .concurrent_updates(CONCURRENT_UPDATES)
         .build()
     )

@@ -38,7 +38,12 @@ def progress_line(language: str, event: dict[str, Any]) -> str:
 
 
 class StatusMessage:
-    """The acknowledgement, edited in place with progress at most once per `interval_s`."""
+    """The acknowledgement, edited in place with progress at most once per `interval_s`.
+
+    Progress edits go out in the background, newest line wins: a chat held back by Telegram's
+    flood limit skips the lines it could not show in time, and the job's delivery never waits
+    for them. A forced line (done, failed) replaces whatever progress is still pending.
+    """
 
     def __init__(self, outbox: Outbox, record: JobRecord, interval_s: float, shown: str) -> None:
         self.outbox = outbox
@@ -46,16 +51,43 @@ class StatusMessage:
         self.interval_s = interval_s
         self._last_text = f"{record.summary}\n\n{shown}"
         self._last_edit = 0.0
+        self._pending: str | None = None
+        self._sender: asyncio.Task | None = None
 
     async def show(self, line: str, *, force: bool = False) -> None:
         text = f"{self.record.summary}\n\n{line}"
-        now = time.monotonic()
-        if text == self._last_text or (not force and now - self._last_edit < self.interval_s):
+        if force:
+            self.close()
+            if text != self._last_text:
+                await self._edit(text, progress=False)
             return
-        self._last_text, self._last_edit = text, now
+        if text == self._last_text:
+            return
+        self._pending = text
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_pending())
+
+    def close(self) -> None:
+        """Drop pending progress (the job ended, or the bot is stopping)."""
+        self._pending = None
+        if self._sender is not None:
+            self._sender.cancel()
+
+    async def _send_pending(self) -> None:
+        while self._pending is not None:
+            wait = self._last_edit + self.interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text, self._pending = self._pending, None
+            if text is not None and text != self._last_text:
+                await self._edit(text, progress=True)
+
+    async def _edit(self, text: str, *, progress: bool) -> None:
+        self._last_text, self._last_edit = text, time.monotonic()
         # Progress is a courtesy: a failed edit (flood limit, message deleted) is not an error.
         with contextlib.suppress(Exception):
-            await self.outbox.edit(self.record.place, self.record.status_message_id, Reply(text))
+            reply = Reply(text, progress=progress)
+            await self.outbox.edit(self.record.place, self.record.status_message_id, reply)
 
 
 class Jobs:
@@ -123,13 +155,16 @@ class Jobs:
                 shown = progress_line(record.language, {"type": "queued"})  # the next event tells
                 await self._acknowledge(record, shown)
             status = StatusMessage(self.outbox, record, interval, shown)
-            job = await self._watch(record, status)
-            if job["state"] == "done":
-                await self._deliver(record, job, status)
-            else:
-                reason = job.get("error") or job["state"]
-                await status.show(t(record.language, "job_failed", reason=reason), force=True)
-                self._finish(record, FAILED)
+            try:
+                job = await self._watch(record, status)
+                if job["state"] == "done":
+                    await self._deliver(record, job, status)
+                else:
+                    reason = job.get("error") or job["state"]
+                    await status.show(t(record.language, "job_failed", reason=reason), force=True)
+                    self._finish(record, FAILED)
+            finally:
+                status.close()
         except asyncio.CancelledError:
             raise
         except Exception:

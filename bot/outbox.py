@@ -1,7 +1,8 @@
 """The Outbox over the Telegram Bot API: HTML text, inline keyboards, albums, files, topics.
 
-Flood limits are handled below this class by python-telegram-bot's AIORateLimiter (it waits
-out `retry_after` and retries); this class only maps replies onto Bot API calls and limits.
+Flood limits are handled below this class by the bot's rate limiter (`bot.ratelimit`: it waits
+out `retry_after` and retries, answers before results before progress); this class maps replies
+onto Bot API calls and limits, and tells the limiter which edits are only progress.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
 from bot.i18n import MAX_MESSAGE_CHARS, shorten, split_text
+from bot.ratelimit import Lane
 from bot.replies import Keyboard, Picture, Place, Reply
 
 MAX_PHOTO_BYTES = 10 * 2**20  # Telegram's sendPhoto limit; larger images go as files only
@@ -66,6 +68,7 @@ class TelegramOutbox:
                 message_id=message_id,
                 parse_mode=ParseMode.HTML,
                 reply_markup=markup(reply.keyboard),
+                rate_limit_args=Lane.PROGRESS if reply.progress else None,
             )
 
     async def send_album(self, place: Place, pictures: list[Picture]) -> list[int]:

@@ -24,6 +24,7 @@ class Reply:
     text: str  # HTML (Telegram's subset); user-supplied parts are already escaped
     keyboard: Keyboard = field(default_factory=list)
     ask_reply: bool = False  # the user should answer by replying to this message
+    progress: bool = False  # a progress update: adapters may send it after everything else
 
 
 @dataclass(frozen=True)
