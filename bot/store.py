@@ -5,6 +5,7 @@
 - templates: users' saved parameter templates ("起手式")
 - jobs: engine job -> chat, status message, what was asked, and whether its result was delivered
 - messages: which sent message shows which job output (for /info)
+- dataset_sessions: an admin's open `/dataset new` session (its files are on the engine's disk)
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class Store:
             pk=("chat_id", "message_id"),
             if_not_exists=True,
         )
+        self.db["dataset_sessions"].create(
+            {"user_id": int, "session": str, "ip": str, "opened_by": str},
+            pk="user_id",
+            if_not_exists=True,
+        )
 
     # users
     def user(self, user_id: int) -> dict[str, Any]:
@@ -167,3 +173,15 @@ class Store:
         where = "chat_id = ? and message_id = ?"
         rows = list(self.db["messages"].rows_where(where, [chat_id, message_id]))
         return (rows[0]["job_id"], rows[0]["output"]) if rows else None
+
+    # open dataset sessions: user -> the engine's session id, the IP, the message that opened it
+    def dataset_session(self, user_id: int) -> dict[str, Any] | None:
+        rows = list(self.db["dataset_sessions"].rows_where("user_id = ?", [user_id]))
+        return rows[0] if rows else None
+
+    def open_dataset_session(self, user_id: int, session: str, ip: str, opened_by: str) -> None:
+        row = {"user_id": user_id, "session": session, "ip": ip, "opened_by": opened_by}
+        self.db["dataset_sessions"].upsert(row, pk="user_id")
+
+    def close_dataset_session(self, user_id: int) -> None:
+        self.db["dataset_sessions"].delete_where("user_id = ?", [user_id])

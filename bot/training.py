@@ -67,7 +67,6 @@ class Training:
     def __init__(self, chat: Conversation) -> None:
         """`chat`: the conversation core (config, engine, outbox, access checks, replies)."""
         self.chat = chat
-        self.sessions: dict[int, tuple[str, str]] = {}  # user id → (engine session id, ip)
         self._tasks: set[asyncio.Task] = set()
 
     # --- helpers ------------------------------------------------------------------------------
@@ -141,7 +140,8 @@ class Training:
         suffix = Path(filename).suffix.lower()
         if suffix in (".zip", ".safetensors", *PICKLE_SUFFIXES):
             return True
-        return user_id in self.sessions and (as_photo or suffix in SESSION_SUFFIXES)
+        open_session = self.chat.store.dataset_session(user_id) is not None
+        return open_session and (as_photo or suffix in SESSION_SUFFIXES)
 
     async def upload(self, message: Incoming) -> None:
         """A file from an admin: a zip → dataset report; a LoRA → a version; session files."""
@@ -169,9 +169,12 @@ class Training:
 
     async def session_file(self, message: Incoming, language: str) -> None:
         """An image (its chat caption becomes its caption) or a .txt caption for the session."""
-        session, _ = self.sessions[message.user.id]
+        opened = self.chat.store.dataset_session(message.user.id)
+        if opened is None:  # closed by a /dataset done while this file was downloading
+            await self.chat.say(message.place, language, "dataset_no_session")
+            return
         call = self.chat.engine.add_dataset_file(
-            session,
+            opened["session"],
             message.filename,
             message.document,
             caption=message.text or None,
@@ -204,24 +207,32 @@ class Training:
             return
         place, user_id = message.place, message.user.id
         action = args[0] if args else ""
-        if action == "new" and len(args) == 2:
+        opened = self.chat.store.dataset_session(user_id)  # kept in bot.db across restarts
+        if action == "new" and len(args) == 2 and opened is not None:
+            # The files sent so far are kept; the same message received again after a restart
+            # (Telegram re-delivers what the bot had not confirmed) is not answered twice.
+            if opened["opened_by"] != self.chat.job_key(message):
+                await self.chat.say(place, language, "dataset_already_open", ip=opened["ip"])
+        elif action == "new" and len(args) == 2:
             if session := await self.ask(
                 place, language, self.chat.engine.start_dataset_session(args[1])
             ):
-                self.sessions[user_id] = (session, args[1])
+                key = self.chat.job_key(message)
+                self.chat.store.open_dataset_session(user_id, session, args[1], key)
                 await self.chat.say(place, language, "dataset_started", ip=args[1])
-        elif action in ("done", "cancel") and user_id not in self.sessions:
+        elif action in ("done", "cancel") and opened is None:
             await self.chat.say(place, language, "dataset_no_session")
         elif action == "done":
-            session, ip = self.sessions[user_id]
+            session, ip = opened["session"], opened["ip"]
             name = args[1] if len(args) > 1 else ip
             call = self.chat.engine.finish_dataset_session(session, name, replace=True)
             if answer := await self.ask(place, language, call):
-                del self.sessions[user_id]
+                self.chat.store.close_dataset_session(user_id)
                 await self.send_report(place, language, ip, answer)
         elif action == "cancel":
-            session, _ = self.sessions.pop(user_id)
-            await self.ask(place, language, self.chat.engine.discard_dataset_session(session))
+            self.chat.store.close_dataset_session(user_id)
+            call = self.chat.engine.discard_dataset_session(opened["session"])
+            await self.ask(place, language, call)
             await self.chat.say(place, language, "dataset_discarded")
         else:
             await self.chat.say(place, language, "dataset_usage")

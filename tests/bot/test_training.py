@@ -4,8 +4,13 @@ curves and samples, then /versions, /promote and /export. Others are refused."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
+from bot.app import build_application, running
 from tests.bot.conftest import OWNER, STRANGER, USER
-from tests.training.conftest import mascot_zip
+from tests.fakes.telegram_api import TOKEN
+from tests.training.conftest import mascot_images, mascot_zip
 
 QUICK = (
     "epochs=2 repeats=1 batch_size=1 resolution=64 min_bucket_reso=64 max_bucket_reso=128"
@@ -68,12 +73,43 @@ async def test_training_from_chat_to_promote_and_export(bot, telegram):
 
 
 async def test_a_zip_with_no_ip_configured_gets_a_polite_answer(bot_config, telegram):
-    import dataclasses
-
-    from bot.app import build_application, running
-    from tests.fakes.telegram_api import TOKEN
-
     async with running(build_application(dataclasses.replace(bot_config, ips=[]), TOKEN)):
         telegram.send_text(OWNER, "", document=mascot_zip(), filename="set.zip")
         (answer,) = await telegram.wait_for(lambda: said(telegram, OWNER, "还没有配置任何 IP"))
     assert "[[ips]]" in answer
+
+
+def image_bytes(image, format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+async def test_a_dataset_session_survives_a_restart_and_warns_about_compressed_photos(
+    bot_config, telegram
+):
+    (white, white_caption), (scene, scene_caption), (plain, plain_caption) = [
+        (image, caption) for _, image, caption in mascot_images(1)
+    ]
+    async with running(build_application(bot_config, TOKEN)):
+        telegram.send_text(OWNER, "/dataset new dada")
+        await telegram.wait_for(lambda: said(telegram, OWNER, "开始为 <b>dada</b> 收集"))
+        png = image_bytes(white, "PNG")
+        telegram.send_text(OWNER, white_caption, document=png, filename="white.png")
+        await telegram.wait_for(lambda: said(telegram, OWNER, "已有 1 张图"))
+    # The bot restarts halfway through the upload; the admin carries on.
+    async with running(build_application(bot_config, TOKEN)):
+        telegram.send_text(OWNER, "/dataset new dada")  # by mistake: the files so far stay
+        await telegram.wait_for(lambda: said(telegram, OWNER, "继续发文件即可"))
+        png = image_bytes(scene, "PNG")
+        telegram.send_text(OWNER, scene_caption, document=png, filename="scene.png")
+        await telegram.wait_for(lambda: said(telegram, OWNER, "已有 2 张图"))
+        telegram.send_text(OWNER, plain_caption, photo=image_bytes(plain, "JPEG"))
+        (warning,) = await telegram.wait_for(lambda: said(telegram, OWNER, "被压缩的照片"))
+        assert "已有 3 张图" in warning
+        telegram.send_text(OWNER, "/dataset done")
+        (report,) = await telegram.wait_for(lambda: said(telegram, OWNER, "数据集 dada"))
+    assert "3 张图" in report and "白底IP图 1" in report
+    telegram.send_text(OWNER, "/dataset done")  # the session is closed now
+    async with running(build_application(bot_config, TOKEN)):
+        await telegram.wait_for(lambda: said(telegram, OWNER, "你还没有开始收集数据集"))

@@ -155,9 +155,11 @@ class FakeTelegram:
         language: str = "zh-hans",
         document: bytes | None = None,
         filename: str = "poster.png",
+        photo: bytes | None = None,
     ) -> dict[str, Any]:
-        """A user writes to the bot (`text` is a file's caption when there is a `document`);
-        returns the message as the bot will receive it."""
+        """A user writes to the bot (`text` is the caption when there is a `document` or a
+        `photo`: an image the chat app sent compressed); returns the message as the bot will
+        receive it."""
         chat_id = chat_id if chat_id is not None else user_id
         chat = self.chats.get(chat_id) or self.chat(chat_id)
         message: dict[str, Any] = {
@@ -181,12 +183,15 @@ class FakeTelegram:
                 "file_size": len(document),
             }
             message["caption"] = text
+        elif photo is not None:
+            message["photo"] = self._photo(photo)
+            message["caption"] = text
         else:
             message["text"] = text
         if text.startswith("/"):
             command = text.split()[0]
             entity = {"type": "bot_command", "offset": 0, "length": len(command)}
-            message["caption_entities" if document is not None else "entities"] = [entity]
+            message["caption_entities" if "caption" in message else "entities"] = [entity]
         if thread_id is not None:
             message |= {"message_thread_id": thread_id, "is_topic_message": True}
         if reply_to is not None:
