@@ -121,7 +121,7 @@ async def start_services(application: Application) -> None:
     conversation = Conversation(config, store, engine, outbox, http, origin=origin)
     application.bot_data |= {"conversation": conversation, "http": http, "engine": engine}
     await application.bot.set_my_commands([BotCommand(k, v) for k, v in COMMANDS.items()])
-    resumed = conversation.jobs.resume()
+    resumed = conversation.jobs.resume() + conversation.training.resume()
     log.info("bot @%s ready; following %d unfinished job(s)", application.bot.username, resumed)
 
 

@@ -133,6 +133,7 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
     outbox.language = conversation.language(user)
     print(t(outbox.language, "console_welcome"))
     conversation.jobs.resume()
+    conversation.training.resume()
     events = itertools.count(1)  # message and press ids, unique like Telegram's
     # next(lines, None): a StopIteration cannot cross to_thread's future (it would hang).
     read = (lambda: next(lines, None)) if lines is not None else (lambda: input("> "))

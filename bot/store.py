@@ -4,6 +4,7 @@
 - access: roles granted at runtime (/allow, /deny, /admins)
 - templates: users' saved parameter templates ("起手式")
 - jobs: engine job -> chat, status message, what was asked, and whether its result was delivered
+  (posters, and the admins' trainings and grids)
 - messages: which sent message shows which job output (for /info)
 - dataset_sessions: an admin's open `/dataset new` session (its files are on the engine's disk)
 """
@@ -22,6 +23,10 @@ from bot.replies import Place
 
 # Job states as the bot sees them; the engine's final states collapse onto these.
 ACTIVE, DONE, FAILED = "active", "done", "failed"
+# What jobs are: a user's posters (limits, /history, /queue, /cancel count these only), and the
+# admins' LoRA work followed by `bot.training`.
+POSTER_KINDS = ("candidates", "final")
+TRAINING_KINDS = ("train", "xyz")
 
 
 @dataclass
@@ -43,6 +48,7 @@ class JobRecord:
     subseeds: list[int] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     created_at: float = 0.0
+    epochs_sent: int = 0  # a training's epochs whose loss curve and samples the chat has
 
 
 _JSON_FIELDS = ("params", "seeds", "subseeds", "outputs")
@@ -64,6 +70,7 @@ def _record(row: dict[str, Any]) -> JobRecord:
     place = Place(row.pop("chat_id"), row.pop("thread_id"), bool(row.pop("is_group")))
     row |= {name: json.loads(row[name]) for name in _JSON_FIELDS}
     row["delivered"] = bool(row["delivered"])
+    row["epochs_sent"] = row.get("epochs_sent") or 0  # a bot.db from before the column
     return JobRecord(**row, place=place)
 
 
@@ -88,7 +95,7 @@ class Store:
         job_columns |= {"is_group": bool, "kind": str, "request": str, "params": str}
         job_columns |= {"language": str, "summary": str, "status_message_id": int, "state": str}
         job_columns |= {"delivered": bool, "seeds": str, "subseeds": str, "outputs": str}
-        job_columns |= {"created_at": float}
+        job_columns |= {"created_at": float, "epochs_sent": int}
         self.db["jobs"].create(job_columns, pk="job_id", if_not_exists=True)
         self.db["jobs"].create_index(["user_id", "created_at"], if_not_exists=True)
         self.db["messages"].create(
@@ -142,18 +149,22 @@ class Store:
     # jobs
     def save_job(self, record: JobRecord) -> None:
         record.created_at = record.created_at or time.time()
-        self.db["jobs"].upsert(_row(record), pk="job_id")
+        self.db["jobs"].upsert(_row(record), pk="job_id", alter=True)  # alter: older bot.db
 
     def job(self, job_id: str) -> JobRecord | None:
         rows = list(self.db["jobs"].rows_where("job_id = ?", [job_id]))
         return _record(rows[0]) if rows else None
 
-    def _jobs(self, where: str, args: list[Any], **options: Any) -> list[JobRecord]:
-        return [_record(row) for row in self.db["jobs"].rows_where(where, args, **options)]
+    def _jobs(
+        self, where: str, args: list[Any], kinds: tuple[str, ...] = POSTER_KINDS, **options: Any
+    ) -> list[JobRecord]:
+        where = f"({where}) and kind in ({', '.join('?' * len(kinds))})"
+        rows = self.db["jobs"].rows_where(where, [*args, *kinds], **options)
+        return [_record(row) for row in rows]
 
-    def undelivered_jobs(self) -> list[JobRecord]:
+    def undelivered_jobs(self, kinds: tuple[str, ...] = POSTER_KINDS) -> list[JobRecord]:
         """Jobs whose result a chat has not received yet (followed again after a restart)."""
-        return self._jobs("delivered = 0", [], order_by="created_at")
+        return self._jobs("delivered = 0", [], kinds, order_by="created_at")
 
     def active_jobs(self, user_id: int) -> list[JobRecord]:
         return self._jobs("user_id = ? and state = ?", [user_id, ACTIVE], order_by="created_at")
@@ -162,7 +173,7 @@ class Store:
         return self._jobs("user_id = ?", [user_id], order_by="created_at desc", limit=limit)
 
     def jobs_since(self, user_id: int, since: float) -> int:
-        return self.db["jobs"].count_where("user_id = ? and created_at >= ?", [user_id, since])
+        return len(self._jobs("user_id = ? and created_at >= ?", [user_id, since]))
 
     # messages that show a job's output
     def remember_message(self, chat_id: int, message_id: int, job_id: str, output: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +18,7 @@ from bot.i18n import catalog, t
 from bot.jobs import StatusMessage
 from bot.replies import Button, Incoming, Picture, Place, Press, Reply, engine_user
 from bot.roles import Role
-from bot.store import JobRecord
+from bot.store import DONE, FAILED, TRAINING_KINDS, JobRecord
 from engine.client import (
     DatasetRejected,
     EngineBusy,
@@ -264,6 +263,8 @@ class Training:
         )
         if (job := await self.ask(place, language, call)) is None:
             return
+        if self.chat.store.job(job["id"]) is not None:
+            return  # this message was handled before a restart; its training is followed
         p = job["params"]
         summary = t(
             language,
@@ -279,7 +280,22 @@ class Training:
         message_id = await self.chat.outbox.send(place, Reply(f"{summary}\n\n{shown}"))
         record = JobRecord(job["id"], message.user.id, place, "train", "", p, language, summary)
         record.status_message_id = message_id
+        self.chat.store.save_job(record)  # followed again after a bot restart
         self.follow(self.follow_training(record, shown), f"train-{job['id']}")
+
+    def resume(self) -> int:
+        """Follow the trainings and grids a chat still waits for (after a restart)."""
+        records = self.chat.store.undelivered_jobs(TRAINING_KINDS)
+        for record in records:
+            if record.kind == "train":
+                self.follow(self.follow_training(record, ""), f"train-{record.job_id}")
+            else:
+                self.follow(self.deliver_grid(record), f"xyz-{record.job_id}")
+        return len(records)
+
+    def finish(self, record: JobRecord, state: str) -> None:
+        record.state, record.delivered = state, True
+        self.chat.store.save_job(record)
 
     async def follow_training(self, record: JobRecord, shown: str) -> None:
         """Progress edits, each ended epoch's loss curve and samples, then the result."""
@@ -290,24 +306,29 @@ class Training:
             else telegram.progress_interval_private_s
         )
         status = StatusMessage(self.chat.outbox, record, interval, shown)
-        language, place, sent_epoch = record.language, record.place, 0
+        language, place = record.language, record.place
         try:
             async for event in self.chat.engine.events(record.job_id):
                 if event["type"] in FINAL:
-                    await self.training_ended(record, status, event["job"], sent_epoch)
+                    await self.training_ended(record, status, event["job"])
                     return
                 if event["type"] != "progress":
                     continue
                 await status.show(self.progress_line(language, event, record.params["epochs"]))
-                if event.get("saved_epoch", 0) > sent_epoch:
-                    sent_epoch = event["saved_epoch"]
+                if event.get("saved_epoch", 0) > record.epochs_sent:
+                    epoch = event["saved_epoch"]
                     await self.send_epoch(
-                        place, language, sent_epoch, event["loss_curve"], event["samples"]
+                        place, language, epoch, event["loss_curve"], event["samples"]
                     )
+                    record.epochs_sent = epoch
+                    self.chat.store.save_job(record)
         except EngineError:
+            # Left undelivered: the next start follows it again; meanwhile the admin knows.
             log.exception("following training job %s failed", record.job_id)
             with contextlib.suppress(Exception):
                 await self.chat.say(place, language, "train_lost", job=record.job_id)
+        finally:
+            status.close()
 
     @staticmethod
     def progress_line(language: str, event: dict[str, Any], epochs: int) -> str:
@@ -345,12 +366,13 @@ class Training:
             await self.chat.outbox.send_album(place, pictures)
 
     async def training_ended(
-        self, record: JobRecord, status: StatusMessage, job: dict[str, Any], sent_epoch: int
+        self, record: JobRecord, status: StatusMessage, job: dict[str, Any]
     ) -> None:
         info, language, place = job.get("info") or {}, record.language, record.place
         if job["state"] not in ("done", "cancelled") or not info:
             reason = job.get("error") or job["state"]
             await status.show(t(language, "job_failed", reason=reason), force=True)
+            self.finish(record, FAILED)
             return
         epoch = info["epochs_done"]
         loss = "-" if info["final_loss"] is None else f"{info['final_loss']:.4f}"
@@ -358,7 +380,7 @@ class Training:
         await status.show(
             t(language, key, version=info["version"], epoch=epoch, loss=loss), force=True
         )
-        if epoch > sent_epoch:
+        if epoch > record.epochs_sent:
             last = [
                 path for path in info["samples"] if Path(path).name.startswith(f"e{epoch:06d}-")
             ]
@@ -366,6 +388,7 @@ class Training:
         if epoch:
             ip, number = record.params["ip"], info["version"].rsplit("-v", 1)[1]
             await self.chat.say(place, language, "train_next", ip=ip, version=f"v{number}")
+        self.finish(record, DONE)
 
     async def active_trainings(self, place: Place, language: str) -> list[dict[str, Any]] | None:
         jobs = []
@@ -500,22 +523,32 @@ class Training:
         )
         if (job := await self.ask(message.place, language, call)) is None:
             return
+        if self.chat.store.job(job["id"]) is not None:
+            return  # this message was handled before a restart; its grid is followed
         await self.chat.say(message.place, language, "xyz_started")
-        self.follow(self.deliver_grid(message.place, language, job["id"]), f"xyz-{job['id']}")
+        user, place = message.user.id, message.place
+        record = JobRecord(job["id"], user, place, "xyz", "", job["params"], language)
+        self.chat.store.save_job(record)  # delivered after a bot restart too
+        self.follow(self.deliver_grid(record), f"xyz-{job['id']}")
 
-    async def deliver_grid(self, place: Place, language: str, job_id: str) -> None:
-        started = time.monotonic()
-        job = await self.chat.engine.wait(job_id)
+    async def deliver_grid(self, record: JobRecord) -> None:
+        place, language = record.place, record.language
+        try:
+            job = await self.chat.engine.wait(record.job_id)
+        except EngineError:
+            log.exception("following grid job %s failed", record.job_id)
+            return  # left undelivered: the next start follows it again
         if job["state"] != "done":
-            await self.chat.say(
-                place, language, "job_failed", reason=job.get("error") or job["state"]
-            )
+            reason = job.get("error") or job["state"]
+            await self.chat.say(place, language, "job_failed", reason=reason)
+            self.finish(record, FAILED)
             return
         png = await self.chat.engine.output(job["outputs"][0])
         caption = t(
             language,
             "xyz_done",
             axes=" × ".join(job["info"]["axes"]),
-            seconds=f"{time.monotonic() - started:.0f}",
+            seconds=f"{job['finished_at'] - job['created_at']:.0f}",
         )
         await self.chat.outbox.send_photo(place, Picture(png, caption, "xyz.png"))
+        self.finish(record, DONE)

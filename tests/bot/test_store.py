@@ -17,6 +17,48 @@ def test_jobs_survive_reopening_and_undelivered_ones_are_found(tmp_path):
     assert reopened.job("j1").place == Place(-100, 7, True)
 
 
+def test_trainings_are_kept_apart_from_a_users_posters(tmp_path):
+    store = Store(tmp_path / "bot.db")
+    store.save_job(JobRecord("p1", 5, Place(5), "candidates", "雪地", {}, "zh"))
+    store.save_job(JobRecord("t1", 5, Place(5), "train", "", {"epochs": 2}, "zh", epochs_sent=1))
+    store.save_job(JobRecord("x1", 5, Place(5), "xyz", "", {}, "zh"))
+    # limits, /history, /queue and /cancel see posters only
+    assert [r.job_id for r in store.active_jobs(5)] == ["p1"]
+    assert [r.job_id for r in store.recent_jobs(5)] == ["p1"]
+    assert store.jobs_since(5, 0) == 1
+    assert [r.job_id for r in store.undelivered_jobs()] == ["p1"]
+    followed = Store(tmp_path / "bot.db").undelivered_jobs(("train", "xyz"))
+    assert [(r.job_id, r.epochs_sent) for r in followed] == [("t1", 1), ("x1", 0)]
+
+
+def test_a_bot_db_from_before_training_was_followed_still_opens(tmp_path):
+    import sqlite_utils
+
+    old = sqlite_utils.Database(tmp_path / "bot.db")
+    columns = {"job_id": str, "user_id": int, "chat_id": int, "thread_id": int}
+    columns |= {"is_group": bool, "kind": str, "request": str, "params": str, "language": str}
+    columns |= {"summary": str, "status_message_id": int, "state": str, "delivered": bool}
+    columns |= {"seeds": str, "subseeds": str, "outputs": str, "created_at": float}
+    old["jobs"].create(columns, pk="job_id")
+    old["jobs"].insert(
+        {"job_id": "j0", "user_id": 5, "chat_id": 5, "kind": "candidates"}
+        | {
+            "request": "雪地",
+            "params": "{}",
+            "language": "zh",
+            "delivered": False,
+            "seeds": "[]",
+            "subseeds": "[]",
+            "outputs": "[]",
+            "created_at": 1.0,
+            "state": "active",
+        }
+    )
+    store = Store(tmp_path / "bot.db")
+    store.save_job(JobRecord("t1", 5, Place(5), "train", "", {}, "zh", epochs_sent=2))
+    assert store.job("j0").epochs_sent == 0 and store.job("t1").epochs_sent == 2
+
+
 def test_templates_round_trip(tmp_path):
     store = Store(tmp_path / "bot.db")
     store.save_template(1, "圣诞", {"steps": 30, "style": "水彩"})

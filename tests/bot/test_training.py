@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import io
 
+from PIL import Image
+
 from bot.app import build_application, running
 from tests.bot.conftest import OWNER, STRANGER, USER
 from tests.fakes.telegram_api import TOKEN
@@ -52,23 +54,35 @@ async def test_a_broken_rule_is_refused_with_the_rule(bot, telegram):
     assert "network_dim (8)" in refusal  # the engine's exact values follow
 
 
-async def test_training_from_chat_to_promote_and_export(bot, telegram):
-    await upload_dataset(telegram)
-    telegram.send_text(OWNER, f"/train dada {QUICK}")
-    await telegram.wait_for(lambda: said(telegram, OWNER, "下一步"), timeout=240)
-    assert said(telegram, OWNER, "✅ 训练完成：<b>dada-v1</b>（2 轮")
-    assert said(telegram, OWNER, "🧠 训练中 第 ")  # progress edits: epoch, step, loss, ETA
-    curves = [c for c in telegram.sent("sendPhoto", OWNER) if "loss 曲线" in c.params["caption"]]
-    assert [c.params["caption"][:7] for c in curves] == ["📉 第 1 轮", "📉 第 2 轮"]
-    assert len(telegram.sent("sendMediaGroup", OWNER)) == 2  # samples of each epoch
+async def test_training_from_chat_across_a_restart_to_promote_grid_and_export(bot_config, telegram):
+    async with running(build_application(bot_config, TOKEN)):
+        await upload_dataset(telegram)
+        telegram.send_text(OWNER, f"/train dada {QUICK}")
+        await telegram.wait_for(lambda: said(telegram, OWNER, "🧠 训练中 第 "), timeout=240)
+    # The bot restarts mid-training: the new one picks the training up where the chat left it.
+    async with running(build_application(bot_config, TOKEN)):
+        await telegram.wait_for(lambda: said(telegram, OWNER, "下一步"), timeout=240)
+        assert len(said(telegram, OWNER, "✅ 训练完成：<b>dada-v1</b>（2 轮")) == 1
+        curves = [
+            c for c in telegram.sent("sendPhoto", OWNER) if "loss 曲线" in c.params["caption"]
+        ]
+        assert [c.params["caption"][:7] for c in curves] == ["📉 第 1 轮", "📉 第 2 轮"]
+        assert len(telegram.sent("sendMediaGroup", OWNER)) == 2  # samples of each epoch, once
 
-    telegram.send_text(OWNER, "/versions dada")
-    (listing,) = await telegram.wait_for(lambda: said(telegram, OWNER, "LoRA 版本"))
-    assert "dada-v1" in listing and "dim 4" in listing
-    telegram.send_text(OWNER, "/promote dada v1")
-    await telegram.wait_for(lambda: said(telegram, OWNER, "现在使用 <b>dada-v1</b>"))
-    telegram.send_text(OWNER, "/export dada-v1")
-    (document,) = await telegram.wait_for(lambda: telegram.sent("sendDocument", OWNER))
+        telegram.send_text(OWNER, "/versions dada")
+        (listing,) = await telegram.wait_for(lambda: said(telegram, OWNER, "LoRA 版本"))
+        assert "dada-v1" in listing and "dim 4" in listing
+        telegram.send_text(OWNER, "/promote dada v1")
+        await telegram.wait_for(lambda: said(telegram, OWNER, "现在使用 <b>dada-v1</b>"))
+        telegram.send_text(OWNER, "/xyz dada weights=0,1 seeds=7,8")
+        (grid,) = await telegram.wait_for(
+            lambda: [c for c in telegram.sent("sendPhoto", OWNER) if "XYZ" in c.params["caption"]]
+        )
+        assert "weights × seeds" in grid.params["caption"] or "×" in grid.params["caption"]
+        width, height = Image.open(io.BytesIO(grid.files["photo"])).size
+        assert width > 2 * 64 and height > 2 * 64  # 2 × 2 cells of 64 px, with labels
+        telegram.send_text(OWNER, "/export dada-v1")
+        (document,) = await telegram.wait_for(lambda: telegram.sent("sendDocument", OWNER))
     assert document.files["document"][:1] != b"" and "dada-v1" in document.params["caption"]
 
 

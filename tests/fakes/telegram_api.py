@@ -57,6 +57,7 @@ class FakeTelegram:
         self.message_texts: dict[tuple[int, int], str] = {}
         self.chats: dict[int, dict[str, Any]] = {}
         self._update_ids = itertools.count(1)
+        self._confirmed = 0  # updates below this id were confirmed by a getUpdates offset
         self._message_ids = _MESSAGE_IDS
         self._file_ids = itertools.count(1)
         self._new_update = asyncio.Event()
@@ -245,7 +246,10 @@ class FakeTelegram:
         return BOT_USER
 
     async def _getUpdates(self, call: Call) -> list[dict[str, Any]]:
-        offset = int(call.params.get("offset") or 0)
+        # As Telegram: an offset confirms every update below it, and a confirmed update is never
+        # served again, whichever bot process asks next.
+        self._confirmed = max(self._confirmed, int(call.params.get("offset") or 0))
+        offset = self._confirmed
         # Telegram may answer a long poll early; answering within a moment lets a stopping bot
         # (which waits for its last poll) stop quickly in tests.
         timeout = min(float(call.params.get("timeout") or 0), LONG_POLL_CAP_S)
