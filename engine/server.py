@@ -76,8 +76,30 @@ class Service:
         self.api_auth = api_auth or None
         self.registry = Registry(config)
         self.started_at = time.time()
-        self.options: dict[str, Any] = {}  # POST /sdapi/v1/options, kept in memory like WebUI's
+        # POST /sdapi/v1/options; kept across restarts in the data folder, as WebUI keeps its
+        # config.json
+        self.options_path = config.data_dir / "webui-options.json"
+        self.options: dict[str, Any] = self._load_options()
         self.watcher = JobWatcher(self)
+
+    def _load_options(self) -> dict[str, Any]:
+        try:
+            options = json.loads(self.options_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:  # a damaged file must not stop the service
+            log.warning("ignoring %s: %s", self.options_path, exc)
+            return {}
+        return options if isinstance(options, dict) else {}
+
+    def save_options(self, changes: dict[str, Any]) -> None:
+        """Apply WebUI option changes and write them (atomically) for the next start."""
+        options = {**self.options, **changes}
+        self.options_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.options_path.with_suffix(".json.partial")
+        partial.write_text(json.dumps(options, ensure_ascii=False, indent=1), encoding="utf-8")
+        partial.replace(self.options_path)
+        self.options = options
 
     def submit(
         self,
@@ -674,7 +696,7 @@ async def webui_set_options(request: web.Request) -> web.Response:
     clip_skip = body.get("CLIP_stop_at_last_layers")
     if clip_skip is not None and (not isinstance(clip_skip, int) or not 1 <= clip_skip <= 12):
         raise ValueError(f"CLIP_stop_at_last_layers: must be 1..12, not {clip_skip!r}")
-    svc.options.update(body)
+    await blocking(svc.save_options, body)
     return web.json_response(None)
 
 

@@ -145,6 +145,23 @@ async def test_progress_and_options_answer_in_webui_shape(client):
     assert json.loads(json.dumps(options))  # plain JSON
 
 
+async def test_stored_options_survive_a_restart(engine_config, tmp_path):
+    config = dataclasses.replace(engine_config, data_dir=tmp_path)
+    headers = basic_auth(*API_AUTH)
+    for body in ({"CLIP_stop_at_last_layers": 2, "outdir_samples": "x"}, {}):
+        with open_queue(config) as queue:  # a fresh service each time: a restart
+            app = make_app(Service(config, queue, api_auth=":".join(API_AUTH)))
+            async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+                if body:
+                    response = await client.post("/sdapi/v1/options", json=body, headers=headers)
+                    assert response.status == 200
+                options = await (await client.get("/sdapi/v1/options", headers=headers)).json()
+        assert options["CLIP_stop_at_last_layers"] == 2 and options["outdir_samples"] == "x"
+    (tmp_path / "webui-options.json").write_text("{damaged")
+    with open_queue(config) as queue:
+        assert Service(config, queue).options == {}  # a damaged file is ignored, not fatal
+
+
 async def test_sdapi_needs_basic_auth_when_configured(client):
     assert (await client.get("/sdapi/v1/samplers")).status == 401
     response = await client.get("/sdapi/v1/samplers", headers=basic_auth("webui", "wrong"))
