@@ -62,6 +62,13 @@ def rule_text(language: str, exc: EngineRejected) -> str:
     return t(language, "train_refused_plain", detail=str(exc))
 
 
+def rejection_reason(language: str, rejection: dict[str, str]) -> str:
+    """Why the engine refused a dataset file, in Chinese where it says so (else English)."""
+    if language == "en":
+        return rejection["reason"]
+    return rejection.get("reason_zh") or rejection["reason"]
+
+
 class Training:
     def __init__(self, chat: Conversation) -> None:
         """`chat`: the conversation core (config, engine, outbox, access checks, replies)."""
@@ -81,7 +88,7 @@ class Training:
         try:
             return await call
         except DatasetRejected as exc:
-            lines = [f"· {r['file']}：{r['reason']}" for r in exc.rejections]
+            lines = [f"· {r['file']}：{rejection_reason(language, r)}" for r in exc.rejections]
             await self.chat.say(place, language, "dataset_rejected", files="\n".join(lines))
         except EngineRejected as exc:
             await self.chat.outbox.send(place, Reply(rule_text(language, exc)))
@@ -126,7 +133,8 @@ class Training:
                 Button(t(language, "button_fix_trigger"), f"dsfix:trigger:{ip}:{report['name']}")
             )
         buttons = [b for b in buttons if len(b.data.encode()) <= MAX_BUTTON_DATA]
-        text = t(language, "dataset_report", report=answer["text_zh"], name=report["name"], ip=ip)
+        text_key = "text_en" if language == "en" else "text_zh"
+        text = t(language, "dataset_report", report=answer[text_key], name=report["name"], ip=ip)
         await self.chat.outbox.send(place, Reply(text, [buttons] if buttons else []))
 
     # --- uploads ------------------------------------------------------------------------------

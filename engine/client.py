@@ -151,15 +151,15 @@ class EngineClient:
     # -- datasets and LoRA versions (admins; docs/engine-api.md "Training") ----------------------
 
     async def check_dataset(self, data: bytes, *, ip: str | None = None) -> dict[str, Any]:
-        """The report on a dataset zip, keeping nothing: `{"report", "text_zh"}`."""
+        """The report on a dataset zip, keeping nothing: `{"report", "text_zh", "text_en"}`."""
         query = {"ip": ip} if ip else {}
         return await self._json("POST", "/v1/datasets/check", data=data, query=query)
 
     async def upload_dataset(
         self, data: bytes, *, name: str, ip: str | None = None, replace: bool = False
     ) -> dict[str, Any]:
-        """Import a dataset zip as `name`: `{"report", "text_zh"}`; `DatasetRejected` lists why
-        files were refused (nothing is kept then)."""
+        """Import a dataset zip as `name`: `{"report", "text_zh", "text_en"}`;
+        `DatasetRejected` lists why files were refused (nothing is kept then)."""
         query = {"name": name, "replace": "1" if replace else "0", **({"ip": ip} if ip else {})}
         return await self._json("POST", "/v1/datasets", data=data, query=query, retry=False)
 
@@ -194,7 +194,7 @@ class EngineClient:
     async def finish_dataset_session(
         self, session: str, name: str, *, replace: bool = False
     ) -> dict[str, Any]:
-        """Make the session dataset `name`: `{"report", "text_zh"}`."""
+        """Make the session dataset `name`: `{"report", "text_zh", "text_en"}`."""
         body = {"name": name, "replace": replace}
         path = f"/v1/dataset-sessions/{session}/finish"
         return await self._json("POST", path, body=body, retry=False)

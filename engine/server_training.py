@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +130,16 @@ def trigger_of(svc: Service, ip: str | None) -> str:
 def report_json(svc: Service, report: datasets.DatasetReport) -> dict[str, Any]:
     """The report as JSON plus its Chinese chat text."""
     min_side = svc.config.training.min_image_side
-    return {"report": report.to_dict(min_side), "text_zh": report.to_text_zh(min_side)}
+    return {
+        "report": report.to_dict(min_side),
+        "text_zh": report.to_text(min_side, "zh"),
+        "text_en": report.to_text(min_side, "en"),
+    }
 
 
 def rejected(exc: datasets.DatasetError) -> web.Response:
     """400 listing every rejected file and why."""
-    rejections = [{"file": r.file, "reason": r.reason} for r in exc.rejections]
+    rejections = [asdict(r) for r in exc.rejections]  # file, reason, reason_zh
     return web.json_response({"error": str(exc), "rejections": rejections}, status=400)
 
 

@@ -19,12 +19,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.add_argument("path", type=Path)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--ip", help="the IP whose trigger word captions should have")
+    check.add_argument("--lang", choices=("zh", "en"), default="zh", help="the report's language")
     check.set_defaults(handler=dataset_check_command)
     load = actions.add_parser("import", help="bring a zip or folder in as datasets/NAME")
     load.add_argument("path", type=Path)
     load.add_argument("--name", required=True)
     load.add_argument("--ip", help="the IP whose trigger word captions should have")
     load.add_argument("--replace", action="store_true", help="replace an existing dataset")
+    load.add_argument("--lang", choices=("zh", "en"), default="zh", help="the report's language")
     load.set_defaults(handler=dataset_import_command)
 
     train = commands.add_parser("train", help="train a LoRA version of an IP (kohya names)")
@@ -74,8 +76,8 @@ def _ip(config: Config, name: str | None):
 
 
 def dataset_check_command(args: argparse.Namespace, config: Config) -> int:
-    """Print the dataset report (Chinese text, or JSON with --json); exit 1 if files were
-    rejected."""
+    """Print the dataset report (Chinese or `--lang en` text, or JSON with --json); exit 1 if
+    files were rejected."""
     from engine.training.dataset import check_dataset
 
     ip = _ip(config, args.ip)
@@ -84,7 +86,7 @@ def dataset_check_command(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(report.to_dict(min_side), ensure_ascii=False, indent=2))
     else:
-        print(report.to_text_zh(min_side))
+        print(report.to_text(min_side, args.lang))
     return 1 if report.rejections else 0
 
 
@@ -94,7 +96,7 @@ def dataset_import_command(args: argparse.Namespace, config: Config) -> int:
 
     ip = _ip(config, args.ip)
     report = import_dataset(args.path, args.name, config, ip.trigger if ip else "", args.replace)
-    print(report.to_text_zh(config.training.min_image_side))
+    print(report.to_text(config.training.min_image_side, args.lang))
     return 0
 
 

@@ -21,7 +21,8 @@ and the reason.
 The report (`analyse`) is what designers checked by eye: the three kinds of images a good set has
 (mascot on white, mascot in a scene, scene only — a heuristic), sizes and the bucket/crop plan,
 missing captions, captions without the trigger word, non-English captions, near-duplicates and
-too-small images. `DatasetReport.to_dict()` is the JSON, `.to_text_zh()` the chat message.
+too-small images. `DatasetReport.to_dict()` is the JSON, `.to_text(min_side, language)` the chat
+message (Chinese or English).
 """
 
 from __future__ import annotations
@@ -68,13 +69,66 @@ KIND_NAMES_ZH = {
     "scene": "单独场景图",
     "unknown": "无法判断（缺说明）",
 }
+# The chat report's wording (`DatasetReport.to_text`); the designers' own terms in Chinese.
+REPORT_TEXT = {
+    "zh": {
+        "kinds": KIND_NAMES_ZH,
+        "title": "数据集 {name}：{images} 张图",
+        "rejected": "❌ 拒收 {count} 个文件：",
+        "colon": "：",
+        "sep": "，",
+        "kinds_line": "图片类型（粗略估计：白边=白底，说明含触发词=有IP）：",
+        "kind_missing": "⚠️ 没有{kind}：好的训练集三类都要有",
+        "sizes": "尺寸：最小 {min}，最大 {max}，共 {distinct} 种",
+        "off_grid": "⚠️ {count} 张不是 64 的倍数，训练时缩放并裁切：",
+        "cropped": "（裁掉 {px} 像素）",
+        "missing": "缺少说明",
+        "stub": "（可用：{stub}）",
+        "no_trigger": "说明里没有触发词（纯场景图可忽略；否则在开头加上）",
+        "non_english": "说明不是全英文（含中文或全角标点）",
+        "duplicates": "几乎重复的图（保留一张）",
+        "duplicate": "{a} ≈ {b}（差 {d} 位）",
+        "too_small": "太小（短边不足 {side}）",
+        "more": "  · …还有 {count} 个",
+        "fine": "✅ 没发现问题",
+    },
+    "en": {
+        "kinds": {
+            "mascot_on_white": "mascot on white",
+            "mascot_in_scene": "mascot in a scene",
+            "scene": "scene only",
+            "unknown": "unknown (no caption)",
+        },
+        "title": "Dataset {name}: {images} images",
+        "rejected": "❌ {count} file(s) refused:",
+        "colon": ": ",
+        "sep": ", ",
+        "kinds_line": "Kinds (a rough guess: white border = on white, trigger in caption = "
+        "mascot): ",
+        "kind_missing": "⚠️ No {kind} images: a good set has all three kinds",
+        "sizes": "Sizes: smallest {min}, largest {max}, {distinct} different",
+        "off_grid": "⚠️ {count} not multiples of 64; scaled and cropped for training:",
+        "cropped": " ({px} px cropped)",
+        "missing": "Missing captions",
+        "stub": " (suggested: {stub})",
+        "no_trigger": "Captions without the trigger word (fine for scene-only images; "
+        "otherwise put it first)",
+        "non_english": "Captions not all in English (Chinese or full-width punctuation)",
+        "duplicates": "Near-duplicate images (keep one)",
+        "duplicate": "{a} ≈ {b} ({d} bits apart)",
+        "too_small": "Too small (shorter side under {side})",
+        "more": "  · …and {count} more",
+        "fine": "✅ No problems found",
+    },
+}
 LIST_IN_MESSAGE = 8  # items listed per section in the chat message; the JSON has all
 
 
 @dataclass(frozen=True)
 class Rejection:
     file: str
-    reason: str
+    reason: str  # English, as the API and logs show it
+    reason_zh: str = ""  # the same in Chinese, for the chat
 
 
 class DatasetError(ValueError):
@@ -88,7 +142,15 @@ class DatasetError(ValueError):
 
 
 class _Rejected(Exception):
-    """One file refused; caught and collected with its name."""
+    """One file refused (the reason in English and Chinese); caught and collected with its
+    name."""
+
+    def __init__(self, reason: str, reason_zh: str) -> None:
+        super().__init__(reason)
+        self.reason_zh = reason_zh
+
+    def of(self, file: str) -> Rejection:
+        return Rejection(file, str(self), self.reason_zh)
 
 
 # --- 1-2. members: names, kinds and counted sizes ---------------------------------------------
@@ -131,14 +193,14 @@ def _folder_members(root: Path) -> Iterator[_Member]:
 def _safe_parts(name: str) -> list[str]:
     """The path parts of an upload member, or `_Rejected` saying why the name is unsafe."""
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        raise _Rejected("absolute path")
+        raise _Rejected("absolute path", "绝对路径")
     if "\\" in name:
-        raise _Rejected("backslash in the path")
+        raise _Rejected("backslash in the path", "路径里有反斜杠")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
-        raise _Rejected("path leaves the dataset folder (..)")
+        raise _Rejected("path leaves the dataset folder (..)", "路径跑出了数据集文件夹（..）")
     if not parts or any("\x00" in part for part in parts):
-        raise _Rejected("empty or invalid name")
+        raise _Rejected("empty or invalid name", "文件名为空或无效")
     return parts
 
 
@@ -153,7 +215,10 @@ class _Budget:
     def add_member(self) -> None:
         self.members += 1
         if self.members > self.limits.max_members:
-            raise _Rejected(f"more than {self.limits.max_members} files (training.max_members)")
+            raise _Rejected(
+                f"more than {self.limits.max_members} files (training.max_members)",
+                f"文件超过 {self.limits.max_members} 个（training.max_members）",
+            )
 
     def copy(self, source: IO[bytes], target: Path, packed_size: int | None) -> None:
         """Copy `source` to `target`, counting bytes as they come (headers are not trusted)."""
@@ -166,16 +231,22 @@ class _Budget:
                 if self.unpacked > self.limits.max_unpacked_bytes:
                     raise _Rejected(
                         f"upload unpacks to more than {self.limits.max_unpacked_bytes} bytes "
-                        "(training.max_unpacked_bytes)"
+                        "(training.max_unpacked_bytes)",
+                        f"解压后超过 {self.limits.max_unpacked_bytes} 字节"
+                        "（training.max_unpacked_bytes）",
                     )
                 if packed_size is not None and written > ratio * max(packed_size, 1):
                     raise _Rejected(
                         f"compression ratio above {ratio}:1, a zip bomb "
-                        "(training.max_compression_ratio)"
+                        "(training.max_compression_ratio)",
+                        f"压缩比超过 {ratio}:1，是 zip 炸弹（training.max_compression_ratio）",
                     )
                 out.write(block)
                 if suffix_kind(target.name) == "caption" and written > MAX_CAPTION_BYTES:
-                    raise _Rejected(f"caption longer than {MAX_CAPTION_BYTES} bytes")
+                    raise _Rejected(
+                        f"caption longer than {MAX_CAPTION_BYTES} bytes",
+                        f"说明超过 {MAX_CAPTION_BYTES} 字节",
+                    )
 
 
 def suffix_kind(name: str) -> str | None:
@@ -192,22 +263,25 @@ def _store(member: _Member, staging: Path, budget: _Budget) -> Path | None:
         return None
     budget.add_member()
     if member.kind == "symlink":
-        raise _Rejected("symbolic link")
+        raise _Rejected("symbolic link", "符号链接")
     if member.kind != "file":
-        raise _Rejected("device, pipe or other special file")
+        raise _Rejected("device, pipe or other special file", "设备、管道等特殊文件")
     if suffix_kind(parts[-1]) is None:
-        raise _Rejected("not an image (.png .jpg .jpeg .webp) or caption (.txt .caption)")
+        raise _Rejected(
+            "not an image (.png .jpg .jpeg .webp) or caption (.txt .caption)",
+            "不是图片（.png .jpg .jpeg .webp）也不是说明（.txt .caption）",
+        )
     target = staging.joinpath(*parts)
     if not target.resolve().is_relative_to(staging.resolve()):  # belt and braces after _safe_parts
-        raise _Rejected("path leaves the dataset folder")
+        raise _Rejected("path leaves the dataset folder", "路径跑出了数据集文件夹")
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
-        raise _Rejected("appears twice in the upload")
+        raise _Rejected("appears twice in the upload", "上传里出现了两次")
     try:
         with member.open() as source:
             budget.copy(source, target, member.packed_size)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
-        raise _Rejected(f"cannot be unpacked ({exc})") from None
+        raise _Rejected(f"cannot be unpacked ({exc})", f"无法解包（{exc}）") from None
     return target
 
 
@@ -224,7 +298,9 @@ def clean_image(path: Path, limits: TrainingConfig) -> Path:
                 if pixels > limits.max_image_pixels:
                     raise _Rejected(
                         f"{probe.width}x{probe.height} is over {limits.max_image_pixels} pixels, "
-                        "a decompression bomb (training.max_image_pixels)"
+                        "a decompression bomb (training.max_image_pixels)",
+                        f"{probe.width}x{probe.height} 超过 {limits.max_image_pixels} 像素，"
+                        "是解压炸弹（training.max_image_pixels）",
                     )
                 probe.verify()  # checks structure and checksums without decoding
             with Image.open(path, formats=IMAGE_FORMATS) as image:  # verify() used it up
@@ -232,11 +308,15 @@ def clean_image(path: Path, limits: TrainingConfig) -> Path:
                 upright = ImageOps.exif_transpose(image)
                 rgba = upright.convert("RGBA")
     except UnidentifiedImageError:
-        raise _Rejected("not a PNG, JPEG or WEBP image (by content)") from None
+        raise _Rejected(
+            "not a PNG, JPEG or WEBP image (by content)", "按内容看不是 PNG、JPEG 或 WEBP 图片"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise _Rejected("too many pixels, a decompression bomb") from None
+        raise _Rejected("too many pixels, a decompression bomb", "像素太多，是解压炸弹") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise _Rejected(f"damaged or truncated image ({exc})") from None
+        raise _Rejected(
+            f"damaged or truncated image ({exc})", f"图片损坏或不完整（{exc}）"
+        ) from None
     # Transparent cut-outs are the usual "mascot on white" source: flatten onto white.
     flat = Image.new("RGB", rgba.size, (255, 255, 255))
     flat.paste(rgba, mask=rgba.getchannel("A"))
@@ -253,9 +333,9 @@ def clean_caption(path: Path) -> Path:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise _Rejected("caption is not UTF-8 text") from None
+        raise _Rejected("caption is not UTF-8 text", "说明不是 UTF-8 文本") from None
     if "\x00" in text:
-        raise _Rejected("caption is not text (NUL bytes)")
+        raise _Rejected("caption is not text (NUL bytes)", "说明不是文本（含 NUL 字节）")
     line = ", ".join(part.strip() for part in text.splitlines() if part.strip())
     cleaned = path.with_suffix(".txt")
     path.unlink()
@@ -272,13 +352,16 @@ def _clean_stored(paths: list[Path], limits: TrainingConfig, staging: Path) -> l
         try:
             if suffix_kind(path.name) == "image":
                 if key in images:
-                    raise _Rejected(f"same name as {images[key].name} (one image per caption)")
+                    raise _Rejected(
+                        f"same name as {images[key].name} (one image per caption)",
+                        f"和 {images[key].name} 同名（一个说明只对应一张图）",
+                    )
                 images[key] = path
                 clean_image(path, limits)
             else:
                 clean_caption(path)
         except _Rejected as exc:
-            rejections.append(Rejection(name, str(exc)))
+            rejections.append(exc.of(name))
     return rejections
 
 
@@ -288,7 +371,11 @@ def _clean_stored(paths: list[Path], limits: TrainingConfig, staging: Path) -> l
 def _kohya_layout(staging: Path, concept: str, repeats: int) -> list[Rejection]:
     """Move files into `<repeats>_<concept>/` folders; reject orphans and deep nesting."""
     orphans = [
-        Rejection(caption.relative_to(staging).as_posix(), "caption without an image")
+        Rejection(
+            caption.relative_to(staging).as_posix(),
+            "caption without an image",
+            "有说明但没有对应的图片",
+        )
         for caption in sorted(staging.rglob("*.txt"))
         if not caption.with_suffix(".png").exists()
     ]
@@ -314,7 +401,11 @@ def _kohya_layout(staging: Path, concept: str, repeats: int) -> list[Rejection]:
         parts = path.relative_to(staging).parts
         if len(parts) > 2:
             rejections.append(
-                Rejection("/".join(parts), "nested too deep (use <repeats>_<concept>/<file>)")
+                Rejection(
+                    "/".join(parts),
+                    "nested too deep (use <repeats>_<concept>/<file>)",
+                    "文件夹套得太深（请用 <重复次数>_<概念>/<文件>）",
+                )
             )
             continue
         if len(parts) == 2 and REPEATS_FOLDER.match(parts[0]):
@@ -326,7 +417,7 @@ def _kohya_layout(staging: Path, concept: str, repeats: int) -> list[Rejection]:
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
     if not rejections and not any(staging.rglob("*.png")):
-        rejections.append(Rejection("(upload)", "no images"))
+        rejections.append(Rejection("(upload)", "no images", "没有图片"))
     return rejections
 
 
@@ -361,7 +452,7 @@ def _intake(source: Path, staging: Path, config: Config, concept: str) -> list[R
             try:
                 target = _store(member, staging, budget)
             except _Rejected as exc:
-                rejections.append(Rejection(member.name, str(exc)))
+                rejections.append(exc.of(member.name))
                 if budget.members > config.training.max_members:
                     break  # the rest would be rejected for the same reason
                 continue
@@ -470,7 +561,7 @@ def add_session_file(
     stored: Path | None = None
     try:
         if len(_safe_parts(filename)) != 1:
-            raise _Rejected("send files one by one, not in folders")
+            raise _Rejected("send files one by one, not in folders", "请逐个发送文件，不要带文件夹")
         stored = _store(member, session, budget)
         if stored is None:
             return []
@@ -478,12 +569,14 @@ def add_session_file(
             clean_caption(stored)
             return []
         if stored.with_suffix(".png").exists() and stored.suffix.lower() != ".png":
-            raise _Rejected("an image with this name is already in the dataset")
+            raise _Rejected(
+                "an image with this name is already in the dataset", "数据集里已经有同名的图片"
+            )
         cleaned = clean_image(stored, config.training)
     except _Rejected as exc:
         if stored is not None:
             stored.unlink(missing_ok=True)
-        raise DatasetError([Rejection(filename, str(exc))]) from None
+        raise DatasetError([exc.of(filename)]) from None
     if caption:
         cleaned.with_suffix(".txt").write_text(caption.strip(), encoding="utf-8")
     if not as_photo:
@@ -646,59 +739,74 @@ class DatasetReport:
             "ok": not self.rejections and bool(self.images),
         }
 
-    def to_text_zh(self, min_side: int = 512) -> str:
-        """The report as a chat message (Chinese), at most a few hundred characters per part."""
+    def to_text(self, min_side: int = 512, language: str = "zh") -> str:
+        """The report as a chat message in Chinese (`zh`) or English (`en`), at most a few
+        hundred characters per part."""
+        say = REPORT_TEXT["en" if language == "en" else "zh"]
+        kind_names = say["kinds"]
         kinds = self.kinds
-        lines = [f"数据集 {self.name}：{len(self.images)} 张图"]
+        lines = [say["title"].format(name=self.name, images=len(self.images))]
         problems = len(self.rejections)
         if self.rejections:
-            lines.append(f"❌ 拒收 {len(self.rejections)} 个文件：")
-            lines += [f"  · {r.file}：{r.reason}" for r in self.rejections[:LIST_IN_MESSAGE]]
-        lines.append(
-            "图片类型（粗略估计：白边=白底，说明含触发词=有IP）："
-            + "，".join(f"{KIND_NAMES_ZH[k]} {n}" for k, n in kinds.items() if n or k != "unknown")
+            lines.append(say["rejected"].format(count=len(self.rejections)))
+            lines += [
+                f"  · {r.file}{say['colon']}{r.reason_zh if language != 'en' else r.reason}"
+                for r in self.rejections[:LIST_IN_MESSAGE]
+            ]
+        counts = say["sep"].join(
+            f"{kind_names[k]} {n}" for k, n in kinds.items() if n or k != "unknown"
         )
+        lines.append(say["kinds_line"] + counts)
         for kind in ("mascot_on_white", "mascot_in_scene", "scene"):
             if self.images and not kinds[kind]:
                 problems += 1
-                lines.append(f"⚠️ 没有{KIND_NAMES_ZH[kind]}：好的训练集三类都要有")
+                lines.append(say["kind_missing"].format(kind=kind_names[kind]))
         stats = self.resolution_stats()
         if stats:
             lines.append(
-                f"尺寸：最小 {stats['min'][0]}x{stats['min'][1]}，"
-                f"最大 {stats['max'][0]}x{stats['max'][1]}，共 {stats['distinct_sizes']} 种"
+                say["sizes"].format(
+                    min=f"{stats['min'][0]}x{stats['min'][1]}",
+                    max=f"{stats['max'][0]}x{stats['max'][1]}",
+                    distinct=stats["distinct_sizes"],
+                )
             )
         off = self.off_grid()
         if off:
             problems += 1
-            lines.append(f"⚠️ {len(off)} 张不是 64 的倍数，训练时缩放并裁切：")
+            lines.append(say["off_grid"].format(count=len(off)))
             lines += [
                 f"  · {e.file} {e.width}x{e.height} → {e.bucket[0]}x{e.bucket[1]}"
-                f"（裁掉 {e.cropped_px} 像素）"
+                + say["cropped"].format(px=e.cropped_px)
                 for e in off[:LIST_IN_MESSAGE]
             ]
         sections = [
-            ("缺少说明", [f"{m['file']}（可用：{m['stub']}）" for m in self.missing_captions()]),
             (
-                "说明里没有触发词（纯场景图可忽略；否则在开头加上）",
+                say["missing"],
+                [
+                    f"{m['file']}{say['stub'].format(stub=m['stub'])}"
+                    for m in self.missing_captions()
+                ],
+            ),
+            (
+                say["no_trigger"],
                 [f"{m['file']} → {m['suggestion']}" for m in self.captions_without_trigger()],
             ),
-            ("说明不是全英文（含中文或全角标点）", self.non_english_captions()),
+            (say["non_english"], self.non_english_captions()),
             (
-                "几乎重复的图（保留一张）",
-                [f"{a} ≈ {b}（差 {d} 位）" for a, b, d in self.near_duplicates],
+                say["duplicates"],
+                [say["duplicate"].format(a=a, b=b, d=d) for a, b, d in self.near_duplicates],
             ),
-            (f"太小（短边不足 {min_side}）", self.too_small(min_side)),
+            (say["too_small"].format(side=min_side), self.too_small(min_side)),
         ]
         for title, items in sections:
             if items:
                 problems += 1
-                lines.append(f"⚠️ {title}：{len(items)}")
+                lines.append(f"⚠️ {title}{say['colon']}{len(items)}")
                 lines += [f"  · {item}" for item in items[:LIST_IN_MESSAGE]]
                 if len(items) > LIST_IN_MESSAGE:
-                    lines.append(f"  · …还有 {len(items) - LIST_IN_MESSAGE} 个")
+                    lines.append(say["more"].format(count=len(items) - LIST_IN_MESSAGE))
         if not problems:
-            lines.append("✅ 没发现问题")
+            lines.append(say["fine"])
         return "\n".join(lines)
 
 

@@ -127,3 +127,15 @@ async def test_a_dataset_session_survives_a_restart_and_warns_about_compressed_p
     telegram.send_text(OWNER, "/dataset done")  # the session is closed now
     async with running(build_application(bot_config, TOKEN)):
         await telegram.wait_for(lambda: said(telegram, OWNER, "你还没有开始收集数据集"))
+
+
+async def test_dataset_reports_and_refusals_speak_the_admins_language(bot, telegram):
+    telegram.send_text(OWNER, "dada", document=mascot_zip(), filename="dada.zip", language="en")
+    (report,) = await telegram.wait_for(lambda: said(telegram, OWNER, "Dataset dada: 3 images"))
+    assert "mascot on white 1" in report
+    hostile = mascot_zip(extra=[("../evil.png", b"x")])
+    telegram.send_text(OWNER, "/lang zh")
+    await telegram.wait_for(lambda: said(telegram, OWNER, "中文"))
+    telegram.send_text(OWNER, "dada", document=hostile, filename="dada.zip")
+    (refusal,) = await telegram.wait_for(lambda: said(telegram, OWNER, "数据集没有收下"))
+    assert "../evil.png：路径跑出了数据集文件夹" in refusal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 import stat
 import struct
 import zipfile
@@ -93,6 +94,8 @@ def test_each_hostile_upload_is_rejected_with_its_reason_and_leaves_nothing(
         import_dataset(upload, "dada", training_config)
     rejections = {r.file: r.reason for r in raised.value.rejections}
     assert reason in rejections[file], rejections
+    in_chinese = {r.file: r.reason_zh for r in raised.value.rejections}  # what the chat shows
+    assert re.search(r"[\u4e00-\u9fff]", in_chinese[file]), in_chinese
     assert file in str(raised.value)
     assert list(training_config.datasets_dir.iterdir()) == []  # no partial dataset, no staging
     assert not (tmp_path / "evil.png").exists() and not Path("/tmp/evil.png").exists()
@@ -180,9 +183,13 @@ def test_report_finds_what_designers_checked_by_eye(training_config, tmp_path):
     assert data["resolution"]["not_multiple_of_64"] == 1
     odd = next(b for b in data["buckets"] if b["file"].endswith("odd.png"))
     assert odd["bucket"][0] % 64 == 0 and odd["bucket"][1] % 64 == 0
-    text = report.to_text_zh()
+    text = report.to_text()
     for expected in ("白底IP图 3", "缺少说明", "没有触发词", "不是全英文", "几乎重复", "64 的倍数"):
         assert expected in text
+    text = report.to_text(language="en")
+    for expected in ("mascot on white 3", "Missing captions", "trigger word", "Near-duplicate"):
+        assert expected in text
+    assert not re.search(r"[\u4e00-\u9fff]", text.replace(TRIGGER, ""))  # no Chinese left
     json.dumps(data)
     assert list(training_config.datasets_dir.iterdir()) == []  # check keeps nothing
 
