@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from engine.registry import Registry
 from engine.training.versions import version_name
 from posterbot.config import Config
 from prompts.template import find_ip
@@ -108,19 +109,39 @@ def xyz_request(
     plan(parse_axes(axes))
     if prompt is not None and not prompt.strip():
         raise ValueError("prompt: must not be empty (leave it out for the trigger word)")
+    # Without a versions axis the grid shows the LoRA the IP's posters use now.
+    lora = {"name": ip.lora, "weight": ip.lora_weight} if ip.lora else None
+    if "versions" not in axes and lora is not None:
+        try:
+            Registry(config).lora(ip.lora)
+        except ValueError:
+            if "weights" in axes:
+                raise ValueError(
+                    f"weights: {ip.name}'s LoRA {ip.lora!r} is not installed; "
+                    "compare trained versions with versions=v1,v2"
+                ) from None
+            lora = None
     return {
         "ip": ip.name,
         "prompt": prompt or f"{ip.trigger}, solo, full body",
         "axes": axes,
         "base": {"negative_prompt": ip.negative_prompt},
+        "lora": lora,
     }
 
 
-def render_xyz(engine, prompt: str, spec: dict[str, str], base: dict | None = None) -> GridResult:
+def render_xyz(
+    engine,
+    prompt: str,
+    spec: dict[str, str],
+    base: dict | None = None,
+    lora: dict | None = None,
+) -> GridResult:
     """Render the grid for `prompt` (trigger and tags; no LoRA tag) over the axes in `spec`.
 
-    `base`: other request fields (negative prompt, size ...). Without a `versions` axis no LoRA
-    is added; without `weights` the weight is 1.
+    `base`: other request fields (negative prompt, size ...). `lora` (`{"name", "weight"}`, the
+    IP's own): used where there is no `versions` axis, and its weight where there is no
+    `weights` axis (else 1). Without either, no LoRA is added.
     """
     from engine.params import from_request
 
@@ -141,9 +162,10 @@ def render_xyz(engine, prompt: str, spec: dict[str, str], base: dict | None = No
                 settings[axis.name] = value
         request = dict(base or {})
         request["prompt"] = prompt
-        if "versions" in settings:
-            weight = settings.get("weights", 1.0)
-            request["prompt"] = f"{prompt} <lora:{settings['versions']}:{weight:g}>"
+        name = settings.get("versions") or (lora or {}).get("name")
+        if name:
+            weight = settings.get("weights", (lora or {}).get("weight", 1.0))
+            request["prompt"] = f"{prompt} <lora:{name}:{weight:g}>"
         for name in ("seeds", "sampler", "steps", "cfg"):
             if name in settings:
                 request[AXES[name][0]] = settings[name]

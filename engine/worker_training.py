@@ -137,7 +137,9 @@ def run_xyz(worker: Worker, job: Job) -> Outcome:
     from engine.grid import render_xyz
 
     params = job.params
-    grid = render_xyz(worker.engine_for(None), params["prompt"], params["axes"], params["base"])
+    engine = worker.engine_for(None)
+    lora = params.get("lora")
+    grid = render_xyz(engine, params["prompt"], params["axes"], params["base"], lora)
     path = save_png(worker.config.outputs_dir, 0, grid.png())
     axes = [axis.name for axis in (grid.x, grid.y, grid.z) if axis]  # X, Y, Z order
     info = {"ip": params["ip"], "axes": axes, "cells": grid.cells}

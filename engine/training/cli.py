@@ -191,7 +191,9 @@ def xyz_command(args: argparse.Namespace, config: Config) -> int:
     from engine.training.params import parse_overrides
 
     request = xyz_request(config, args.ip, parse_overrides(args.axes), args.prompt)
-    grid = render_xyz(Engine(config), request["prompt"], request["axes"], request["base"])
+    grid = render_xyz(
+        Engine(config), request["prompt"], request["axes"], request["base"], request["lora"]
+    )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(grid.png())
     print(args.output)

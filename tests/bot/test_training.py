@@ -78,7 +78,7 @@ async def test_training_from_chat_across_a_restart_to_promote_grid_and_export(bo
         (grid,) = await telegram.wait_for(
             lambda: [c for c in telegram.sent("sendPhoto", OWNER) if "XYZ" in c.params["caption"]]
         )
-        assert "weights × seeds" in grid.params["caption"] or "×" in grid.params["caption"]
+        assert "XYZ 对比图：weights × seeds" in grid.params["caption"]
         width, height = Image.open(io.BytesIO(grid.files["photo"])).size
         assert width > 2 * 64 and height > 2 * 64  # 2 × 2 cells of 64 px, with labels
         telegram.send_text(OWNER, "/export dada-v1")

@@ -17,6 +17,7 @@ from engine.queue import Priority, State
 from engine.training.dataset import import_dataset
 from engine.training.params import check_train_request
 from engine.worker import Worker, open_queue
+from tests.fakes.models import write_lora_pair
 from tests.training.conftest import (
     QUICK,
     TRIGGER,
@@ -81,11 +82,22 @@ def test_a_train_job_publishes_its_files_and_posters_render_between_its_steps(co
         Image.open(config.outputs_dir / path).verify()
 
 
-def test_an_xyz_job_returns_the_labelled_grid(config, queue, engine):
+def test_an_xyz_job_returns_the_labelled_grid(config, engine, tiny_model, request):
+    from diffusers import DiffusionPipeline
+
+    with pytest.raises(ValueError, match="weights: dada's LoRA 'dada_lora' is not installed"):
+        xyz_request(config, "dada", {"weights": "0.5,1", "seeds": "1,2,3"})
+    kohya, _ = write_lora_pair(DiffusionPipeline.from_pretrained(tiny_model), config.loras_dir, "x")
+    kohya.rename(config.loras_dir / "dada_lora.safetensors")  # what dada's posters use
+    # The worker starts only now: its model loading must not overlap the LoRA's creation
+    # (accelerate's empty-weights loading patches torch for every thread while it runs).
+    queue = request.getfixturevalue("queue")
     params = xyz_request(config, "dada", {"weights": "0.5,1", "seeds": "1,2,3"})
     job = queue.submit("xyz", params, "tg:1", priority=Priority.ADMIN)
     done = wait(queue, job.id, lambda job: job.finished)
     assert done.state == State.DONE, done.error
     assert done.info["axes"] == ["weights", "seeds"] and len(done.info["cells"]) == 6
+    infotexts = [cell["infotext"] for cell in done.info["cells"]]
+    assert sum("<lora:dada_lora:0.5>" in text for text in infotexts) == 3  # the IP's own LoRA
     grid = Image.open(io.BytesIO((config.outputs_dir / done.outputs[0]).read_bytes()))
     assert grid.width > 2 * 64 and grid.height > 3 * 64  # 2 columns × 3 rows plus labels
