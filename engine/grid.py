@@ -10,6 +10,7 @@ to the prompt, so a cell is exactly the poster that version would make.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from prompts.template import find_ip
 AXES = {
     "weights": ("weight", float, "Weight"),
     "versions": ("version", str, "LoRA"),
+    "models": ("model", str, "Checkpoint"),
     "seeds": ("seed", int, "Seed"),
     "sampler": ("sampler_name", str, "Sampler"),
     "steps": ("steps", int, "Steps"),
@@ -107,6 +109,13 @@ def xyz_request(
     if "versions" in axes:
         axes["versions"] = ",".join(version_name(ip.name, v) for v in axes["versions"].split(","))
     plan(parse_axes(axes))
+    if "models" in axes:
+        registry = Registry(config)
+        for name in parse_axes({"models": axes["models"]})["models"].values:
+            try:
+                registry.checkpoint(name)
+            except (ValueError, FileNotFoundError) as exc:
+                raise ValueError(f"models: {exc}") from None
     if prompt is not None and not prompt.strip():
         raise ValueError("prompt: must not be empty (leave it out for the trigger word)")
     # Without a versions axis the grid shows the LoRA the IP's posters use now.
@@ -136,12 +145,15 @@ def render_xyz(
     spec: dict[str, str],
     base: dict | None = None,
     lora: dict | None = None,
+    engine_for: Callable[[str | None], Any] | None = None,
 ) -> GridResult:
     """Render the grid for `prompt` (trigger and tags; no LoRA tag) over the axes in `spec`.
 
     `base`: other request fields (negative prompt, size ...). `lora` (`{"name", "weight"}`, the
     IP's own): used where there is no `versions` axis, and its weight where there is no
-    `weights` axis (else 1). Without either, no LoRA is added.
+    `weights` axis (else 1). Without either, no LoRA is added. A `models` axis (checkpoint
+    names, WebUI's "Checkpoint name") needs `engine_for(name)`, which gives the engine of a
+    checkpoint; cells are rendered one checkpoint after another, so each loads once.
     """
     from engine.params import from_request
 
@@ -151,15 +163,25 @@ def render_xyz(
     padded = varying + [None] * (3 - len(varying))
     x, y, z = padded
 
-    # 2. render every cell
+    if "models" in axes and engine_for is None:
+        raise ValueError("models: this grid cannot switch checkpoints; leave the axis out")
+
+    # 2. render every cell, one checkpoint at a time
     images: dict[tuple, Image.Image] = {}
     cells = []
     values = [axis.values if axis else [None] for axis in padded]
-    for combo in itertools.product(*values):
+    combos = list(itertools.product(*values))
+    settings_of = {}
+    for combo in combos:
         settings = dict(fixed)
         for axis, value in zip(padded, combo, strict=True):
             if axis is not None:
                 settings[axis.name] = value
+        settings_of[combo] = settings
+    models = axes["models"].values if "models" in axes else []
+    by_model = sorted(combos, key=lambda c: models.index(settings_of[c]["models"]) if models else 0)
+    for combo in by_model:
+        settings = settings_of[combo]
         request = dict(base or {})
         request["prompt"] = prompt
         name = settings.get("versions") or (lora or {}).get("name")
@@ -170,8 +192,9 @@ def render_xyz(
             if name in settings:
                 request[AXES[name][0]] = settings[name]
         request.setdefault("seed", 0)
-        params = from_request(request, engine.config.generation, engine.config.limits)
-        result = engine.txt2img(params)
+        cell_engine = engine_for(settings["models"]) if "models" in settings else engine
+        params = from_request(request, cell_engine.config.generation, cell_engine.config.limits)
+        result = cell_engine.txt2img(params)
         images[combo] = result.images[0]
         cells.append(
             {
@@ -182,6 +205,7 @@ def render_xyz(
                 "infotext": result.infotexts[0],
             }
         )
+    cells.sort(key=lambda cell: combos.index((cell["x"], cell["y"], cell["z"])))
 
     # 3. draw the labelled grid(s)
     return GridResult(draw_grid(images, x, y, z), x, y, z, cells)

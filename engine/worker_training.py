@@ -139,7 +139,9 @@ def run_xyz(worker: Worker, job: Job) -> Outcome:
     params = job.params
     engine = worker.engine_for(None)
     lora = params.get("lora")
-    grid = render_xyz(engine, params["prompt"], params["axes"], params["base"], lora)
+    grid = render_xyz(
+        engine, params["prompt"], params["axes"], params["base"], lora, worker.engine_for
+    )
     path = save_png(worker.config.outputs_dir, 0, grid.png())
     axes = [axis.name for axis in (grid.x, grid.y, grid.z) if axis]  # X, Y, Z order
     info = {"ip": params["ip"], "axes": axes, "cells": grid.cells}

@@ -191,9 +191,16 @@ def xyz_command(args: argparse.Namespace, config: Config) -> int:
     from engine.training.params import parse_overrides
 
     request = xyz_request(config, args.ip, parse_overrides(args.axes), args.prompt)
-    grid = render_xyz(
-        Engine(config), request["prompt"], request["axes"], request["base"], request["lora"]
-    )
+    engines: dict[str | None, Engine] = {}
+
+    def engine_for(model: str | None) -> Engine:
+        if model not in engines:
+            engines.clear()  # one pipeline in memory at a time
+            engines[model] = Engine(config, model=model)
+        return engines[model]
+
+    axes, base, lora = request["axes"], request["base"], request["lora"]
+    grid = render_xyz(engine_for(None), request["prompt"], axes, base, lora, engine_for)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(grid.png())
     print(args.output)

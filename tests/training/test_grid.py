@@ -53,3 +53,44 @@ def test_bad_axes_are_refused_by_name():
         parse_axes({"weights": "a,b"})
     with pytest.raises(ValueError, match="more than 64"):
         plan(parse_axes({"seeds": ",".join(map(str, range(9))), "weights": "1,2,3,4,5,6,7,8"}))
+
+
+def test_a_checkpoint_axis_loads_each_model_once(engine_config, tmp_path):
+    from engine.generate import Engine
+    from engine.grid import xyz_request
+    from engine.tiny import write_demo_model
+    from tests.training.conftest import config_for
+
+    config = config_for(engine_config, tmp_path / "data")
+    for name, seed in (("tiny-a", 1), ("tiny-b", 2)):  # two different checkpoints
+        write_demo_model(config.checkpoints_dir / name, seed=seed)
+    with pytest.raises(ValueError, match=r"models: .*'nope'"):
+        xyz_request(config, "dada", {"models": "tiny-a,nope"})
+    request = xyz_request(config, "dada", {"models": "tiny-a,tiny-b", "seeds": "4,5,6"})
+    assert request["lora"] is None  # dada's LoRA is not installed here: the grid goes without
+    loads, warm = [], {}
+
+    def engine_for(model):  # keeps one pipeline warm, as the worker does
+        if model not in warm:
+            loads.append(model)
+            warm.clear()
+            warm[model] = Engine(config, model=model)
+        return warm[model]
+
+    # Checkpoints as Y under a weights X: in grid order they alternate, a, b, a, b.
+    spec = {"weights": "0,1", "models": request["axes"]["models"], "seeds": "6"}
+    grid = render_xyz(None, request["prompt"], spec, request["base"], None, engine_for)
+    assert loads == ["tiny-a", "tiny-b"]  # 4 cells, each checkpoint loaded once
+    assert grid.y.name == "models" and grid.y.label("tiny-b") == "Checkpoint: tiny-b"
+    assert [(c["x"], c["y"]) for c in grid.cells] == [
+        (0.0, "tiny-a"),
+        (0.0, "tiny-b"),
+        (1.0, "tiny-a"),
+        (1.0, "tiny-b"),
+    ]
+    assert all(f"Model: {c['y']}," in c["infotext"] for c in grid.cells)
+    pixels = np.asarray(grid.image)
+    top, bottom = pixels[-128:-64, -64:], pixels[-64:, -64:]  # same seed, other checkpoint
+    assert not np.array_equal(top, bottom)
+    with pytest.raises(ValueError, match="models: this grid cannot switch checkpoints"):
+        render_xyz(Engine(config), "x", {"models": "tiny-a,tiny-b"})
