@@ -40,6 +40,14 @@ async def request(limiter, recorder, name, chat_id=1, endpoint="sendMessage", la
     return await limiter.process_request(callback, (), {}, endpoint, data, lane)
 
 
+async def until(condition, timeout: float = 5.0) -> None:
+    """Wait (without assuming how fast this machine is) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 async def limiter():
     limiter = LaneRateLimiter(overall_per_second=20, group_per_minute=60, max_retries=2)
@@ -48,21 +56,30 @@ async def limiter():
     await limiter.shutdown()
 
 
-async def test_an_answer_goes_before_progress_edits_that_were_waiting(limiter):
+@pytest.fixture
+async def slow():
+    """2 messages a second: a burst of 2, then one slot every 0.5 s, time enough for a test to
+    line requests up before the next slot even on a busy machine."""
+    limiter = LaneRateLimiter(overall_per_second=2, max_retries=2)
+    await limiter.initialize()
+    yield limiter
+    await limiter.shutdown()
+
+
+async def test_an_answer_goes_before_progress_edits_that_were_waiting(slow):
     recorder = Recorder()
     edits = [
         asyncio.create_task(
-            request(limiter, recorder, f"edit{i}", chat_id=100 + i, lane=Lane.PROGRESS)
+            request(slow, recorder, f"edit{i}", chat_id=100 + i, lane=Lane.PROGRESS)
         )
-        for i in range(30)  # 20 go at once (a second's burst), 10 wait
+        for i in range(5)  # 2 go at once (the burst), 3 wait
     ]
-    await asyncio.sleep(0.01)
-    assert limiter.waiting[Lane.PROGRESS] == 10
-    answer = asyncio.create_task(request(limiter, recorder, "ack", chat_id=999))
-    photo = asyncio.create_task(request(limiter, recorder, "photo", 998, endpoint="sendPhoto"))
+    await until(lambda: len(recorder.sent) == 2 and slow.waiting[Lane.PROGRESS] == 3)
+    answer = asyncio.create_task(request(slow, recorder, "ack", chat_id=999))
+    photo = asyncio.create_task(request(slow, recorder, "photo", 998, endpoint="sendPhoto"))
     await asyncio.gather(answer, photo, *edits)
-    assert recorder.sent[20:22] == ["ack", "photo"]  # the next free slots, ahead of the edits
-    assert sorted(recorder.sent[22:]) == sorted(f"edit{i}" for i in range(20, 30))
+    assert recorder.sent[2:4] == ["ack", "photo"]  # the next free slots, ahead of the edits
+    assert recorder.sent[4:] == ["edit2", "edit3", "edit4"]  # then the edits, in order
 
 
 async def test_a_group_keeps_its_per_minute_limit_without_holding_up_other_chats(limiter):
@@ -83,7 +100,7 @@ async def test_a_429_pauses_every_lane_and_the_request_is_retried(limiter):
     recorder = Recorder()
     flood = RetryAfter(datetime.timedelta(seconds=1))
     first = asyncio.create_task(request(limiter, recorder, "album", fail=[flood]))
-    await asyncio.sleep(0.05)  # the 429 has come back: the pause is on
+    await until(lambda: limiter._paused_until > 0)  # the 429 has come back: the pause is on
     started = time.monotonic()
     await request(limiter, recorder, "other chat", chat_id=2)
     await first
@@ -99,28 +116,25 @@ async def test_a_request_still_flooded_after_its_retries_fails(limiter):
     assert recorder.sent == []
 
 
-async def test_calls_without_a_chat_are_not_queued(limiter):
+async def test_calls_without_a_chat_are_not_queued(slow):
     recorder = Recorder()
-    edits = [
-        asyncio.create_task(request(limiter, recorder, f"e{i}", chat_id=i + 1)) for i in range(25)
+    waiting = [
+        asyncio.create_task(request(slow, recorder, f"m{i}", chat_id=i + 1)) for i in range(5)
     ]
-    await asyncio.sleep(0.01)
-    assert await request(limiter, recorder, "getUpdates", chat_id=None, endpoint="getUpdates")
-    assert "getUpdates" in recorder.sent[:21]
-    await asyncio.gather(*edits)
+    await until(lambda: slow.waiting[Lane.ANSWER] == 3)
+    assert await request(slow, recorder, "getUpdates", chat_id=None, endpoint="getUpdates")
+    assert recorder.sent == ["m0", "m1", "getUpdates"]  # not behind the 3 still waiting
+    await asyncio.gather(*waiting)
 
 
-async def test_a_caller_that_gave_up_does_not_take_a_slot(limiter):
+async def test_a_caller_that_gave_up_does_not_take_a_slot(slow):
     recorder = Recorder()
-    burst = [
-        asyncio.create_task(request(limiter, recorder, f"b{i}", chat_id=i + 1)) for i in range(20)
-    ]
-    await asyncio.gather(*burst)
-    gone = asyncio.create_task(request(limiter, recorder, "gone", chat_id=50))
-    await asyncio.sleep(0.01)
+    await asyncio.gather(*(request(slow, recorder, f"b{i}", chat_id=i + 1) for i in range(2)))
+    gone = asyncio.create_task(request(slow, recorder, "gone", chat_id=50))
+    await until(lambda: slow.waiting[Lane.ANSWER] == 1)
     gone.cancel()
-    assert await request(limiter, recorder, "next", chat_id=51)
-    assert "gone" not in recorder.sent and recorder.sent[-1] == "next"
+    assert await request(slow, recorder, "next", chat_id=51)
+    assert recorder.sent == ["b0", "b1", "next"]
 
 
 class SlowOutbox:
