@@ -58,7 +58,7 @@ async def test_submit_follow_and_fetch_a_result(engine_client, queue, config):
     png.parent.mkdir(parents=True)
     png.write_bytes(b"\x89PNG result")
     worker = threading.Thread(
-        target=play_worker, args=(queue, job["id"], ["2026-11-25/00000-7.png"], 0.3)
+        target=play_worker, args=(queue, job["id"], ["2026-11-25/00000-7.png"])
     )
     worker.start()
     types = [event["type"] async for event in engine_client.events(job["id"])]

@@ -162,8 +162,9 @@ async def test_cancel_a_queued_job_at_once(client):
     assert client.queue.depth() == 0
 
 
-def play_worker(queue, job_id: str, outputs: list[str], pause_s: float = 0.4) -> None:
-    """Do what a worker does to a job, slowly enough for an event stream to see each step."""
+def play_worker(queue, job_id: str, outputs: list[str], pause_s: float = 1.0) -> None:
+    """Do what a worker does to a job, slowly enough for an event stream to see each step
+    (four times the watcher's 0.25 s tick, so a busy machine does not merge two steps)."""
     time.sleep(pause_s)
     (job,) = queue.claim("fake-worker", lease_s=30)
     assert job.id == job_id
