@@ -40,6 +40,21 @@ class ModelRef:
     is_demo: bool = False
 
 
+def is_sdxl(ref: ModelRef) -> bool | None:
+    """Whether a base model is SDXL, read from its files without loading it (None: a hub id,
+    which cannot be told before it is downloaded)."""
+    if ref.kind == "folder":
+        index = json.loads((Path(ref.location) / "model_index.json").read_text(encoding="utf-8"))
+        return "XL" in str(index.get("_class_name", ""))
+    if ref.kind == "file":
+        from safetensors import safe_open
+
+        with safe_open(ref.location, framework="np") as checkpoint:  # the header only
+            keys = checkpoint.keys()  # a safe_open handle is not a dict
+            return any(key.startswith("conditioner.embedders.1.") for key in keys)
+    return None
+
+
 def _folder_ref(path: Path) -> ModelRef:
     return ModelRef(path.name, str(path), "folder", is_demo=(path / DEMO_MARKER).exists())
 

@@ -50,6 +50,7 @@ from engine.lora_format import peft_to_kohya
 from engine.training import dataset as datasets
 from engine.training.params import (
     OPTIMIZERS,
+    SDXL_REFUSED,
     TrainParams,
     check_train_request,
     dataset_folder,
@@ -465,7 +466,7 @@ def train(
     model = registry.checkpoint()
     pipe = load_pipeline(model, registry, device, weight_dtype)
     if isinstance(pipe, StableDiffusionXLPipeline):
-        raise ValueError("model: SDXL LoRA training is not supported yet; use an SD 1.x model")
+        raise ValueError(SDXL_REFUSED)  # a hub model, which the request check cannot tell
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)
     torch.manual_seed(p.seed)  # the LoRA's initial weights and every step's noise

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.registry import Registry, is_sdxl
 from engine.training import dataset as datasets
 from posterbot.config import Config
 from prompts.template import find_ip
@@ -227,10 +228,15 @@ def dataset_folder(config: Config, name: str) -> Path:
     return folder
 
 
+SDXL_REFUSED = "model: SDXL LoRA training is not supported yet; use an SD 1.x model"
+
+
 def check_train_request(config: Config, params: dict[str, Any]) -> TrainParams:
     """A train job's params, checked as the trainer will: names, types, rules, IP, dataset."""
     p = TrainParams.from_dict(params)
     check_params(p)
     find_ip(config, p.ip)
     dataset_folder(config, p.dataset)
+    if is_sdxl(Registry(config).checkpoint()):
+        raise ValueError(SDXL_REFUSED)
     return p

@@ -264,3 +264,19 @@ def test_a_killed_run_resumes_from_its_last_epoch(training_config, tmp_path):
     rows = (config.data_dir / "training/dada-v1/loss.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, result["steps"] + 1))
     assert [v["name"] for v in Versions(config).list("dada")] == ["dada-v1"]
+
+
+def test_an_sdxl_base_is_refused_before_anything_is_queued_or_written(training_config, tmp_path):
+    import dataclasses
+
+    from engine.tiny import write_demo_model
+    from engine.training.params import check_train_request
+
+    sdxl = write_demo_model(tmp_path / "tiny-sdxl", kind="sdxl")
+    config = dataclasses.replace(
+        training_config, models=dataclasses.replace(training_config.models, base=str(sdxl))
+    )
+    import_dataset(write_dataset(config.data_dir / "raw"), "dada", config)
+    with pytest.raises(ValueError, match="model: SDXL LoRA training is not supported yet"):
+        check_train_request(config, {"ip": "dada", "dataset": "dada"})
+    assert check_train_request(training_config, {"ip": "dada", "dataset": "dada"}).ip == "dada"
