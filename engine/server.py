@@ -90,7 +90,16 @@ class Service:
         except (OSError, ValueError) as exc:  # a damaged file must not stop the service
             log.warning("ignoring %s: %s", self.options_path, exc)
             return {}
-        return options if isinstance(options, dict) else {}
+        if not isinstance(options, dict):
+            return {}
+        checkpoint = options.get("sd_model_checkpoint")
+        if checkpoint is not None:
+            try:
+                self.registry.checkpoint(webui_model_name(str(checkpoint)))
+            except (ValueError, OSError) as exc:  # the file went away since it was chosen
+                log.warning("stored sd_model_checkpoint dropped: %s", exc)
+                del options["sd_model_checkpoint"]
+        return options
 
     def save_options(self, changes: dict[str, Any]) -> None:
         """Apply WebUI option changes and write them (atomically) for the next start."""

@@ -160,6 +160,10 @@ async def test_stored_options_survive_a_restart(engine_config, tmp_path):
     (tmp_path / "webui-options.json").write_text("{damaged")
     with open_queue(config) as queue:
         assert Service(config, queue).options == {}  # a damaged file is ignored, not fatal
+    gone = {"sd_model_checkpoint": "deleted [abc]", "CLIP_stop_at_last_layers": 2}
+    (tmp_path / "webui-options.json").write_text(json.dumps(gone))
+    with open_queue(config) as queue:  # a removed model falls back to the base, as in WebUI
+        assert Service(config, queue).options == {"CLIP_stop_at_last_layers": 2}
 
 
 async def test_sdapi_needs_basic_auth_when_configured(client):
