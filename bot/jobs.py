@@ -146,15 +146,19 @@ class Jobs:
         while self._tasks:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
-    async def _follow(self, record: JobRecord, shown: str) -> None:
+    def status_message(self, record: JobRecord, shown: str) -> StatusMessage:
+        """The job's status message, edited at the chat's progress rate (groups slower)."""
         interval = self.telegram.progress_interval_private_s
         if record.place.is_group:
             interval = self.telegram.progress_interval_group_s
+        return StatusMessage(self.outbox, record, interval, shown)
+
+    async def _follow(self, record: JobRecord, shown: str) -> None:
         try:
             if not record.status_message_id:  # the bot died between saving the job and its ack
                 shown = progress_line(record.language, {"type": "queued"})  # the next event tells
                 await self._acknowledge(record, shown)
-            status = StatusMessage(self.outbox, record, interval, shown)
+            status = self.status_message(record, shown)
             try:
                 job = await self._watch(record, status)
                 if job["state"] == "done":
@@ -162,7 +166,7 @@ class Jobs:
                 else:
                     reason = job.get("error") or job["state"]
                     await status.show(t(record.language, "job_failed", reason=reason), force=True)
-                    self._finish(record, FAILED)
+                    self.finish(record, FAILED)
             finally:
                 status.close()
         except asyncio.CancelledError:
@@ -219,7 +223,7 @@ class Jobs:
             await self._retrying(lambda: self.outbox.send(place, choose))
         for message_id, index in shown:
             self.store.remember_message(place.chat_id, message_id, record.job_id, index)
-        self._finish(record, DONE)
+        self.finish(record, DONE)
 
     def caption(self, record: JobRecord, index: int) -> str:
         params = record.params
@@ -234,7 +238,8 @@ class Jobs:
             return t(record.language, "caption_variation", **values)
         return t(record.language, "caption_candidate", **values)
 
-    def _finish(self, record: JobRecord, state: str) -> None:
+    def finish(self, record: JobRecord, state: str) -> None:
+        """The chat has what it will get of this job: not followed again after a restart."""
         record.state, record.delivered = state, True
         self.store.save_job(record)
 

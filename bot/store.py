@@ -155,11 +155,14 @@ class Store:
         rows = list(self.db["jobs"].rows_where("job_id = ?", [job_id]))
         return _record(rows[0]) if rows else None
 
+    @staticmethod
+    def _of_kinds(where: str, args: list[Any], kinds: tuple[str, ...]) -> tuple[str, list[Any]]:
+        return f"({where}) and kind in ({', '.join('?' * len(kinds))})", [*args, *kinds]
+
     def _jobs(
         self, where: str, args: list[Any], kinds: tuple[str, ...] = POSTER_KINDS, **options: Any
     ) -> list[JobRecord]:
-        where = f"({where}) and kind in ({', '.join('?' * len(kinds))})"
-        rows = self.db["jobs"].rows_where(where, [*args, *kinds], **options)
+        rows = self.db["jobs"].rows_where(*self._of_kinds(where, args, kinds), **options)
         return [_record(row) for row in rows]
 
     def undelivered_jobs(self, kinds: tuple[str, ...] = POSTER_KINDS) -> list[JobRecord]:
@@ -173,7 +176,8 @@ class Store:
         return self._jobs("user_id = ?", [user_id], order_by="created_at desc", limit=limit)
 
     def jobs_since(self, user_id: int, since: float) -> int:
-        return len(self._jobs("user_id = ? and created_at >= ?", [user_id, since]))
+        where = self._of_kinds("user_id = ? and created_at >= ?", [user_id, since], POSTER_KINDS)
+        return self.db["jobs"].count_where(*where)
 
     # messages that show a job's output
     def remember_message(self, chat_id: int, message_id: int, job_id: str, output: int) -> None:

@@ -301,19 +301,9 @@ class Training:
                 self.follow(self.deliver_grid(record), f"xyz-{record.job_id}")
         return len(records)
 
-    def finish(self, record: JobRecord, state: str) -> None:
-        record.state, record.delivered = state, True
-        self.chat.store.save_job(record)
-
     async def follow_training(self, record: JobRecord, shown: str) -> None:
         """Progress edits, each ended epoch's loss curve and samples, then the result."""
-        telegram = self.chat.config.telegram
-        interval = (
-            telegram.progress_interval_group_s
-            if record.place.is_group
-            else telegram.progress_interval_private_s
-        )
-        status = StatusMessage(self.chat.outbox, record, interval, shown)
+        status = self.chat.jobs.status_message(record, shown)
         language, place = record.language, record.place
         try:
             async for event in self.chat.engine.events(record.job_id):
@@ -380,7 +370,7 @@ class Training:
         if job["state"] not in ("done", "cancelled") or not info:
             reason = job.get("error") or job["state"]
             await status.show(t(language, "job_failed", reason=reason), force=True)
-            self.finish(record, FAILED)
+            self.chat.jobs.finish(record, FAILED)
             return
         epoch = info["epochs_done"]
         loss = "-" if info["final_loss"] is None else f"{info['final_loss']:.4f}"
@@ -396,7 +386,7 @@ class Training:
         if epoch:
             ip, number = record.params["ip"], info["version"].rsplit("-v", 1)[1]
             await self.chat.say(place, language, "train_next", ip=ip, version=f"v{number}")
-        self.finish(record, DONE)
+        self.chat.jobs.finish(record, DONE)
 
     async def active_trainings(self, place: Place, language: str) -> list[dict[str, Any]] | None:
         jobs = []
@@ -549,7 +539,7 @@ class Training:
         if job["state"] != "done":
             reason = job.get("error") or job["state"]
             await self.chat.say(place, language, "job_failed", reason=reason)
-            self.finish(record, FAILED)
+            self.chat.jobs.finish(record, FAILED)
             return
         png = await self.chat.engine.output(job["outputs"][0])
         caption = t(
@@ -559,4 +549,4 @@ class Training:
             seconds=f"{job['finished_at'] - job['created_at']:.0f}",
         )
         await self.chat.outbox.send_photo(place, Picture(png, caption, "xyz.png"))
-        self.finish(record, DONE)
+        self.chat.jobs.finish(record, DONE)

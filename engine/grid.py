@@ -168,26 +168,23 @@ def render_xyz(
 
     # 2. render every cell, one checkpoint at a time
     images: dict[tuple, Image.Image] = {}
-    cells = []
+    cells: dict[tuple, dict] = {}
     values = [axis.values if axis else [None] for axis in padded]
     combos = list(itertools.product(*values))
-    settings_of = {}
-    for combo in combos:
-        settings = dict(fixed)
-        for axis, value in zip(padded, combo, strict=True):
-            if axis is not None:
-                settings[axis.name] = value
-        settings_of[combo] = settings
+    settings_of = {
+        combo: fixed | {a.name: v for a, v in zip(padded, combo, strict=True) if a is not None}
+        for combo in combos
+    }
     models = axes["models"].values if "models" in axes else []
     by_model = sorted(combos, key=lambda c: models.index(settings_of[c]["models"]) if models else 0)
+    own = lora or {}
     for combo in by_model:
         settings = settings_of[combo]
         request = dict(base or {})
         request["prompt"] = prompt
-        name = settings.get("versions") or (lora or {}).get("name")
-        if name:
-            weight = settings.get("weights", (lora or {}).get("weight", 1.0))
-            request["prompt"] = f"{prompt} <lora:{name}:{weight:g}>"
+        if lora_name := settings.get("versions") or own.get("name"):
+            weight = settings.get("weights", own.get("weight", 1.0))
+            request["prompt"] = f"{prompt} <lora:{lora_name}:{weight:g}>"
         for name in ("seeds", "sampler", "steps", "cfg"):
             if name in settings:
                 request[AXES[name][0]] = settings[name]
@@ -196,19 +193,16 @@ def render_xyz(
         params = from_request(request, cell_engine.config.generation, cell_engine.config.limits)
         result = cell_engine.txt2img(params)
         images[combo] = result.images[0]
-        cells.append(
-            {
-                "x": combo[0],
-                "y": combo[1],
-                "z": combo[2],
-                "seed": result.seeds[0],
-                "infotext": result.infotexts[0],
-            }
-        )
-    cells.sort(key=lambda cell: combos.index((cell["x"], cell["y"], cell["z"])))
+        cells[combo] = {
+            "x": combo[0],
+            "y": combo[1],
+            "z": combo[2],
+            "seed": result.seeds[0],
+            "infotext": result.infotexts[0],
+        }
 
-    # 3. draw the labelled grid(s)
-    return GridResult(draw_grid(images, x, y, z), x, y, z, cells)
+    # 3. draw the labelled grid(s); cells listed in grid order
+    return GridResult(draw_grid(images, x, y, z), x, y, z, [cells[c] for c in combos])
 
 
 def _font(size: int):
