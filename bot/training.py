@@ -26,7 +26,7 @@ from engine.client import (
     EngineRejected,
     EngineUnavailable,
 )
-from prompts.template import default_ip, find_ip
+from prompts.syntax import key_values
 
 if TYPE_CHECKING:
     from bot.conversation import Conversation
@@ -39,18 +39,6 @@ MAX_SEND_BYTES = 50 * 2**20  # Telegram's upload limit for bots: a larger LoRA c
 MAX_BUTTON_DATA = 64  # Telegram's callback_data limit
 FINAL = ("done", "failed", "cancelled", "dead")
 T = TypeVar("T")
-
-
-def key_values(pairs: list[str]) -> dict[str, str] | None:
-    """`["epochs=8", "unet_lr=5e-5"]` → a dict (types are checked by the engine); None if a
-    word is not key=value."""
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            return None
-        values[key] = value
-    return values
 
 
 def rule_text(language: str, exc: EngineRejected) -> str:
@@ -106,8 +94,8 @@ class Training:
         words = text.split()
         names = {ip.name for ip in self.chat.config.ips}
         if words and words[0] in names:
-            return find_ip(self.chat.config, words[0])
-        return default_ip(self.chat.config)
+            return self.chat.config.find_ip(words[0])
+        return self.chat.config.default_ip_config()
 
     def follow(self, work: Awaitable[None], name: str) -> None:
         """Run `work` in the background (a training or grid being followed)."""
@@ -257,7 +245,10 @@ class Training:
         if args[:1] == ["cancel"]:
             await self.train_cancel(place, language)
             return
-        overrides = key_values(args[1:])
+        try:
+            overrides = key_values(args[1:])
+        except ValueError:
+            overrides = None
         if not args or overrides is None:
             await self.chat.say(place, language, "train_usage")
             return
@@ -508,7 +499,10 @@ class Training:
         """/xyz <ip> versions=... weights=... seeds=... [sampler= steps= cfg=]: a labelled grid."""
         if (language := await self.allowed(message)) is None:
             return
-        axes = key_values(args[1:])
+        try:
+            axes = key_values(args[1:])
+        except ValueError:
+            axes = {}
         if not args or not axes:
             await self.chat.say(message.place, language, "xyz_usage")
             return

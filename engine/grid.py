@@ -20,7 +20,6 @@ from PIL import Image, ImageDraw, ImageFont
 from engine.registry import Registry
 from engine.training.versions import version_name
 from posterbot.config import Config
-from prompts.template import find_ip
 
 # How a request field is set from each axis, and the label WebUI would print.
 AXES = {
@@ -104,7 +103,7 @@ def xyz_request(
 ) -> dict[str, Any]:
     """The checked request of an IP's grid: versions by full name (`v3` → `dada-v3`), the
     trigger prompt unless one is given, the IP's negative prompt (ValueError naming a field)."""
-    ip = find_ip(config, ip_name)
+    ip = config.find_ip(ip_name)
     axes = {name: str(values) for name, values in axes.items()}
     if "versions" in axes:
         axes["versions"] = ",".join(version_name(ip.name, v) for v in axes["versions"].split(","))

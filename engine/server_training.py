@@ -24,7 +24,6 @@ from engine.server import Service, blocking, read_json, service
 from engine.training import dataset as datasets
 from engine.training.params import check_train_request
 from engine.training.versions import Versions, version_name
-from prompts.template import find_ip
 
 MAX_ZIP_BYTES = 50 * 2**20  # Telegram's document limit: the largest zip a chat can send
 MAX_SESSION_FILE_BYTES = 20 * 2**20  # the Bot API's getFile limit: what the bot can download
@@ -124,7 +123,7 @@ def query_name(request: web.Request, field: str) -> str:
 
 def trigger_of(svc: Service, ip: str | None) -> str:
     """The trigger word captions should carry ("" when no IP is named)."""
-    return find_ip(svc.config, ip).trigger if ip else ""
+    return svc.config.find_ip(ip).trigger if ip else ""
 
 
 def report_json(svc: Service, report: datasets.DatasetReport) -> dict[str, Any]:
@@ -190,7 +189,7 @@ async def fix_dataset(request: web.Request) -> web.Response:
     fix = body.get("fix")
     if fix not in FIXES:
         raise ValueError(f"fix: {fix!r} is not one of {', '.join(FIXES)}")
-    ip = find_ip(svc.config, str(body.get("ip") or ""))
+    ip = svc.config.find_ip(str(body.get("ip") or ""))
     name = datasets.check_name(request.match_info["name"])
     folder = svc.config.datasets_dir / name
     if not folder.is_dir():
@@ -204,7 +203,7 @@ async def start_session(request: web.Request) -> web.Response:
     """Start a chat dataset session for an IP: 201 `{"session"}`."""
     svc = service(request)
     body = await read_json(request)
-    ip = find_ip(svc.config, str(body.get("ip") or ""))
+    ip = svc.config.find_ip(str(body.get("ip") or ""))
     folder = await blocking(datasets.start_session, svc.config, ip.name)
     return web.json_response({"session": folder.name, "ip": ip.name}, status=201)
 
@@ -269,7 +268,7 @@ async def promote_version(request: web.Request) -> web.Response:
     """Make a version what the IP's posters use (`{"ip", "version": "v3" | "dada-v3"}`)."""
     svc = service(request)
     body = await read_json(request)
-    ip = find_ip(svc.config, str(body.get("ip") or ""))
+    ip = svc.config.find_ip(str(body.get("ip") or ""))
     name = version_name(ip.name, str(body.get("version") or ""))
     version = await blocking(Versions(svc.config).promote, ip, name)
     return web.json_response({"version": version, "lora": ip.lora})
@@ -279,7 +278,7 @@ async def rollback_version(request: web.Request) -> web.Response:
     """Go back to the version promoted before the current one (`{"ip"}`)."""
     svc = service(request)
     body = await read_json(request)
-    ip = find_ip(svc.config, str(body.get("ip") or ""))
+    ip = svc.config.find_ip(str(body.get("ip") or ""))
     version = await blocking(Versions(svc.config).rollback, ip)
     return web.json_response({"version": version, "lora": ip.lora})
 
@@ -287,7 +286,7 @@ async def rollback_version(request: web.Request) -> web.Response:
 async def register_version(request: web.Request) -> web.Response:
     """Register an uploaded LoRA `.safetensors` (the body) as a new version of `?ip=`."""
     svc = service(request)
-    ip = find_ip(svc.config, query_name(request, "ip"))
+    ip = svc.config.find_ip(query_name(request, "ip"))
     filename = Path(query_name(request, "filename")).name
     with tempfile.TemporaryDirectory(dir=svc.config.data_dir) as scratch:
         upload = Path(scratch) / filename

@@ -374,6 +374,20 @@ class Config:
         for name, preset in self.presets.items():
             _check_preset(name, preset)
 
+    def find_ip(self, name: str) -> IPConfig:
+        """The IP called `name`; ValueError listing the names when there is none."""
+        for ip in self.ips:
+            if ip.name == name:
+                return ip
+        known = ", ".join(ip.name for ip in self.ips) or "none configured"
+        raise ValueError(f"ip: no IP named {name!r} (known: {known})")
+
+    def default_ip_config(self) -> IPConfig | None:
+        """The IP a request that names none is about: `default_ip`, else the first one."""
+        if self.default_ip:
+            return self.find_ip(self.default_ip)
+        return self.ips[0] if self.ips else None
+
     # The data folder is laid out like a WebUI install, so it can point at an existing one.
     @property
     def checkpoints_dir(self) -> Path:

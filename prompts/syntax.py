@@ -126,3 +126,20 @@ def extract_loras(prompt: str) -> tuple[str, list[LoraTag]]:
         return ""
 
     return _EXTRA_NETWORK.sub(take, prompt), tags
+
+
+def has_trigger(text: str, trigger: str) -> bool:
+    """Whether `text` (a prompt or a caption) holds the trigger word or phrase as whole words."""
+    return re.search(rf"(?<!\w){re.escape(trigger)}(?!\w)", text, re.I) is not None
+
+
+def key_values(words: list[str]) -> dict[str, str]:
+    """`["epochs=8", "unet_lr=5e-5"]` (chat or CLI) → a dict of stripped strings (types are
+    checked by whoever uses them); ValueError naming the word that is not key=value."""
+    values = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"params: {word!r} is not key=value")
+        values[key.strip()] = value.strip()
+    return values

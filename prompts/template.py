@@ -29,7 +29,7 @@ from prompts.request import (
 )
 from prompts.sizes import generation_size, orientation_size
 from prompts.spec import PosterPrompt, render_prompt
-from prompts.syntax import LoraTag, extract_loras
+from prompts.syntax import LoraTag, extract_loras, has_trigger
 
 DEFAULT_SUBJECT = "a cute mascot character"  # when the IP has no description in config
 MAX_CFG_SCALE = 30.0  # WebUI's slider maximum; higher values burn the image
@@ -65,26 +65,6 @@ class Draft:
     untranslated: list[str] = field(default_factory=list)
 
 
-def find_ip(config: Config, name: str) -> IPConfig:
-    """The configured IP called `name`; ValueError listing the names when there is none."""
-    for ip in config.ips:
-        if ip.name == name:
-            return ip
-    known = ", ".join(ip.name for ip in config.ips) or "none configured"
-    raise ValueError(f"ip: no IP named {name!r} (known: {known})")
-
-
-def default_ip(config: Config) -> IPConfig | None:
-    if config.default_ip:
-        return find_ip(config, config.default_ip)
-    return config.ips[0] if config.ips else None
-
-
-def has_trigger(text: str, ip: IPConfig) -> bool:
-    """Whether `text` contains the IP's trigger word as a whole word."""
-    return re.search(rf"(?<!\w){re.escape(ip.trigger)}(?!\w)", text, re.I) is not None
-
-
 def is_raw_prompt(text: str, config: Config) -> bool:
     """A WebUI prompt rather than a chat request: English only, with `<lora:..>`, a `(word:1.2)`
     weight or an IP's trigger word."""
@@ -93,7 +73,7 @@ def is_raw_prompt(text: str, config: Config) -> bool:
     return (
         "<lora:" in text.lower()
         or _ATTENTION_WEIGHT.search(text) is not None
-        or any(has_trigger(text, ip) for ip in config.ips)
+        or any(has_trigger(text, ip.trigger) for ip in config.ips)
     )
 
 
@@ -154,7 +134,7 @@ def _choose_ip(
     named: list[IPConfig], options: Options, ip_name: str | None, config: Config
 ) -> tuple[IPConfig | None, list[str]]:
     if options.ip:
-        return find_ip(config, options.ip), []
+        return config.find_ip(options.ip), []
     if len(named) > 1:
         others = ", ".join(ip.name for ip in named[1:])
         return named[0], [
@@ -163,8 +143,8 @@ def _choose_ip(
     if named:
         return named[0], []
     if ip_name:
-        return find_ip(config, ip_name), []
-    ip = default_ip(config)
+        return config.find_ip(ip_name), []
+    ip = config.default_ip_config()
     if ip is None:
         return None, ["no IP configured: the prompt has no trigger word and no LoRA"]
     return ip, [f"no IP named; used the default IP {ip.name}"]
@@ -260,10 +240,10 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
                 f"prompt: attention weight {weight} is outside 0 to {MAX_ATTENTION_WEIGHT:g}"
             )
     if options.ip:
-        ip = find_ip(config, options.ip)
+        ip = config.find_ip(options.ip)
     else:
         lora_names = {lora.name for lora in loras}
-        named = (ip for ip in config.ips if has_trigger(text, ip) or ip.lora in lora_names)
+        named = (ip for ip in config.ips if has_trigger(text, ip.trigger) or ip.lora in lora_names)
         ip = next(named, None)
     notes = ["raw WebUI prompt: passed through unchanged"]
     if ip is None:
@@ -271,7 +251,7 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
     if len(loras) > 1:
         notes.append("several LoRAs: " + ", ".join(lora.render() for lora in loras))
     parts = [part.strip() for part in body.split(",")]
-    trigger = ip.trigger if ip and has_trigger(text, ip) else ""
+    trigger = ip.trigger if ip and has_trigger(text, ip.trigger) else ""
     tags = [part for part in parts if part and part.lower() != trigger.lower()]
     layers = [*settings_layers, ip_layer(ip) if ip else None]
     settings = merge_settings(layers, global_settings(config.generation))

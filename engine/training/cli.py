@@ -70,9 +70,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _ip(config: Config, name: str | None):
-    from prompts.template import find_ip
 
-    return find_ip(config, name) if name else None
+    return config.find_ip(name) if name else None
 
 
 def dataset_check_command(args: argparse.Namespace, config: Config) -> int:
@@ -105,15 +104,14 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
     result as JSON. Run the same command again after a crash to resume."""
     from engine.training.dataset import import_dataset
     from engine.training.lora import run_training
-    from engine.training.params import parse_overrides
-    from prompts.template import find_ip
+    from prompts.syntax import key_values
 
-    params = parse_overrides(args.params)
+    params = key_values(args.params)
     dataset = args.dataset
     source = Path(dataset)
     if not (config.datasets_dir / dataset).is_dir() and source.exists():
         dataset = f"{args.ip}-{time.strftime('%Y%m%d-%H%M%S')}"
-        import_dataset(source, dataset, config, find_ip(config, args.ip).trigger)
+        import_dataset(source, dataset, config, config.find_ip(args.ip).trigger)
     params |= {"ip": args.ip, "dataset": dataset}
 
     def progress(epoch: int, step: int, total: int, loss: float, eta: float) -> None:
@@ -148,11 +146,8 @@ def versions_command(args: argparse.Namespace, config: Config) -> int:
 def promote_command(args: argparse.Namespace, config: Config) -> int:
     """Make VERSION what the IP's posters use (its configured LoRA file is replaced)."""
     from engine.training.versions import Versions, version_name
-    from prompts.template import find_ip
 
-    version = Versions(config).promote(
-        find_ip(config, args.ip), version_name(args.ip, args.version)
-    )
+    version = Versions(config).promote(config.find_ip(args.ip), version_name(args.ip, args.version))
     print(f"{args.ip}: posters now use {version['name']}")
     return 0
 
@@ -160,9 +155,8 @@ def promote_command(args: argparse.Namespace, config: Config) -> int:
 def rollback_command(args: argparse.Namespace, config: Config) -> int:
     """Promote the version that was promoted before the current one."""
     from engine.training.versions import Versions
-    from prompts.template import find_ip
 
-    version = Versions(config).rollback(find_ip(config, args.ip))
+    version = Versions(config).rollback(config.find_ip(args.ip))
     print(f"{args.ip}: posters now use {version['name']}")
     return 0
 
@@ -170,9 +164,8 @@ def rollback_command(args: argparse.Namespace, config: Config) -> int:
 def register_lora_command(args: argparse.Namespace, config: Config) -> int:
     """Register a LoRA .safetensors made elsewhere as a new version (pickles refused)."""
     from engine.training.versions import Versions
-    from prompts.template import find_ip
 
-    print(Versions(config).register(find_ip(config, args.ip), args.file)["name"])
+    print(Versions(config).register(config.find_ip(args.ip), args.file)["name"])
     return 0
 
 
@@ -188,9 +181,9 @@ def xyz_command(args: argparse.Namespace, config: Config) -> int:
     """Render an X/Y/Z grid PNG through the engine and print its path."""
     from engine.generate import Engine
     from engine.grid import render_xyz, xyz_request
-    from engine.training.params import parse_overrides
+    from prompts.syntax import key_values
 
-    request = xyz_request(config, args.ip, parse_overrides(args.axes), args.prompt)
+    request = xyz_request(config, args.ip, key_values(args.axes), args.prompt)
     engines: dict[str | None, Engine] = {}
 
     def engine_for(model: str | None) -> Engine:

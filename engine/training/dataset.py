@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from posterbot.config import Config, TrainingConfig
+from prompts.syntax import has_trigger
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what Pillow may decode; never guessed from the name
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -832,11 +833,6 @@ def fix_captions(folder: Path, config: Config, trigger: str, fix: str) -> int:
     for file, caption in captions.items():
         (Path(folder) / file).with_suffix(".txt").write_text(caption, encoding="utf-8")
     return len(captions)
-
-
-def has_trigger(caption: str, trigger: str) -> bool:
-    tags = [tag.strip().lower() for tag in caption.split(",")]
-    return trigger.lower() in tags or trigger.lower() in caption.lower().split()
 
 
 def caption_stub(trigger: str, kind: str) -> str:

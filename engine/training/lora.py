@@ -56,7 +56,6 @@ from engine.training.params import (
     dataset_folder,
 )
 from posterbot.config import Config, IPConfig
-from prompts.template import find_ip
 
 log = logging.getLogger(__name__)
 
@@ -404,7 +403,7 @@ def run_training(
     from engine.training.versions import Versions
 
     p = check_train_request(config, params)
-    ip = find_ip(config, p.ip)
+    ip = config.find_ip(p.ip)
     folder = dataset_folder(config, p.dataset)
     versions = Versions(config)
     record = versions.unfinished(p.ip, p.to_dict()) or versions.begin(p.ip, p.to_dict())

@@ -16,7 +16,6 @@ from typing import Any
 from engine.registry import Registry, is_sdxl
 from engine.training import dataset as datasets
 from posterbot.config import Config
-from prompts.template import find_ip
 
 # -----------------------------------------------------------------------------------------------
 # Defaults: kohya sd-scripts names, popular SD-Trainer (秋葉) values. Override per run with
@@ -112,17 +111,6 @@ def _coerce(key: str, value: Any, hint: str) -> Any:
         return value
     except (TypeError, ValueError):
         raise ValueError(f"{key}: {value!r} is not a valid {hint}") from None
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """`["epochs=8", "unet_lr=5e-5"]` (chat or CLI) → a params dict (types checked later)."""
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"params: {pair!r} is not key=value")
-        values[key.strip()] = value.strip()
-    return values
 
 
 OPTIMIZERS = {  # name → (module to import, class name, pip package)
@@ -235,7 +223,7 @@ def check_train_request(config: Config, params: dict[str, Any]) -> TrainParams:
     """A train job's params, checked as the trainer will: names, types, rules, IP, dataset."""
     p = TrainParams.from_dict(params)
     check_params(p)
-    find_ip(config, p.ip)
+    config.find_ip(p.ip)
     dataset_folder(config, p.dataset)
     if is_sdxl(Registry(config).checkpoint()):
         raise ValueError(SDXL_REFUSED)

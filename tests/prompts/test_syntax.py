@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from prompts.syntax import BREAK, LoraTag, extract_loras, format_weight, parse_attention
+from prompts.syntax import (
+    BREAK,
+    LoraTag,
+    extract_loras,
+    format_weight,
+    has_trigger,
+    key_values,
+    parse_attention,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +59,16 @@ def test_tags_render_back_the_way_users_write_them():
     assert LoraTag("dada_v3", 0.8).render() == "<lora:dada_v3:0.8>"
     assert LoraTag("dada_v3", 1.0).render() == "<lora:dada_v3:1>"
     assert format_weight(0.75) == "0.75"
+
+
+def test_one_trigger_rule_for_prompts_and_captions():
+    assert has_trigger("dadaknight, solo, snow", "dadaknight")
+    assert has_trigger("A photo of Dada Knight riding", "dada knight")
+    assert not has_trigger("dadaknight_v2, solo", "dadaknight")
+    assert not has_trigger("dadaknights riding", "dadaknight")
+
+
+def test_key_values_strips_and_names_the_bad_word():
+    assert key_values(["epochs = 8", "unet_lr=5e-5"]) == {"epochs": "8", "unet_lr": "5e-5"}
+    with pytest.raises(ValueError, match="'epochs' is not key=value"):
+        key_values(["epochs"])
