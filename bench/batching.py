@@ -33,7 +33,7 @@ def main() -> None:
     from engine.generate import Engine
     from engine.params import from_request
     from engine.tiny import write_demo_model
-    from posterbot.config import Config, GenerationConfig, ModelsConfig
+    from posterbot.config import Config, GenerationSettings, ModelsConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         # 1. one warm engine and four compatible requests
@@ -41,8 +41,8 @@ def main() -> None:
         config = Config(
             data_dir=Path(tmp),
             models=ModelsConfig(base=model),
-            generation=GenerationConfig(
-                width=args.size, height=args.size, steps=args.steps, sampler="Euler a"
+            generation=GenerationSettings(
+                width=args.size, height=args.size, steps=args.steps, sampler_name="Euler a"
             ),
         )
         engine = Engine(config)

@@ -117,7 +117,7 @@ async def main(chats: int) -> None:
     config_path = folder / "config.toml"
     config_path.write_text(
         f'data_dir = "{folder / "data"}"\n[models]\nbase = "{model}"\n'
-        '[generation]\nwidth = 64\nheight = 64\nsteps = 1\nsampler = "Euler a"\n'
+        '[generation]\nwidth = 64\nheight = 64\nsteps = 1\nsampler_name = "Euler a"\n'
         f'[engine]\nport = {port}\ndevices = ["cpu"]\nmax_queue = {chats * 2}\nmax_batch = 8\n'
     )
     engine_process = subprocess.Popen(

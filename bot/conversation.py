@@ -39,7 +39,8 @@ TEMPLATE_NAME_CHARS = 32  # keeps /template list readable and button data short
 def wanted_count(request: str) -> bool:
     """Whether the request itself says how many images (来4张, --batch 2)."""
     text, options = split_options(request)
-    return bool(options.batch_size or options.n_iter) or extract_count(text)[0] is not None
+    asked = {"batch_size", "n_iter"} & options.settings.keys()
+    return bool(asked) or extract_count(text)[0] is not None
 
 
 class Conversation:
@@ -279,9 +280,8 @@ class Conversation:
     async def press_hd(self, press: Press, record: JobRecord, index: int) -> str | None:
         """Hires fix on the chosen candidate's locked seed."""
         language = self.language(press.user)
-        generation = self.config.generation
         params = record.params | self.locked_seed(record, index)
-        params |= {"batch_size": 1, "n_iter": 1, "enable_hr": True, "hr_scale": generation.hr_scale}
+        params |= {"batch_size": 1, "n_iter": 1, "enable_hr": True}
         summary = t(language, "hd_summary", number=index + 1, seed=record.seeds[index])
         summary += "\n" + parameters_line(language, params)
         await self.submit(press, language, "final", record.request, params, summary)

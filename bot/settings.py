@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from posterbot.config import Config, PresetConfig
+from posterbot.config import Config, Preset
 from prompts.lexicon import load_glossary
 from prompts.sizes import orientation_size
 
 # What the /settings keyboard offers for each setting (values as stored; "" = back to default).
 CHOICES: dict[str, list[str]] = {
-    "sampler": ["", "Euler a", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC"],
+    "sampler_name": ["", "Euler a", "DPM++ 2M Karras", "DPM++ SDE Karras", "DDIM", "UniPC"],
     "steps": ["", "15", "20", "25", "30", "40"],
     "cfg_scale": ["", "5", "6", "7", "8", "10"],
     "size": ["", "portrait", "square", "landscape"],
@@ -41,7 +41,7 @@ NEGATIVE_PRESETS = {
 class UserSettings:
     """None = not set (the next layer decides)."""
 
-    sampler: str | None = None
+    sampler_name: str | None = None
     steps: int | None = None
     cfg_scale: float | None = None
     size: str | None = None  # portrait | square | landscape
@@ -57,6 +57,8 @@ class UserSettings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UserSettings:
+        if "sampler" in data:  # stored before settings took WebUI's field names
+            data = {"sampler_name": data["sampler"]} | data
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -69,21 +71,24 @@ class UserSettings:
         kinds = {"steps": int, "count": int, "cfg_scale": float, "lora_weight": float}
         return replace(self, **{name: kinds.get(name, str)(value) if value else None})
 
-    def to_template(self, config: Config) -> PresetConfig:
+    def to_template(self, config: Config) -> Preset:
         """The `template` layer for prompts.build_prompt."""
         width = height = None
         if self.size:
             width, height = orientation_size(
                 self.size, config.generation.width, config.generation.height
             )
-        return PresetConfig(
-            sampler=self.sampler,
-            steps=self.steps,
-            cfg_scale=self.cfg_scale,
-            width=width,
-            height=height,
-            seed=self.seed,
-            negative_prompt=NEGATIVE_PRESETS.get(self.negative) if self.negative else None,
+        chosen = {
+            "sampler_name": self.sampler_name,
+            "steps": self.steps,
+            "cfg_scale": self.cfg_scale,
+            "width": width,
+            "height": height,
+            "seed": self.seed,
+            "negative_prompt": NEGATIVE_PRESETS.get(self.negative) if self.negative else None,
+        }
+        return Preset(
+            settings={name: value for name, value in chosen.items() if value is not None},
             style_tags=style_tags(self.style, config) if self.style else None,
         )
 

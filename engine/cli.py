@@ -8,32 +8,44 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
 from engine.training import cli as training_cli
-from posterbot.config import Config
+from posterbot.config import Config, GenerationSettings
 
-# flag → (request field, type, help)
-GENERATE_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--negative-prompt", "negative_prompt", str, "what the image should not show"),
-    ("--sampler", "sampler_name", str, 'WebUI sampler name, e.g. "DPM++ 2M Karras"'),
-    ("--steps", "steps", int, "sampling steps"),
-    ("--cfg-scale", "cfg_scale", float, "CFG scale"),
-    ("--seed", "seed", int, "seed (-1 = random)"),
-    ("--width", "width", int, "width in pixels (multiple of 8; 64 recommended)"),
-    ("--height", "height", int, "height in pixels (multiple of 8; 64 recommended)"),
-    ("--batch-size", "batch_size", int, "images per batch"),
-    ("--n-iter", "n_iter", int, "batches"),
-    ("--subseed", "subseed", int, "variation seed (-1 = random)"),
-    ("--subseed-strength", "subseed_strength", float, "variation strength 0..1"),
-    ("--clip-skip", "clip_skip", int, "CLIP layers to skip (1 = none)"),
-    ("--hr-scale", "hr_scale", float, "hires fix upscale factor"),
-    ("--hr-upscaler", "hr_upscaler", str, "Latent, Lanczos, or a model in models/ESRGAN"),
-    ("--hr-second-pass-steps", "hr_second_pass_steps", int, "hires steps (0 = as first pass)"),
-    ("--hr-resize-x", "hr_resize_x", int, "hires target width (instead of --hr-scale)"),
-    ("--hr-resize-y", "hr_resize_y", int, "hires target height (instead of --hr-scale)"),
-    ("--denoising-strength", "denoising_strength", float, "hires fix denoising strength"),
-]
+# Every generation setting is a flag named after its WebUI field (`cfg_scale` → `--cfg-scale`),
+# except these, spelled as WebUI users know them.
+FLAG_NAMES = {"sampler_name": "--sampler", "enable_hr": "--hires"}
+FLAG_HELP = {
+    "negative_prompt": "what the image should not show",
+    "sampler_name": 'WebUI sampler name, e.g. "DPM++ 2M Karras"',
+    "seed": "seed (-1 = random)",
+    "subseed": "variation seed (-1 = random)",
+    "subseed_strength": "variation strength 0..1",
+    "width": "width in pixels (multiple of 8; 64 recommended)",
+    "height": "height in pixels (multiple of 8; 64 recommended)",
+    "batch_size": "images per batch",
+    "n_iter": "batches",
+    "clip_skip": "CLIP layers to skip (1 = none)",
+    "enable_hr": "hires fix",
+    "hr_upscaler": "Latent, Lanczos, or a model in models/ESRGAN",
+    "hr_second_pass_steps": "hires steps (0 = as first pass)",
+    "hr_resize_x": "hires target width (instead of --hr-scale)",
+    "hr_resize_y": "hires target height (instead of --hr-scale)",
+}
+SETTING_TYPES = typing.get_type_hints(GenerationSettings)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per generation setting; an unset flag leaves the [generation] default."""
+    for name, kind in SETTING_TYPES.items():
+        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        text = FLAG_HELP.get(name, f"WebUI's {name}")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action="store_const", const=True, help=text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, help=text)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -49,12 +61,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "generate", help="txt2img from a prompt, like WebUI", description=generate_command.__doc__
     )
     generate.add_argument("prompt", help="WebUI prompt; <lora:name:weight> tags select LoRAs")
-    for flag, dest, kind, text in GENERATE_FLAGS:
-        generate.add_argument(flag, dest=dest, type=kind, help=text)
+    add_setting_flags(generate)
     generate.add_argument(
         "--lora", action="append", default=[], metavar="NAME:W", help="add a LoRA (repeatable)"
     )
-    generate.add_argument("--hires", dest="enable_hr", action="store_true", help="hires fix")
     generate.add_argument("--model", help="checkpoint name, file, folder or hub id")
     generate.add_argument("-o", "--output-dir", type=Path, help="default: <data_dir>/outputs")
     generate.set_defaults(handler=generate_command)
@@ -86,8 +96,8 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     from engine.outputs import save_png
     from engine.params import from_request, parse_lora_flag
 
-    request = {dest: getattr(args, dest) for _, dest, _, _ in GENERATE_FLAGS}
-    request |= {"prompt": args.prompt, "enable_hr": args.enable_hr}
+    request = {name: getattr(args, name) for name in SETTING_TYPES}
+    request["prompt"] = args.prompt
     request["loras"] = [parse_lora_flag(text) for text in args.lora]
     params = from_request(request, config.generation, config.limits)  # fail before loading
     engine = Engine(config, model=args.model)

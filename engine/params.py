@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.samplers import check_sampler
-from posterbot.config import GenerationConfig, LimitsConfig
+from posterbot.config import GenerationSettings, LimitsConfig
 from prompts.syntax import LoraTag, extract_loras
 
 log = logging.getLogger(__name__)
@@ -23,28 +23,11 @@ MAX_SEED = 2**32 - 1  # WebUI seeds are unsigned 32-bit
 LATENT_FACTOR = 8  # the VAE's downscale; sizes must divide by it
 
 
-@dataclass
-class GenerationParams:
+@dataclass(frozen=True, kw_only=True)
+class GenerationParams(GenerationSettings):
+    """One txt2img request: the prompt, extra LoRAs and the generation settings (WebUI names)."""
+
     prompt: str
-    negative_prompt: str = ""
-    seed: int = -1
-    subseed: int = -1
-    subseed_strength: float = 0.0
-    sampler_name: str = "DPM++ 2M Karras"
-    steps: int = 25
-    cfg_scale: float = 7.0
-    width: int = 512
-    height: int = 768
-    batch_size: int = 1
-    n_iter: int = 1
-    clip_skip: int = 1
-    enable_hr: bool = False
-    hr_scale: float = 2.0
-    hr_upscaler: str = "Latent"
-    hr_second_pass_steps: int = 0
-    hr_resize_x: int = 0
-    hr_resize_y: int = 0
-    denoising_strength: float = 0.45
     loras: list[LoraTag] = field(default_factory=list)  # besides <lora:> tags in the prompt
 
     @property
@@ -168,32 +151,18 @@ def parse_lora_flag(text: str) -> LoraTag:
 
 
 def from_request(
-    request: dict[str, Any], defaults: GenerationConfig, limits: LimitsConfig
+    request: dict[str, Any], defaults: GenerationSettings, limits: LimitsConfig
 ) -> GenerationParams:
-    """Build checked params from a request dict (unknown fields are an error)."""
+    """Build checked params from a request dict (unknown fields are an error); what the request
+    leaves out (or sends as null) comes from `defaults`, the [generation] table."""
     unknown = sorted(set(request) - set(_FIELD_TYPES))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown field")
     if "prompt" not in request:
         raise ValueError("prompt: required")
-    base = {
-        "negative_prompt": defaults.negative_prompt,
-        "sampler_name": defaults.sampler,
-        "steps": defaults.steps,
-        "cfg_scale": defaults.cfg_scale,
-        "width": defaults.width,
-        "height": defaults.height,
-        "clip_skip": defaults.clip_skip,
-        "hr_scale": defaults.hr_scale,
-        "hr_upscaler": defaults.hr_upscaler,
-        "hr_second_pass_steps": defaults.hr_second_pass_steps,
-        "denoising_strength": defaults.denoising_strength,
-    }
-    values = {
-        name: _coerce(name, value)
-        for name, value in {**base, **request}.items()
-        if value is not None
-    }
+    given = {name: value for name, value in request.items() if value is not None}
+    values = {name: _coerce(name, value) for name, value in (defaults.settings() | given).items()}
+    values["sampler_name"] = check_sampler(values["sampler_name"])
     params = GenerationParams(**values)
     check(params, limits)
     return params
@@ -201,7 +170,7 @@ def from_request(
 
 def check(params: GenerationParams, limits: LimitsConfig) -> None:
     """Raise ValueError naming the first field that is out of range."""
-    params.sampler_name = check_sampler(params.sampler_name)
+    check_sampler(params.sampler_name)
     if len(params.prompt) > limits.max_prompt_chars:
         raise ValueError(f"prompt: longer than {limits.max_prompt_chars} characters")
     params.all_loras()  # raises on a malformed <lora:> tag

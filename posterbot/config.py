@@ -68,32 +68,55 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    """Defaults for a generation when the request does not say (WebUI names)."""
+class GenerationSettings:
+    """Every setting of one generation, with WebUI's API field names (docs/engine-api.md).
 
-    sampler: str = "DPM++ 2M Karras"
+    This is the one shape of "generation settings": `[generation]` holds their defaults, a preset,
+    an IP, a user's template and a request each override some of them (`Preset`), the prompt
+    builder's `PosterPrompt` and the engine's `GenerationParams` extend it with the prompt. A new
+    generation setting is a field here (with its default) and nothing else that copies fields.
+    """
+
+    negative_prompt: str = ""
+    seed: int = -1  # -1 = a new random seed each time
+    subseed: int = -1
+    subseed_strength: float = 0.0  # WebUI's "Variation strength"
+    sampler_name: str = "DPM++ 2M Karras"
     steps: int = 25
     cfg_scale: float = 7.0
     width: int = 512
     height: int = 768
+    batch_size: int = 1
+    n_iter: int = 1
     clip_skip: int = 1
-    negative_prompt: str = ""
+    enable_hr: bool = False  # hires fix
     hr_scale: float = 2.0
     hr_upscaler: str = "Latent"
     hr_second_pass_steps: int = 0  # 0 = as many as the first pass, like WebUI
+    hr_resize_x: int = 0  # 0 = hr_scale decides
+    hr_resize_y: int = 0
     denoising_strength: float = 0.45
 
-    def __post_init__(self) -> None:
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            _require(value > 0 and value % 8 == 0, f"generation.{name}", "must be a multiple of 8")
-        _require(self.steps >= 1, "generation.steps", "must be at least 1")
-        _require(self.clip_skip >= 1, "generation.clip_skip", "must be at least 1")
+    def settings(self) -> dict[str, Any]:
+        """The generation settings by WebUI name, without the fields a subclass adds."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationSettings)}
+
+
+def _check_generation(settings: GenerationSettings, key: str, size_multiple: int) -> None:
+    """The checks that hold for every layer of settings; limits are checked per request."""
+    for name in ("width", "height"):
+        value = getattr(settings, name)
         _require(
-            0.0 <= self.denoising_strength <= 1.0,
-            "generation.denoising_strength",
-            "must be between 0 and 1",
+            value > 0 and value % size_multiple == 0,
+            f"{key}.{name}",
+            f"must be a positive multiple of {size_multiple}, not {value}",
         )
+    for name in ("steps", "clip_skip", "batch_size", "n_iter"):
+        _require(getattr(settings, name) >= 1, f"{key}.{name}", "must be at least 1")
+    _require(settings.cfg_scale > 0, f"{key}.cfg_scale", "must be positive")
+    for name in ("denoising_strength", "subseed_strength"):
+        value = getattr(settings, name)
+        _require(0.0 <= value <= 1.0, f"{key}.{name}", "must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -207,35 +230,37 @@ class PromptsConfig:
     glossary_dir: str = ""
 
 
-@dataclass(frozen=True)
-class PresetConfig:
-    """A named parameter template ([presets.NAME]); a key left out falls through to the IP's and
-    then the global defaults. The bot stores users' own templates in this shape too."""
+# Names of earlier releases, so an old [presets.NAME] table gets a pointer instead of a riddle.
+_RENAMED_SETTINGS = {"sampler": "sampler_name", "hires": "enable_hr"}
 
-    sampler: str | None = None
-    steps: int | None = None
-    cfg_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    seed: int | None = None  # designers lock a seed once they like a composition
-    hires: bool | None = None
-    negative_prompt: str | None = None
+
+@dataclass(frozen=True)
+class Preset:
+    """A parameter template ("起手式"): the generation settings it sets and, optionally, style tags.
+
+    Named ones come from config ([presets.NAME], keys as in [generation] plus `style_tags`); the
+    bot stores users' own in this shape too. What a preset leaves out falls through to the next
+    layer: request > template > IP > [generation].
+    """
+
+    settings: dict[str, Any] = field(default_factory=dict)  # GenerationSettings field → value
     style_tags: list[str] | None = None
 
-
-def _check_preset(name: str, preset: PresetConfig) -> None:
-    key = f"presets.{name}"
-    for side in ("width", "height"):
-        value = getattr(preset, side)
-        _require(
-            value is None or (value > 0 and value % 64 == 0),
-            f"{key}.{side}",
-            f"must be a positive multiple of 64, not {value}",
-        )
-    _require(preset.steps is None or preset.steps >= 1, f"{key}.steps", "must be at least 1")
-    _require(
-        preset.cfg_scale is None or preset.cfg_scale > 0, f"{key}.cfg_scale", "must be positive"
-    )
+    @classmethod
+    def from_table(cls, table: dict[str, Any], key: str = "preset") -> Preset:
+        """A preset from its TOML table; ConfigError naming `key.field` for a bad entry."""
+        hints = typing.get_type_hints(GenerationSettings)
+        settings, style_tags = {}, None
+        for name, value in table.items():
+            if name == "style_tags":
+                style_tags = _convert(value, list[str], f"{key}.{name}")
+                continue
+            hint = f"; it is now {_RENAMED_SETTINGS[name]!r}" if name in _RENAMED_SETTINGS else ""
+            _require(name in hints, f"{key}.{name}", f"unknown setting (see [generation]){hint}")
+            settings[name] = _convert(value, hints[name], f"{key}.{name}")
+        # Templates are written by hand: sizes a model was trained on are multiples of 64.
+        _check_generation(dataclasses.replace(GenerationSettings(), **settings), key, 64)
+        return cls(settings=settings, style_tags=style_tags)
 
 
 @dataclass(frozen=True)
@@ -354,7 +379,7 @@ class Config:
     data_dir: Path = Path("./data")
     default_ip: str = ""  # "" = the first entry of [[ips]]
     models: ModelsConfig = field(default_factory=ModelsConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -363,7 +388,7 @@ class Config:
     access: AccessConfig = field(default_factory=AccessConfig)
     bot: BotConfig = field(default_factory=BotConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    presets: dict[str, PresetConfig] = field(default_factory=dict)
+    presets: dict[str, Preset] = field(default_factory=dict)
     ips: list[IPConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -371,8 +396,8 @@ class Config:
         _require(len(names) == len(set(names)), "ips", "two IPs share a name")
         if self.default_ip:
             _require(self.default_ip in names, "default_ip", f"no IP named {self.default_ip!r}")
-        for name, preset in self.presets.items():
-            _check_preset(name, preset)
+        # The VAE downscales by 8, so a generation size must divide by it.
+        _check_generation(self.generation, "generation", 8)
 
     def find_ip(self, name: str) -> IPConfig:
         """The IP called `name`; ValueError listing the names when there is none."""
@@ -417,6 +442,9 @@ class Config:
 def _convert(value: Any, hint: Any, key: str) -> Any:
     """Check `value` against the type hint `hint`, building nested dataclasses."""
     origin = typing.get_origin(hint)
+    if hint is Preset:
+        _require(isinstance(value, dict), key, f"must be a table, not {type(value).__name__}")
+        return Preset.from_table(value, key)
     if dataclasses.is_dataclass(hint):
         _require(isinstance(value, dict), key, f"must be a table, not {type(value).__name__}")
         return _build(hint, value, key)
@@ -458,7 +486,9 @@ def _build(cls: type, table: dict[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for key, value in table.items():
         dotted = f"{prefix}.{key}" if prefix else key
-        _require(key in names, dotted, "unknown key (see config.example.toml)")
+        renamed = _RENAMED_SETTINGS.get(key) if cls is GenerationSettings else None
+        hint = f"; it is now {renamed!r}" if renamed else ""
+        _require(key in names, dotted, f"unknown key (see config.example.toml){hint}")
         kwargs[key] = _convert(value, hints[key], dotted)
     try:
         return cls(**kwargs)

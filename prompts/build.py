@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import aiohttp
 
-from posterbot.config import Config, PresetConfig
+from posterbot.config import Config, Preset
 from prompts.llm import API_KEY_ENV, LLMError, ask_llm
 from prompts.spec import PosterPrompt
 from prompts.template import DEFAULT_SUBJECT, finish, parse_request
@@ -28,7 +28,7 @@ async def build_prompt(
     request: str,
     config: Config,
     *,
-    template: PresetConfig | None = None,
+    template: Preset | None = None,
     ip_name: str | None = None,
     use_llm: bool | None = None,
     api_key: str | None = None,

@@ -60,9 +60,9 @@ def describe(prompt: PosterPrompt) -> str:
     if prompt.negative_prompt:
         lines.append(f"Negative prompt: {prompt.negative_prompt}")
     lines.append(
-        f"Steps: {prompt.steps}, Sampler: {prompt.sampler}, CFG scale: {prompt.cfg_scale:g}, "
+        f"Steps: {prompt.steps}, Sampler: {prompt.sampler_name}, CFG scale: {prompt.cfg_scale:g}, "
         f"Seed: {prompt.seed}, Size: {size}, Batch: {prompt.batch_size}x{prompt.n_iter}, "
-        f"Hires: {'on' if prompt.hires else 'off'}, Source: {prompt.source}"
+        f"Hires: {'on' if prompt.enable_hr else 'off'}, Source: {prompt.source}"
     )
     if prompt.title or prompt.subtitle:
         lines.append(f"Title: {prompt.title}  Subtitle: {prompt.subtitle}")

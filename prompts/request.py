@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
+from typing import Any
 
+from posterbot.config import GenerationSettings
 from prompts.lexicon import Glossary
 from prompts.spec import check_sampler
 
@@ -47,45 +50,53 @@ _SEED = re.compile(r"(?:种子|seed)\s*(?:[:：=]|号)?\s*(-?\d+)", re.I)
 
 @dataclass(frozen=True)
 class Options:
-    """`--name value` options a WebUI-savvy user appended; None = not given."""
+    """`--name value` options a WebUI-savvy user appended."""
 
-    steps: int | None = None
-    seed: int | None = None
-    sampler: str | None = None
-    cfg_scale: float | None = None
-    width: int | None = None
-    height: int | None = None
-    batch_size: int | None = None
-    n_iter: int | None = None
-    negative_prompt: str | None = None
-    hires: bool | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # GenerationSettings fields
     preset: str | None = None
     ip: str | None = None
 
 
-# option spelling -> (Options field, converter); flags have no value.
-_OPTION_VALUES = {
-    "steps": ("steps", int),
-    "seed": ("seed", int),
-    "sampler": ("sampler", str),
-    "cfg": ("cfg_scale", float),
-    "cfg-scale": ("cfg_scale", float),
-    "width": ("width", int),
-    "height": ("height", int),
-    "size": ("size", str),
-    "batch": ("batch_size", int),
-    "batch-size": ("batch_size", int),
-    "n-iter": ("n_iter", int),
-    "neg": ("negative_prompt", str),
-    "negative": ("negative_prompt", str),
-    "preset": ("preset", str),
-    "ip": ("ip", str),
+# Every generation setting is an option under its WebUI name (`--cfg-scale`, `--hr-scale`);
+# these are the short spellings people also type. A true/false setting is a flag.
+_SETTING_ALIASES = {
+    "sampler": "sampler_name",
+    "cfg": "cfg_scale",
+    "batch": "batch_size",
+    "neg": "negative_prompt",
+    "negative": "negative_prompt",
+    "hires": "enable_hr",
 }
-_OPTION_FLAGS = {"hires": True, "no-hires": False}
+_SETTING_TYPES = typing.get_type_hints(GenerationSettings)
+_NEGATED_FLAGS = {"no-hires": "enable_hr"}
+_OTHER_OPTIONS = ("size", "preset", "ip")
 
 
 def _replace(text: str, match: re.Match) -> str:
     return text[: match.start()] + "，" + text[match.end() :]
+
+
+def _option_name(word: str) -> str:
+    """`--CFG_Scale=7` -> `cfg_scale`, `--cfg` -> `cfg_scale`; ValueError for an unknown one."""
+    name = word.removeprefix("--").partition("=")[0].lower().replace("-", "_")
+    name = _SETTING_ALIASES.get(name, name)
+    if not word.startswith("--") or (
+        name not in _SETTING_TYPES
+        and name not in _OTHER_OPTIONS
+        and name.replace("_", "-") not in _NEGATED_FLAGS
+    ):
+        spellings = [*_SETTING_TYPES, *_SETTING_ALIASES, *_OTHER_OPTIONS]
+        known = ", ".join("--" + n.replace("_", "-") for n in [*spellings, *_NEGATED_FLAGS])
+        raise ValueError(f"{word}: unknown option; known options: {known}")
+    return name
+
+
+def _option_value(name: str, option: str, value: str) -> Any:
+    convert = _SETTING_TYPES.get(name, str)
+    try:
+        return convert(value)
+    except ValueError:
+        raise ValueError(f"--{option}: {value!r} is not a valid {convert.__name__}") from None
 
 
 def split_options(text: str) -> tuple[str, Options]:
@@ -100,40 +111,33 @@ def split_options(text: str) -> tuple[str, Options]:
         words = shlex.split(text[start.start() :])
     except ValueError as exc:
         raise ValueError(f"options: {exc} (put quotes around values with spaces)") from None
-    values: dict = {}
+    values: dict[str, Any] = {}
     i = 0
     while i < len(words):
         word = words[i]
-        name, _, inline_value = word.removeprefix("--").partition("=")
-        name = name.lower().replace("_", "-")
-        if not word.startswith("--") or (name not in _OPTION_VALUES and name not in _OPTION_FLAGS):
-            known = ", ".join(f"--{n}" for n in [*_OPTION_VALUES, *_OPTION_FLAGS])
-            raise ValueError(f"{word}: unknown option; known options: {known}")
-        if name in _OPTION_FLAGS:
-            values["hires"] = _OPTION_FLAGS[name]
-            i += 1
-            continue
-        if not inline_value:
-            if i + 1 >= len(words):
-                raise ValueError(f"--{name}: needs a value")
-            inline_value = words[i + 1]
-            i += 1
-        field_name, convert = _OPTION_VALUES[name]
-        try:
-            values[field_name] = convert(inline_value)
-        except ValueError:
-            raise ValueError(
-                f"--{name}: {inline_value!r} is not a valid {convert.__name__}"
-            ) from None
+        name = _option_name(word)
+        option, _, inline_value = word.removeprefix("--").partition("=")
+        if option.lower() in _NEGATED_FLAGS:
+            values[_NEGATED_FLAGS[option.lower()]] = False
+        elif _SETTING_TYPES.get(name) is bool:
+            values[name] = True
+        else:
+            if not inline_value:
+                if i + 1 >= len(words):
+                    raise ValueError(f"--{option}: needs a value")
+                inline_value = words[i + 1]
+                i += 1
+            values[name] = _option_value(name, option, inline_value)
         i += 1
     if "size" in values:
         match = _SIZE.fullmatch(values.pop("size").strip())
         if not match:
             raise ValueError("--size: must be WIDTHxHEIGHT, e.g. 512x768")
         values["width"], values["height"] = int(match.group(1)), int(match.group(2))
-    if "sampler" in values:
-        values["sampler"] = check_sampler(values["sampler"], "--sampler")
-    return text[: start.start()].strip(), Options(**values)
+    if "sampler_name" in values:
+        values["sampler_name"] = check_sampler(values["sampler_name"], "--sampler")
+    preset, ip = values.pop("preset", None), values.pop("ip", None)
+    return text[: start.start()].strip(), Options(settings=values, preset=preset, ip=ip)
 
 
 def extract_titles(text: str) -> tuple[str, str, str, list[str]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from posterbot.config import GenerationSettings
 from prompts.syntax import LoraTag
 
 # Sampler names as WebUI shows them; the engine maps each to a diffusers scheduler.
@@ -45,7 +46,7 @@ SOURCES = ("template", "llm")
 RANDOM_SEED = -1  # WebUI's "pick a new seed"
 
 
-def check_sampler(name: str, argument: str = "sampler") -> str:
+def check_sampler(name: str, argument: str = "sampler_name") -> str:
     """The WebUI spelling of `name` (any case); ValueError listing the valid names if unknown."""
     for sampler in SAMPLER_NAMES:
         if sampler.lower() == name.strip().lower():
@@ -62,26 +63,19 @@ def render_prompt(
     return ", ".join(part for part in parts if part)
 
 
-@dataclass(frozen=True)
-class PosterPrompt:
-    """A request turned into everything a txt2img call needs, plus the poster's text."""
+@dataclass(frozen=True, kw_only=True)
+class PosterPrompt(GenerationSettings):
+    """A request turned into everything a txt2img call needs, plus the poster's text.
+
+    The generation settings (WebUI names) are inherited; `negative_prompt` among them is final.
+    """
 
     ip: str  # the IP's config name ("" for a raw prompt naming no known IP)
     trigger: str
     natural_language: str
     tags: list[str]
-    negative_prompt: str
     lora: LoraTag | None
     prompt: str  # the rendered WebUI prompt, sent as-is to the engine
-    width: int  # generation size, multiples of 64
-    height: int
-    batch_size: int
-    n_iter: int
-    sampler: str
-    steps: int
-    cfg_scale: float
-    seed: int  # -1 = random
-    hires: bool
     title: str = ""
     subtitle: str = ""
     source: str = "template"
@@ -102,17 +96,5 @@ class PosterPrompt:
         return data
 
     def to_txt2img(self) -> dict[str, Any]:
-        """The fields of a WebUI `/sdapi/v1/txt2img` request this prompt decides."""
-        return {
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "sampler_name": self.sampler,
-            "steps": self.steps,
-            "cfg_scale": self.cfg_scale,
-            "seed": self.seed,
-            "width": self.width,
-            "height": self.height,
-            "batch_size": self.batch_size,
-            "n_iter": self.n_iter,
-            "enable_hr": self.hires,
-        }
+        """The WebUI `/sdapi/v1/txt2img` request of this prompt: the prompt and every setting."""
+        return {"prompt": self.prompt, **self.settings()}

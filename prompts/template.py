@@ -15,9 +15,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from posterbot.config import MAX_LORA_WEIGHT, Config, IPConfig, LimitsConfig, PresetConfig
+from posterbot.config import (
+    MAX_LORA_WEIGHT,
+    Config,
+    GenerationSettings,
+    IPConfig,
+    LimitsConfig,
+    Preset,
+)
 from prompts.lexicon import Glossary, Term, Token, load_glossary
-from prompts.presets import Settings, find_preset, global_settings, ip_layer, merge_settings
+from prompts.presets import find_preset, ip_layer, merge_settings
 from prompts.request import (
     Options,
     extract_count,
@@ -54,9 +61,8 @@ class Draft:
     content_tags: list[str]  # what the request is about, in the order it said it
     quality_tags: list[str]  # after the style tags
     negative_tags: list[str]  # words the request said "不要" to
-    settings: Settings
-    batch_size: int
-    n_iter: int
+    settings: GenerationSettings
+    style_tags: list[str]
     target: tuple[int, int] | None
     title: str = ""
     subtitle: str = ""
@@ -85,28 +91,25 @@ def split_count(count: int, max_batch_size: int) -> tuple[int, int]:
     return batch, count // batch
 
 
-def check_limits(
-    settings: Settings, batch_size: int, n_iter: int, hr_scale: float, limits: LimitsConfig
-) -> None:
+def check_limits(s: GenerationSettings, limits: LimitsConfig) -> None:
     """Refuse what the engine would refuse, naming the argument and the limit."""
-    s = settings
     checks = [
         ("steps", s.steps, 1 <= s.steps <= limits.max_steps, f"1 to {limits.max_steps}"),
         ("cfg_scale", s.cfg_scale, 0 < s.cfg_scale <= MAX_CFG_SCALE, f"up to {MAX_CFG_SCALE:g}"),
         ("seed", s.seed, s.seed >= -1, "-1 for random, or 0 and up"),
         (
             "batch_size",
-            batch_size,
-            1 <= batch_size <= limits.max_batch_size,
+            s.batch_size,
+            1 <= s.batch_size <= limits.max_batch_size,
             f"1 to {limits.max_batch_size}",
         ),
-        ("n_iter", n_iter, 1 <= n_iter <= limits.max_n_iter, f"1 to {limits.max_n_iter}"),
+        ("n_iter", s.n_iter, 1 <= s.n_iter <= limits.max_n_iter, f"1 to {limits.max_n_iter}"),
     ]
     for argument, value, ok, allowed in checks:
         if not ok:
             raise ValueError(f"{argument}: {value} is not allowed ({allowed}, see [limits])")
-    scale = hr_scale if settings.hires else 1.0
-    width, height = round(settings.width * scale), round(settings.height * scale)
+    scale = s.hr_scale if s.enable_hr else 1.0
+    width, height = round(s.width * scale), round(s.height * scale)
     if max(width, height) > limits.max_side or width * height > limits.max_pixels:
         raise ValueError(
             f"size: {width}x{height} is larger than limits.max_side {limits.max_side} "
@@ -202,11 +205,11 @@ def _read_tokens(
 
 
 def _size(
-    settings: Settings,
+    settings: GenerationSettings,
     explicit: tuple[int, int] | None,
     orientation: str | None,
     notes: list[str],
-) -> tuple[Settings, tuple[int, int] | None]:
+) -> tuple[GenerationSettings, tuple[int, int] | None]:
     """Apply the request's size: an explicit size maps to a 64-multiple generation size of the same
     shape near the default area, remembering the explicit one as the target."""
     if explicit:
@@ -254,7 +257,7 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
     trigger = ip.trigger if ip and has_trigger(text, ip.trigger) else ""
     tags = [part for part in parts if part and part.lower() != trigger.lower()]
     layers = [*settings_layers, ip_layer(ip) if ip else None]
-    settings = merge_settings(layers, global_settings(config.generation))
+    settings, style_tags = merge_settings(layers, config.generation)
     return Draft(
         request=text,
         ip=ip,
@@ -265,8 +268,7 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
         quality_tags=[],
         negative_tags=[],
         settings=settings,
-        batch_size=1,
-        n_iter=1,
+        style_tags=style_tags,
         target=None,
         raw_prompt=text.strip(),
         notes=notes,
@@ -277,7 +279,7 @@ def parse_request(
     request: str,
     config: Config,
     *,
-    template: PresetConfig | None = None,
+    template: Preset | None = None,
     ip_name: str | None = None,
     glossary: Glossary | None = None,
 ) -> Draft:
@@ -301,20 +303,16 @@ def parse_request(
     text, options = split_options(request)
     if options.preset:
         template = find_preset(config, options.preset)
-    request_layer = PresetConfig(
-        sampler=options.sampler,
-        steps=options.steps,
-        cfg_scale=options.cfg_scale,
-        seed=options.seed,
-        hires=options.hires,
-        negative_prompt=options.negative_prompt,
-    )
-    if (options.width is None) != (options.height is None):
+    # The size is applied after merging (a named size maps to a generation size).
+    request_settings = dict(options.settings)
+    width, height = request_settings.pop("width", None), request_settings.pop("height", None)
+    if (width is None) != (height is None):
         raise ValueError("--width/--height: give both, or --size WIDTHxHEIGHT")
-    explicit_size = (options.width, options.height) if options.width is not None else None
+    explicit_size = (width, height) if width is not None else None
     if is_raw_prompt(text, config):
+        request_layer = Preset(settings=request_settings)
         draft = _raw_draft(text, options, [request_layer, template], config)
-        return _finish_parameters(draft, options, explicit_size, None, None, config)
+        return _finish_parameters(draft, explicit_size, None, None, config)
 
     # 3. the parts that are not picture: poster text, seed, size, hires, count
     title, subtitle, text, notes = extract_titles(text)
@@ -322,11 +320,10 @@ def parse_request(
     size, orientation, text = extract_size(text, glossary)
     hires, text = extract_hires(text, glossary)
     count, text = extract_count(text)
-    request_layer = replace(
-        request_layer,
-        seed=options.seed if options.seed is not None else seed,
-        hires=options.hires if options.hires is not None else (hires or None),
-    )
+    if seed is not None:
+        request_settings.setdefault("seed", seed)
+    if hires:
+        request_settings.setdefault("enable_hr", True)
 
     # 4. which IP; LoRA tags and weights typed into a chat request are not obeyed
     named, text = _find_ips(text, config)
@@ -343,14 +340,13 @@ def parse_request(
     if numbers:
         notes.append("ignored numbers: " + ", ".join(numbers))
     styles = [tag for term in terms if term.category == "style" for tag in term.tags]
-    if styles:
-        request_layer = replace(request_layer, style_tags=styles)
+    request_layer = Preset(settings=request_settings, style_tags=styles or None)
     content = [t for term in terms if term.category not in ("style", "quality") for t in term.tags]
     quality = [t for term in terms if term.category == "quality" for t in term.tags]
 
     # 6. settings: request > template > IP > global
     layers = [request_layer, template, ip_layer(ip) if ip else None]
-    settings = merge_settings(layers, global_settings(config.generation))
+    settings, style_tags = merge_settings(layers, config.generation)
     subject = (ip.description if ip else "") or DEFAULT_SUBJECT
     draft = Draft(
         request=request,
@@ -362,20 +358,18 @@ def parse_request(
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
         negative_tags=negated,
         settings=settings,
-        batch_size=1,
-        n_iter=1,
+        style_tags=style_tags,
         target=None,
         title=title,
         subtitle=subtitle,
         notes=notes,
         untranslated=untranslated,
     )
-    return _finish_parameters(draft, options, explicit_size or size, orientation, count, config)
+    return _finish_parameters(draft, explicit_size or size, orientation, count, config)
 
 
 def _finish_parameters(
     draft: Draft,
-    options: Options,
     size: tuple[int, int] | None,
     orientation: str | None,
     count: int | None,
@@ -384,25 +378,20 @@ def _finish_parameters(
     """Size, batch and limits, the same for chat requests and raw prompts."""
     notes = list(draft.notes)
     settings, target = _size(draft.settings, size, orientation, notes)
-    if options.batch_size or options.n_iter:
-        batch_size, n_iter = options.batch_size or 1, options.n_iter or 1
-    elif count:
+    if count:  # "来4张" in the words; `--batch-size`/`--n-iter` are in the settings already
         batch_size, n_iter = split_count(count, config.limits.max_batch_size)
         if n_iter > config.limits.max_n_iter:
             raise ValueError(
                 f"count: {count} images cannot be made in at most {config.limits.max_n_iter} "
                 f"batches of up to {config.limits.max_batch_size} (see [limits])"
             )
-    else:
-        batch_size, n_iter = 1, 1
-    check_limits(settings, batch_size, n_iter, config.generation.hr_scale, config.limits)
+        settings = replace(settings, batch_size=batch_size, n_iter=n_iter)
+    check_limits(settings, config.limits)
     if target and max(target) > config.limits.max_side:
         raise ValueError(
             f"size: {target[0]}x{target[1]} is larger than limits.max_side {config.limits.max_side}"
         )
-    return replace(
-        draft, settings=settings, target=target, batch_size=batch_size, n_iter=n_iter, notes=notes
-    )
+    return replace(draft, settings=settings, target=target, notes=notes)
 
 
 def _unique(words: list[str]) -> list[str]:
@@ -416,7 +405,7 @@ def finish(draft: Draft, source: str = "template", notes: list[str] | None = Non
     if draft.raw_prompt:
         tags, prompt = draft.content_tags, draft.raw_prompt
     else:
-        tags = _unique([*draft.content_tags, *draft.settings.style_tags, *draft.quality_tags])
+        tags = _unique([*draft.content_tags, *draft.style_tags, *draft.quality_tags])
         prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
         if source == "template" and draft.untranslated:
             all_notes.append(
@@ -426,24 +415,14 @@ def finish(draft: Draft, source: str = "template", notes: list[str] | None = Non
     already = {part.strip().lower() for part in draft.settings.negative_prompt.split(",")}
     extra = [tag for tag in _unique(draft.negative_tags) if tag.lower() not in already]
     negative = ", ".join(part for part in [*extra, draft.settings.negative_prompt] if part)
-    s = draft.settings
     return PosterPrompt(
+        **(draft.settings.settings() | {"negative_prompt": negative}),
         ip=draft.ip.name if draft.ip else "",
         trigger=draft.trigger,
         natural_language=draft.sentence,
         tags=tags,
-        negative_prompt=negative,
         lora=draft.lora,
         prompt=prompt,
-        width=s.width,
-        height=s.height,
-        batch_size=draft.batch_size,
-        n_iter=draft.n_iter,
-        sampler=s.sampler,
-        steps=s.steps,
-        cfg_scale=s.cfg_scale,
-        seed=s.seed,
-        hires=s.hires,
         title=draft.title,
         subtitle=draft.subtitle,
         source=source,
@@ -457,7 +436,7 @@ def template_prompt(
     request: str,
     config: Config,
     *,
-    template: PresetConfig | None = None,
+    template: Preset | None = None,
     ip_name: str | None = None,
 ) -> PosterPrompt:
     """The template step alone: offline, deterministic. See `parse_request` for the arguments."""

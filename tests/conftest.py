@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from posterbot.config import Config, GenerationConfig, ModelsConfig
+from posterbot.config import Config, GenerationSettings, ModelsConfig
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def engine_config(tmp_path_factory, tiny_model) -> Config:
     return Config(
         data_dir=tmp_path_factory.mktemp("data"),
         models=ModelsConfig(base=str(tiny_model)),
-        generation=GenerationConfig(width=64, height=64, steps=4, sampler="Euler a"),
+        generation=GenerationSettings(width=64, height=64, steps=4, sampler_name="Euler a"),
     )
 
 

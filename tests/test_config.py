@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from posterbot.config import ConfigError, load_config
+from posterbot.config import ConfigError, GenerationSettings, load_config
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
 
 def test_the_example_config_loads_and_matches_the_defaults():
     config = load_config(EXAMPLE, environ={})
-    assert config.engine.port == 7861 and config.generation.sampler == "DPM++ 2M Karras"
+    assert config.engine.port == 7861 and config.generation.sampler_name == "DPM++ 2M Karras"
     assert config.ips and config.ips[0].trigger
+
+
+def test_the_example_lists_every_generation_setting_with_its_default():
+    """[generation] is where defaults live: the example shows each one, equal to the code's."""
+    table = tomllib.loads(EXAMPLE.read_text("utf-8"))["generation"]
+    assert table == GenerationSettings().settings()
 
 
 def test_a_missing_default_file_is_fine_but_a_named_one_is_not(tmp_path, monkeypatch):
@@ -26,7 +33,7 @@ def test_a_missing_default_file_is_fine_but_a_named_one_is_not(tmp_path, monkeyp
 
 def test_env_overrides_with_json_lists_and_numbers(tmp_path):
     path = tmp_path / "config.toml"
-    path.write_text('[engine]\nport = 9000\n[generation]\nsampler = "Euler a"\n', "utf-8")
+    path.write_text('[engine]\nport = 9000\n[generation]\nsampler_name = "Euler a"\n', "utf-8")
     config = load_config(
         path,
         environ={
@@ -39,7 +46,7 @@ def test_env_overrides_with_json_lists_and_numbers(tmp_path):
     assert config.engine.port == 9100
     assert config.engine.devices == ["cuda:0", "cuda:1"]
     assert config.generation.negative_prompt == "123"
-    assert config.generation.sampler == "Euler a"
+    assert config.generation.sampler_name == "Euler a"
     assert config.data_dir == tmp_path / "d"
     assert config.loras_dir == tmp_path / "d" / "models" / "Lora"
 

@@ -51,7 +51,7 @@ base = "{tiny_model}"
 width = 64
 height = 64
 steps = 4
-sampler = "Euler a"
+sampler_name = "Euler a"
 [engine]
 port = {free_port()}
 devices = ["cpu"]

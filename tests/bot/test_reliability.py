@@ -28,7 +28,7 @@ def write_config(config, path) -> None:
 width = 64
 height = 64
 steps = 4
-sampler = "Euler a"
+sampler_name = "Euler a"
 [telegram]
 base_url = "{config.telegram.base_url}"
 base_file_url = "{config.telegram.base_file_url}"

@@ -21,11 +21,13 @@ def test_a_value_not_offered_is_refused():
 
 
 def test_settings_reach_the_prompt():
-    settings = UserSettings(sampler="Euler a", steps=20, size="landscape", style="水彩", seed=42)
+    settings = UserSettings(
+        sampler_name="Euler a", steps=20, size="landscape", style="水彩", seed=42
+    )
     prompt = template_prompt(
         "达达骑士在雪地里送快递", Config(), template=settings.to_template(Config())
     )
-    assert (prompt.sampler, prompt.steps, prompt.seed) == ("Euler a", 20, 42)
+    assert (prompt.sampler_name, prompt.steps, prompt.seed) == ("Euler a", 20, 42)
     assert prompt.width > prompt.height
     assert "watercolor" in prompt.tags
 

@@ -52,7 +52,7 @@ def write_config(folder: Path, model: Path, **engine: Any) -> Path:
     path.write_text(
         f'data_dir = "{folder / "data"}"\n'
         f'[models]\nbase = "{model}"\n'
-        '[generation]\nwidth = 64\nheight = 64\nsteps = 2\nsampler = "Euler a"\n'
+        '[generation]\nwidth = 64\nheight = 64\nsteps = 2\nsampler_name = "Euler a"\n'
         f"[engine]\n{engine_lines}\n",
         encoding="utf-8",
     )

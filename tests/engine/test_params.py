@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engine.params import GenerationParams, from_request, parse_lora_flag
-from posterbot.config import GenerationConfig, LimitsConfig
+from posterbot.config import GenerationSettings, LimitsConfig
 
-DEFAULTS = GenerationConfig()
+DEFAULTS = GenerationSettings()
 LIMITS = LimitsConfig(max_pixels=1024 * 1024, max_steps=60, max_batch_size=4, max_n_iter=4)
 
 

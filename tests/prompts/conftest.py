@@ -8,7 +8,7 @@ import json
 import pytest
 from aiohttp import web
 
-from posterbot.config import Config, IPConfig, LLMConfig, PresetConfig
+from posterbot.config import Config, IPConfig, LLMConfig, Preset
 
 DADA = IPConfig(
     name="dada",
@@ -35,8 +35,8 @@ def make_config(**changes) -> Config:
     values = {
         "ips": [DADA, JOY],
         "presets": {
-            "draft": PresetConfig(sampler="Euler a", steps=20, hires=False),
-            "final": PresetConfig(steps=30, hires=True, seed=1234),
+            "draft": Preset(settings={"sampler_name": "Euler a", "steps": 20, "enable_hr": False}),
+            "final": Preset(settings={"steps": 30, "enable_hr": True, "seed": 1234}),
         },
     }
     return Config(**(values | changes))

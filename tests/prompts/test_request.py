@@ -22,15 +22,31 @@ def test_options_are_split_from_the_prompt():
     )
     assert text == "dadaknight, snow"
     assert options == Options(
-        steps=30, seed=123, sampler="DPM++ 2M Karras", cfg_scale=6.0, hires=True
+        settings={
+            "steps": 30,
+            "seed": 123,
+            "sampler_name": "DPM++ 2M Karras",
+            "cfg_scale": 6.0,
+            "enable_hr": True,
+        }
     )
 
 
 def test_size_option_and_negative_prompt():
     _, options = split_options("x --size 768x512 --neg 'text, watermark' --batch 2 --n-iter 3")
-    assert (options.width, options.height) == (768, 512)
-    assert options.negative_prompt == "text, watermark"
-    assert (options.batch_size, options.n_iter) == (2, 3)
+    assert options.settings == {
+        "width": 768,
+        "height": 512,
+        "negative_prompt": "text, watermark",
+        "batch_size": 2,
+        "n_iter": 3,
+    }
+
+
+def test_every_generation_setting_is_an_option_under_its_webui_name():
+    _, options = split_options("x --clip-skip 2 --hr_scale=1.5 --enable-hr --no-hires --ip joy")
+    assert options.settings == {"clip_skip": 2, "hr_scale": 1.5, "enable_hr": False}
+    assert options.ip == "joy"
 
 
 def test_double_dash_inside_words_is_not_an_option():

@@ -36,11 +36,11 @@ def _prompt(**changes) -> PosterPrompt:
         height=768,
         batch_size=4,
         n_iter=1,
-        sampler="Euler a",
+        sampler_name="Euler a",
         steps=25,
         cfg_scale=7.0,
         seed=-1,
-        hires=False,
+        enable_hr=False,
         title="圣诞快乐",
     )
     return PosterPrompt(**(values | changes))
@@ -68,5 +68,7 @@ def test_unknown_source_is_refused():
 def test_sampler_names_any_case_and_errors_list_the_valid_ones():
     assert check_sampler("dpm++ 2m karras") == "DPM++ 2M Karras"
     assert len(SAMPLER_NAMES) == 18
-    with pytest.raises(ValueError, match="sampler: unknown sampler 'k_euler'; valid: Euler a,"):
+    with pytest.raises(
+        ValueError, match="sampler_name: unknown sampler 'k_euler'; valid: Euler a,"
+    ):
         check_sampler("k_euler")

@@ -148,7 +148,7 @@ CASES = [
     ("1080*1080 朋友圈", {"width": 640, "height": 640, "target_width": 1080}),
     ("公众号封面", {"target_width": 900, "target_height": 383}),
     ("512x512", {"width": 512, "height": 512, "target_width": None}),
-    ("手机壁纸 高清", {"target_width": 1080, "target_height": 1920, "hires": True}),
+    ("手机壁纸 高清", {"target_width": 1080, "target_height": 1920, "enable_hr": True}),
     # --- counts
     ("来两张", {"batch_size": 2, "n_iter": 1}),
     ("生成十二张", {"batch_size": 6, "n_iter": 2}),
@@ -201,12 +201,12 @@ CASES = [
     ),
     ("达达和长颈鹿", {"notes": ["not translated", "长颈鹿"]}),
     # --- hires, seed, options on a chat request
-    ("高清修复，种子1234", {"hires": True, "seed": 1234}),
+    ("高清修复，种子1234", {"enable_hr": True, "seed": 1234}),
     ("达达挥手 --steps 30 --seed 42 --cfg 6.5", {"steps": 30, "seed": 42, "cfg_scale": 6.5}),
-    ("达达挥手 --preset final", {"steps": 30, "hires": True, "seed": 1234}),
+    ("达达挥手 --preset final", {"steps": 30, "enable_hr": True, "seed": 1234}),
     (
         '达达挥手 --sampler "euler a" --size 768x512',
-        {"sampler": "Euler a", "width": 768, "height": 512},
+        {"sampler_name": "Euler a", "width": 768, "height": 512},
     ),
     # --- raw WebUI prompts pass through unchanged
     (
@@ -226,7 +226,7 @@ CASES = [
             "prompt": "dadaknight, beach, <lora:dada_v2:0.6>",
             "steps": 30,
             "seed": 123,
-            "sampler": "DPM++ 2M Karras",
+            "sampler_name": "DPM++ 2M Karras",
             "lora": {"name": "dada_v2", "weight": 0.6},
         },
     ),
@@ -309,7 +309,7 @@ def test_without_configured_ips_the_prompt_has_no_trigger_or_lora(config):
 
 def test_template_fills_what_the_request_leaves_out(config):
     prompt = template_prompt("达达挥手 --steps 40", config, template=config.presets["final"])
-    assert (prompt.steps, prompt.hires, prompt.seed) == (40, True, 1234)
+    assert (prompt.steps, prompt.enable_hr, prompt.seed) == (40, True, 1234)
 
 
 @pytest.mark.parametrize(

@@ -219,13 +219,13 @@ import json, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from posterbot.config import Config, GenerationConfig, IPConfig, ModelsConfig
+from posterbot.config import Config, GenerationSettings, IPConfig, ModelsConfig
 from engine.training.lora import run_training
 spec = json.loads(sys.argv[1])
 config = Config(
     data_dir=Path(spec["data_dir"]),
     models=ModelsConfig(base=spec["model"]),
-    generation=GenerationConfig(width=64, height=64, steps=4, sampler="Euler a"),
+    generation=GenerationSettings(width=64, height=64, steps=4, sampler_name="Euler a"),
     ips=[IPConfig(name="dada", trigger="dadaknight", lora="dada_lora")],
 )
 run_training(config, spec["params"], progress=lambda *a: print("step", a[1], flush=True))
