@@ -45,11 +45,12 @@ class Term:
 
 @dataclass(frozen=True)
 class Token:
-    """A piece of a request: a glossary term, a filler, a negation, an unknown word or a break."""
+    """A piece of a request: a glossary term, a filler, a negation, a replace word ("换成"), an
+    unknown word or a break."""
 
     text: str
     start: int
-    kind: str  # term | ignore | negation | unknown | break
+    kind: str  # term | ignore | negation | replace | unknown | break
     term: Term | None = None
 
 
@@ -58,6 +59,7 @@ class Glossary:
     terms: dict[str, Term]  # lower-case word or synonym -> entry
     ignore: frozenset[str] = frozenset()
     negations: frozenset[str] = frozenset()
+    replacements: frozenset[str] = frozenset()  # "换成 X": X replaces what was said before
     orientations: dict[str, str] = field(default_factory=dict)  # word -> portrait|landscape|square
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> final (w, h)
     hires_words: frozenset[str] = frozenset()
@@ -66,7 +68,7 @@ class Glossary:
     def _tokenizer(self) -> jieba.Tokenizer:
         # A private tokenizer: other code using jieba keeps its own dictionary.
         tokenizer = jieba.Tokenizer()
-        for word in (*self.terms, *self.ignore, *self.negations):
+        for word in (*self.terms, *self.ignore, *self.negations, *self.replacements):
             if _CJK.search(word):
                 tokenizer.add_word(word, _JIEBA_FREQ)
         return tokenizer
@@ -100,6 +102,8 @@ class Glossary:
             return Token(word, start, "term", self.terms[key])
         if key in self.negations:
             return Token(word, start, "negation")
+        if key in self.replacements:
+            return Token(word, start, "replace")
         if key in self.ignore:
             return Token(word, start, "ignore")
         if not any(char.isalnum() for char in word):
@@ -149,6 +153,7 @@ def read_glossary(paths: list[Path]) -> Glossary:
     terms: dict[str, Term] = {}
     ignore: set[str] = set()
     negations: set[str] = set()
+    replacements: set[str] = set()
     orientations: dict[str, str] = {}
     sizes: dict[str, tuple[int, int]] = {}
     hires_words: set[str] = set()
@@ -171,6 +176,7 @@ def read_glossary(paths: list[Path]) -> Glossary:
                 terms[key] = term
         ignore.update(word.lower() for word in data.get("ignore", []))
         negations.update(word.lower() for word in data.get("negations", []))
+        replacements.update(word.lower() for word in data.get("replacements", []))
         for orientation, words in data.get("orientations", {}).items():
             if orientation not in ORIENTATIONS:
                 raise ValueError(f"{path}: orientation must be one of {ORIENTATIONS}")
@@ -182,6 +188,7 @@ def read_glossary(paths: list[Path]) -> Glossary:
         terms,
         frozenset(ignore),
         frozenset(negations),
+        frozenset(replacements),
         orientations,
         sizes,
         frozenset(hires_words),

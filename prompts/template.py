@@ -176,17 +176,22 @@ def _read_tokens(
     negated: list[str] = []
     untranslated: list[str] = []
     numbers: list[str] = []
-    negating = False
+    negating = replacing = False
     previous_end = -1
     for token in tokens:
         if token.kind == "break":
-            negating = False
+            negating = replacing = False
         elif token.kind == "negation":
             negating = True
+        elif token.kind == "replace":
+            replacing = True
         elif token.kind == "term" and token.term is not None:
             if negating:
                 negated.append(token.term.tags[0] if token.term.tags else token.term.phrase)
             elif token.term not in terms:
+                if replacing:  # 换成国潮: the earlier style (or scene, action ...) goes
+                    terms = [term for term in terms if term.category != token.term.category]
+                    replacing = False
                 terms.append(token.term)
         elif token.kind == "unknown":
             word = token.text

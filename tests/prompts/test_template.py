@@ -244,6 +244,13 @@ CASES = [
             "notes": ["ignored '<lora:other:2>'"],
         },
     ),
+    # an "edit prompt" reply is appended to the request: a replace word swaps, it does not add
+    (
+        "达达骑士水彩风格在海边送快递，换成国潮风格",
+        {"has_tags": ["guochao", "beach"], "no_tags": ["watercolor"]},
+    ),
+    ("达达在海边送快递，改成雪地", {"has_tags": ["snowy field"], "no_tags": ["beach"]}),
+    ("达达水彩，不要海边，换成国潮", {"has_tags": ["guochao"], "no_tags": ["watercolor", "beach"]}),
 ]
 
 
