@@ -588,5 +588,6 @@ def describe(language: str, prompt: PosterPrompt, params: dict[str, Any]) -> str
     )
     text += "\n" + parameters_line(language, params)
     if prompt.notes:
-        text += "\n" + t(language, "notes", notes="; ".join(prompt.notes))
+        notes = [t(language, f"note_{note.code}", **note.values) for note in prompt.notes]
+        text += "\n" + t(language, "notes", notes="; ".join(notes))
     return text

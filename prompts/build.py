@@ -15,6 +15,7 @@ import aiohttp
 
 from posterbot.config import Config, Preset
 from prompts.llm import API_KEY_ENV, LLMError, ask_llm
+from prompts.notes import Note
 from prompts.spec import PosterPrompt
 from prompts.template import DEFAULT_SUBJECT, finish, parse_request
 
@@ -59,6 +60,6 @@ async def build_prompt(
             session=session,
         )
     except LLMError as exc:
-        return finish(draft, notes=[f"LLM step skipped, used the template: {exc}"])
+        return finish(draft, notes=[Note("llm_skipped", {"reason": str(exc)})])
     improved = replace(draft, sentence=answer.natural_language, content_tags=answer.tags)
     return finish(improved, source="llm", notes=answer.notes)

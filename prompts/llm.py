@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from posterbot.config import LLMConfig
+from prompts.notes import Note
 
 API_KEY_ENV = "POSTERBOT_LLM_API_KEY"
 MAX_SENTENCE_CHARS = 300  # one sentence; CLIP reads 75 tokens per chunk and earlier words matter
@@ -52,7 +53,7 @@ class LLMError(Exception):
 class LLMAnswer:
     natural_language: str
     tags: list[str]
-    notes: list[str]  # fields dropped, tags removed
+    notes: list[Note]  # fields dropped, tags removed
 
 
 def build_messages(request: str, subject: str, hints: list[str]) -> list[dict[str, str]]:
@@ -81,7 +82,7 @@ def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
     notes = []
     extra = sorted(set(answer) - set(ANSWER_FIELDS))
     if extra:
-        notes.append("ignored LLM fields: " + ", ".join(extra))
+        notes.append(Note("llm_fields_ignored", {"fields": ", ".join(extra)}))
 
     sentence = answer.get("natural_language")
     if not isinstance(sentence, str) or not sentence.strip():
@@ -108,7 +109,7 @@ def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
         raise LLMError(f"natural_language names {', '.join(sorted(mentioned))}")
     kept = [tag for tag in tags if tag not in forbidden]
     if len(kept) < len(tags):
-        notes.append("removed trigger words or LoRA names from the LLM's tags")
+        notes.append(Note("llm_tags_removed"))
     return LLMAnswer(sentence, kept, notes)
 
 

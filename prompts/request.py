@@ -15,6 +15,7 @@ from typing import Any
 
 from posterbot.config import GenerationSettings
 from prompts.lexicon import Glossary
+from prompts.notes import Note
 from prompts.spec import check_sampler
 
 # One or two lines at poster size; longer text belongs in the message, not on the image.
@@ -140,7 +141,7 @@ def split_options(text: str) -> tuple[str, Options]:
     return text[: start.start()].strip(), Options(settings=values, preset=preset, ip=ip)
 
 
-def extract_titles(text: str) -> tuple[str, str, str, list[str]]:
+def extract_titles(text: str) -> tuple[str, str, str, list[Note]]:
     """Find the poster's title and subtitle; return (title, subtitle, text, notes).
 
     After 标题/title and a colon, 是, a space or a quote, the text (quoted, or up to the next
@@ -149,7 +150,7 @@ def extract_titles(text: str) -> tuple[str, str, str, list[str]]:
     subtitle. Otherwise the first quoted text is the title and the second the subtitle.
     """
     found: dict[str, str] = {}
-    notes: list[str] = []
+    notes: list[Note] = []
 
     def place(kind: str, value: str) -> None:
         value = value.strip()
@@ -160,7 +161,7 @@ def extract_titles(text: str) -> tuple[str, str, str, list[str]]:
         elif kind == "title" and "subtitle" not in found:
             found["subtitle"] = value
         else:
-            notes.append(f"ignored extra poster text {value!r}")
+            notes.append(Note("extra_poster_text", {"text": f"「{value}」"}))
 
     while match := _TITLE_KEYWORD.search(text):
         keyword = match.group(1).lower()

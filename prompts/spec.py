@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from posterbot.config import GenerationSettings
+from prompts.notes import Note
 from prompts.syntax import LoraTag
 
 # Sampler names as WebUI shows them; the engine maps each to a diffusers scheduler.
@@ -83,7 +84,7 @@ class PosterPrompt(GenerationSettings):
     # resizes the finished image to it. None = the generation size (or hires of it) is final.
     target_width: int | None = None
     target_height: int | None = None
-    notes: list[str] = field(default_factory=list)  # what was guessed, dropped or left untranslated
+    notes: list[Note] = field(default_factory=list)  # what was guessed, dropped or untranslated
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -93,6 +94,7 @@ class PosterPrompt(GenerationSettings):
         """The JSON shape documented in docs/prompts.md."""
         data = asdict(self)
         data["lora"] = {"name": self.lora.name, "weight": self.lora.weight} if self.lora else None
+        data["notes"] = [note.to_dict() for note in self.notes]
         return data
 
     def to_txt2img(self) -> dict[str, Any]:

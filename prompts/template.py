@@ -24,6 +24,7 @@ from posterbot.config import (
     Preset,
 )
 from prompts.lexicon import Glossary, Term, Token, load_glossary
+from prompts.notes import Note
 from prompts.presets import find_preset, ip_layer, merge_settings
 from prompts.request import (
     Options,
@@ -67,7 +68,7 @@ class Draft:
     title: str = ""
     subtitle: str = ""
     raw_prompt: str = ""  # a WebUI prompt passed through unchanged
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
 
 
@@ -135,22 +136,20 @@ def _find_ips(text: str, config: Config) -> tuple[list[IPConfig], str]:
 
 def _choose_ip(
     named: list[IPConfig], options: Options, ip_name: str | None, config: Config
-) -> tuple[IPConfig | None, list[str]]:
+) -> tuple[IPConfig | None, list[Note]]:
     if options.ip:
         return config.find_ip(options.ip), []
     if len(named) > 1:
         others = ", ".join(ip.name for ip in named[1:])
-        return named[0], [
-            f"several IPs named; used {named[0].name} (one LoRA per poster), not {others}"
-        ]
+        return named[0], [Note("several_ips", {"used": named[0].name, "others": others})]
     if named:
         return named[0], []
     if ip_name:
         return config.find_ip(ip_name), []
     ip = config.default_ip_config()
     if ip is None:
-        return None, ["no IP configured: the prompt has no trigger word and no LoRA"]
-    return ip, [f"no IP named; used the default IP {ip.name}"]
+        return None, [Note("no_ip")]
+    return ip, [Note("default_ip", {"ip": ip.name})]
 
 
 def _sentence(subject: str, terms: list[Term]) -> str:
@@ -213,20 +212,19 @@ def _size(
     settings: GenerationSettings,
     explicit: tuple[int, int] | None,
     orientation: str | None,
-    notes: list[str],
+    notes: list[Note],
 ) -> tuple[GenerationSettings, tuple[int, int] | None]:
     """Apply the request's size: an explicit size maps to a 64-multiple generation size of the same
     shape near the default area, remembering the explicit one as the target."""
     if explicit:
         if orientation:
-            notes.append(
-                f"size {explicit[0]}x{explicit[1]} given; ignored the word for {orientation}"
-            )
+            size = f"{explicit[0]}x{explicit[1]}"
+            notes.append(Note("size_over_orientation", {"size": size, "orientation": orientation}))
         width, height = generation_size(*explicit, max_area=settings.width * settings.height)
         target = explicit if explicit != (width, height) else None
         if target:
             final = f"{target[0]}x{target[1]}"
-            notes.append(f"generating at {width}x{height} (multiples of 64), resized to {final}")
+            notes.append(Note("resized", {"generated": f"{width}x{height}", "final": final}))
         return replace(settings, width=width, height=height), target
     if orientation:
         width, height = orientation_size(orientation, settings.width, settings.height)
@@ -253,11 +251,11 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
         lora_names = {lora.name for lora in loras}
         named = (ip for ip in config.ips if has_trigger(text, ip.trigger) or ip.lora in lora_names)
         ip = next(named, None)
-    notes = ["raw WebUI prompt: passed through unchanged"]
+    notes = [Note("raw_prompt")]
     if ip is None:
-        notes.append("the prompt names no configured IP's trigger word or LoRA")
+        notes.append(Note("raw_no_ip"))
     if len(loras) > 1:
-        notes.append("several LoRAs: " + ", ".join(lora.render() for lora in loras))
+        notes.append(Note("several_loras", {"loras": ", ".join(lora.render() for lora in loras)}))
     parts = [part.strip() for part in body.split(",")]
     trigger = ip.trigger if ip and has_trigger(text, ip.trigger) else ""
     tags = [part for part in parts if part and part.lower() != trigger.lower()]
@@ -335,15 +333,15 @@ def parse_request(
     ip, ip_notes = _choose_ip(named, options, ip_name, config)
     notes += ip_notes
     for tag in _EXTRA_NETWORK.findall(text):
-        notes.append(f"ignored {tag!r}: the LoRA comes from the IP's config")
+        notes.append(Note("lora_tag_ignored", {"tag": tag}))
     text = _EXTRA_NETWORK.sub("，", text)
 
     # 5. the glossary: terms, English words, negations, untranslated words
     terms, english, negated, untranslated, numbers = _read_tokens(glossary.tokenize(text))
     if english:
-        notes.append("kept English words as tags: " + ", ".join(english))
+        notes.append(Note("english_kept", {"words": ", ".join(english)}))
     if numbers:
-        notes.append("ignored numbers: " + ", ".join(numbers))
+        notes.append(Note("numbers_ignored", {"numbers": ", ".join(numbers)}))
     styles = [tag for term in terms if term.category == "style" for tag in term.tags]
     request_layer = Preset(settings=request_settings, style_tags=styles or None)
     content = [t for term in terms if term.category not in ("style", "quality") for t in term.tags]
@@ -404,7 +402,7 @@ def _unique(words: list[str]) -> list[str]:
     return [w for w in words if not (w.lower() in seen or seen.add(w.lower()))]
 
 
-def finish(draft: Draft, source: str = "template", notes: list[str] | None = None) -> PosterPrompt:
+def finish(draft: Draft, source: str = "template", notes: list[Note] | None = None) -> PosterPrompt:
     """Render a draft: trigger, sentence, tags (content, style, quality), LoRA."""
     all_notes = [*draft.notes, *(notes or [])]
     if draft.raw_prompt:
@@ -413,9 +411,7 @@ def finish(draft: Draft, source: str = "template", notes: list[str] | None = Non
         tags = _unique([*draft.content_tags, *draft.style_tags, *draft.quality_tags])
         prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
         if source == "template" and draft.untranslated:
-            all_notes.append(
-                "not translated (add them to the glossary): " + ", ".join(draft.untranslated)
-            )
+            all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
     # Words the request said no to go first, unless the negative prompt already has them.
     already = {part.strip().lower() for part in draft.settings.negative_prompt.split(",")}
     extra = [tag for tag in _unique(draft.negative_tags) if tag.lower() not in already]

@@ -55,3 +55,14 @@ def test_long_texts_are_split_within_telegrams_limit():
 def test_captions_are_cut_to_telegrams_limit():
     assert len(shorten("字" * 2000)) == 1024
     assert shorten("short") == "short"
+
+
+def test_every_prompt_builder_note_speaks_both_languages():
+    from prompts.notes import NOTE_TEXTS
+
+    fields = lambda text: {name for _, name, _, _ in string.Formatter().parse(text) if name}  # noqa: E731
+    for code, english in NOTE_TEXTS.items():
+        for language in ("zh", "en"):
+            text = catalog(language).get(f"note_{code}")
+            assert text is not None, f"note_{code} is missing in {language}"
+            assert fields(text) <= fields(english), (language, code)

@@ -49,7 +49,9 @@ async def test_llm_failures_fall_back_to_the_template(config, llm_stub, mode, re
     template = template_prompt(REQUEST, config)
     assert prompt.source == "template"
     assert prompt.prompt == template.prompt
-    assert any(f"LLM step skipped, used the template: {reason}" in n for n in prompt.notes)
+    assert any(
+        f"LLM step skipped, used the template: {reason}" in n for n in map(str, prompt.notes)
+    )
 
 
 async def test_extra_fields_cannot_change_lora_or_size(config, llm_stub):
@@ -58,7 +60,7 @@ async def test_extra_fields_cannot_change_lora_or_size(config, llm_stub):
     assert prompt.source == "llm"
     assert prompt.lora.name == "dada_v3" and prompt.trigger == "dadaknight"
     assert (prompt.width, prompt.height) == (512, 768)
-    assert "ignored LLM fields: lora, trigger, width" in prompt.notes
+    assert "ignored LLM fields: lora, trigger, width" in map(str, prompt.notes)
 
 
 async def test_injection_in_the_request_changes_nothing_that_matters(config, llm_stub):

@@ -9,6 +9,7 @@ import pytest
 
 from posterbot.config import LLMConfig
 from prompts.llm import LLMError, ask_llm, build_messages, parse_answer
+from prompts.notes import Note
 
 FORBIDDEN = ["dadaknight", "dada_v3", "joydog", "joy_v1"]
 
@@ -51,7 +52,7 @@ async def test_markdown_fenced_json_is_accepted(llm_stub):
 async def test_extra_fields_are_ignored_and_noted(llm_stub):
     llm_config, _ = llm_stub
     answer = await _ask(llm_config, "extra_fields")
-    assert answer.notes == ["ignored LLM fields: lora, trigger, width"]
+    assert answer.notes == [Note("llm_fields_ignored", {"fields": "lora, trigger, width"})]
     assert answer.tags[0] == "christmas"
 
 
@@ -109,4 +110,6 @@ def test_trigger_words_in_tags_are_removed():
         json.dumps({"natural_language": "a mascot", "tags": ["joydog", "Snow"]}), FORBIDDEN
     )
     assert answer.tags == ["snow"]
-    assert answer.notes == ["removed trigger words or LoRA names from the LLM's tags"]
+    assert [str(note) for note in answer.notes] == [
+        "removed trigger words or LoRA names from the LLM's tags"
+    ]

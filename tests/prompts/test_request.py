@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prompts.lexicon import load_glossary
+from prompts.notes import Note
 from prompts.request import (
     Options,
     chinese_number,
@@ -89,7 +90,7 @@ def test_titles_and_subtitles(text, title, subtitle):
 
 def test_a_third_quote_is_noted_not_lost():
     *_, notes = extract_titles("「一」「二」「三」")
-    assert notes == ["ignored extra poster text '三'"]
+    assert notes == [Note("extra_poster_text", {"text": "「三」"})]
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from prompts.notes import Note
 from prompts.template import split_count, template_prompt
 
 # (request, what the structured prompt must hold). Keys are PosterPrompt fields (equal), or:
@@ -241,7 +242,7 @@ CASES = [
             "ip": "dada",
             "trigger": "dadaknight",
             "lora": {"name": "dada_v3", "weight": 0.8},
-            "notes": ["ignored '<lora:other:2>'"],
+            "notes": ["ignored <lora:other:2>"],
         },
     ),
     # an "edit prompt" reply is appended to the request: a replace word swaps, it does not add
@@ -270,7 +271,7 @@ def _check(prompt, expected: dict) -> None:
                 assert part in prompt.negative_prompt, prompt.negative_prompt
         elif key == "notes":
             for part in want:
-                assert any(part in note for note in prompt.notes), prompt.notes
+                assert any(part in str(note) for note in prompt.notes), prompt.notes
         else:
             assert data[key] == want, f"{key}: {data[key]!r} != {want!r}"
 
@@ -284,7 +285,7 @@ def test_request_becomes_structured_prompt(config, request_text, expected):
     prompt = template_prompt(request_text, config)
     _check(prompt, expected)
     # Every chat prompt has the designers' shape: trigger first, LoRA last.
-    if prompt.ip and "raw WebUI prompt: passed through unchanged" not in prompt.notes:
+    if prompt.ip and Note("raw_prompt") not in prompt.notes:
         assert prompt.prompt.startswith(prompt.trigger + ", ")
         assert prompt.prompt.endswith(prompt.lora.render())
     assert prompt.width % 64 == 0 and prompt.height % 64 == 0
@@ -311,7 +312,7 @@ def test_without_configured_ips_the_prompt_has_no_trigger_or_lora(config):
     prompt = template_prompt("雪地里送快递", replace(config, ips=[]))
     assert (prompt.ip, prompt.trigger, prompt.lora) == ("", "", None)
     assert prompt.prompt.startswith("a cute mascot character delivering parcels")
-    assert any("no IP configured" in note for note in prompt.notes)
+    assert Note("no_ip") in prompt.notes
 
 
 def test_template_fills_what_the_request_leaves_out(config):
