@@ -205,14 +205,6 @@ def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
     )
 
 
-def _glyph_mask(
-    size: tuple[int, int], block: _Block, box: tuple[int, int, int, int], align: str
-) -> Image.Image:
-    mask = Image.new("L", size, 0)
-    _draw_lines(ImageDraw.Draw(mask), block, box, align, 255)
-    return mask
-
-
 def _draw_lines(draw: ImageDraw.ImageDraw, block: _Block, box, align: str, fill) -> None:
     font = block.face.at(block.fitted.size)
     line_height = round(block.fitted.size * LINE_SPACING)
@@ -308,30 +300,31 @@ def compose_poster(
 
 def _draw_group(image, pixels, group, region: layout.Region, brand: Brand, on_band: bool):
     """Draw stacked texts legibly: plain if a colour reaches 4.5:1 on the picture, else on a
-    band made more opaque until it does."""
-    size = image.size
-    masks = [np.asarray(_glyph_mask(size, block, box, region.align)) > 127 for block, box in group]
+    band made more opaque until it does. Contrast is measured on the pixels under the glyphs."""
+    under = [_pixels_under_glyphs(pixels, block, box, region.align) for block, box in group]
     candidates = [*brand.colours, WHITE, INK]
-    band_box = _band_box(group, region, size, full_width=on_band)
-    band_colour = brand.band_colour or INK  # light text on a dark band reads on any picture
-    alphas = BAND_ALPHAS if on_band else (0.0, *BAND_ALPHAS)
-    for alpha in alphas:
-        behind = pixels if alpha == 0 else _with_band(pixels, band_box, band_colour, alpha)
-        colour, worst = None, 0.0
-        for candidate in candidates:
-            reached = min(contrast.covered_contrast(candidate, behind[mask]) for mask in masks)
-            if reached > worst:
-                colour, worst = candidate, reached
-        if worst >= contrast.WCAG_TEXT:
+    band_box = _band_box(group, region, image.size, full_width=on_band)
+    # The brand's band first; a dark band under light text reads on any picture, so it is the
+    # last resort (opaque INK under white is 17:1).
+    bands = [(INK, alpha) for alpha in BAND_ALPHAS]
+    if brand.band_colour:
+        bands = [(brand.band_colour, alpha) for alpha in BAND_ALPHAS] + bands
+    for band_colour, alpha in [(INK, 0.0)] * (not on_band) + bands:
+        # The band covers every glyph of the group, so what lies under a glyph is a blend.
+        behind = [p * (1 - alpha) + np.array(band_colour, np.float64) * alpha for p in under]
+        per_block = [contrast.covered_contrasts(candidates, b) for b in behind]
+        worst = [min(reached) for reached in zip(*per_block, strict=True)]
+        best = int(np.argmax(worst))
+        if worst[best] >= contrast.WCAG_TEXT:
             break
+    colour = candidates[best]
     elements = []
     if alpha > 0:
         image = Image.fromarray(_with_band(np.asarray(image), band_box, band_colour, alpha))
         elements.append(Element("band", band_box, colour=_hex(band_colour), opacity=alpha))
     draw = ImageDraw.Draw(image)
-    for (block, box), mask in zip(group, masks, strict=True):
+    for (block, box), reached in zip(group, per_block, strict=True):
         _draw_lines(draw, block, box, region.align, colour)
-        reached = contrast.covered_contrast(colour, behind[mask])
         elements.append(
             Element(
                 block.kind,
@@ -342,10 +335,21 @@ def _draw_group(image, pixels, group, region: layout.Region, brand: Brand, on_ba
                 block.fitted.size,
                 _hex(colour),
                 region.align,
-                contrast=round(reached, 2),
+                contrast=round(reached[best], 2),
             )
         )
     return image, elements
+
+
+def _pixels_under_glyphs(pixels: np.ndarray, block: _Block, box, align: str) -> np.ndarray:
+    """The (N, 3) picture pixels the block's glyphs will cover, drawn in a mask around its box."""
+    pad = block.fitted.size // 2
+    x0, y0 = max(0, box[0] - pad), max(0, box[1] - pad)
+    x1, y1 = min(pixels.shape[1], box[2] + pad), min(pixels.shape[0], box[3] + pad)
+    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    shifted = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+    _draw_lines(ImageDraw.Draw(mask), block, shifted, align, 255)
+    return pixels[y0:y1, x0:x1][np.asarray(mask) > 127].astype(np.float64)
 
 
 def _band_box(group, region: layout.Region, size: tuple[int, int], full_width: bool):

@@ -27,16 +27,17 @@ def ratio(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
     return (light + 0.05) / (dark + 0.05)
 
 
-def covered_contrast(text: RGB, behind: np.ndarray) -> float:
-    """The contrast `text` reaches against 95% of the (N, 3) pixels `behind` it."""
+def covered_contrasts(colours: list[RGB], behind: np.ndarray) -> list[float]:
+    """For each text colour, the contrast it reaches against 95% of the (N, 3) pixels behind."""
     if len(behind) == 0:
-        return float("inf")
-    ratios = ratio(luminance(np.array(text)), luminance(behind))
-    return float(np.quantile(ratios, 1.0 - COVERED_SHARE))
+        return [float("inf")] * len(colours)
+    background = luminance(behind)
+    return [
+        float(np.quantile(ratio(luminance(np.array(colour)), background), 1.0 - COVERED_SHARE))
+        for colour in colours
+    ]
 
 
-def best_text_colour(candidates: list[RGB], behind: np.ndarray) -> tuple[RGB, float]:
-    """The candidate with the highest covered contrast, and that contrast."""
-    scored = [(covered_contrast(colour, behind), colour) for colour in candidates]
-    contrast, colour = max(scored, key=lambda pair: pair[0])
-    return colour, contrast
+def covered_contrast(colour: RGB, behind: np.ndarray) -> float:
+    """The contrast `colour` reaches against 95% of the (N, 3) pixels behind it."""
+    return covered_contrasts([colour], behind)[0]

@@ -42,7 +42,9 @@ def saliency_map(image: Image.Image) -> np.ndarray:
     """A (h, w) map in 0..1 at MAP_SIDE on the long side; high where the subject is."""
     scale = MAP_SIDE / max(image.size)
     size = (max(8, round(image.width * scale)), max(8, round(image.height * scale)))
-    rgb = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR), np.float64)
+    factor = max(1, max(image.size) // (2 * MAP_SIDE))  # a box reduce first: fast on big posters
+    small = image.convert("RGB").reduce(factor).resize(size, Image.Resampling.BILINEAR)
+    rgb = np.asarray(small, np.float64)
     gray = rgb.mean(axis=2)
     # 1. spectral residual
     spectrum = np.fft.fft2(gray)

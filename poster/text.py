@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from PIL import ImageFont
 
@@ -117,8 +118,7 @@ def fit_text(
         raise ValueError("text: empty")
 
     def layout(size: int, whole_phrases: bool) -> FittedText | None:
-        font = font_at(size)
-        width_of = lambda s: font.getlength(s)  # noqa: E731
+        width_of = lru_cache(maxsize=None)(font_at(size).getlength)  # lines are re-measured
         lines = break_lines(text, width_of, box_width, whole_phrases=whole_phrases)
         if lines is None:
             return None
@@ -163,7 +163,7 @@ def _balance(
         return lines
     low, high = max_width / len(lines), max_width
     best = lines
-    for _ in range(12):
+    for _ in range(8):  # to within 1/256 of the box width
         middle = (low + high) / 2
         trial = break_lines(text, width_of, middle, whole_phrases=whole_phrases)
         if (

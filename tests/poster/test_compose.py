@@ -162,3 +162,13 @@ def test_the_logo_sits_in_a_free_corner_clear_of_the_texts(tmp_path):
     assert placed.box[2] - placed.box[0] == round(0.18 * 1080)
     for box in text_boxes(poster):
         assert overlap(fraction(placed.box, (1080, 1920)), fraction(box, (1080, 1920))) == 0
+
+
+def test_a_brand_band_too_pale_for_any_text_gives_way_to_a_dark_one():
+    brand = Brand(band_colour=(128, 128, 128), colours=((150, 150, 150),))
+    poster = compose_poster(
+        mascot_picture(background="busy"), COPY, 1080, 1920, brand=brand, layout_name="bottom"
+    )
+    band = next(e for e in poster.elements if e.kind == "band")
+    assert band.colour == "#1a1a1a"
+    assert all(e.contrast >= 4.5 for e in poster.elements if e.lines)
