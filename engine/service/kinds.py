@@ -128,6 +128,6 @@ KINDS: dict[str, JobKind] = {
 
 def job_kind(name: Any) -> JobKind:
     """The kind called `name`; a Refusal naming `kind` otherwise."""
-    if name not in KINDS:
+    if not isinstance(name, str) or name not in KINDS:
         raise Refusal("kind", f"{name!r} is not one of {', '.join(KINDS)}")
     return KINDS[name]

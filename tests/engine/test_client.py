@@ -25,7 +25,7 @@ from engine.service.client import (
 from engine.service.queue_sqlite import open_queue
 from engine.service.state import Service
 from tests.engine.conftest import REPO, TOKEN, free_port
-from tests.engine.test_server import play_worker
+from tests.engine.test_service import play_worker
 
 
 @pytest.fixture
