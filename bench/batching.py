@@ -30,9 +30,9 @@ def main() -> None:
 
     import torch
 
-    from engine.generate import Engine
-    from engine.params import from_request
-    from engine.tiny import write_demo_model
+    from engine.diffusion.generate import Engine
+    from engine.diffusion.params import from_request
+    from engine.diffusion.tiny import write_demo_model
     from posterbot.config import Config, GenerationSettings, ModelsConfig
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,8 +32,8 @@ from telegram.ext import AIORateLimiter, BaseRateLimiter
 
 from bot.app import RATE_LIMIT_RETRIES, build_application, running
 from bot.ratelimit import LaneRateLimiter
-from engine.client import EngineClient
-from engine.tiny import write_demo_model
+from engine.diffusion.tiny import write_demo_model
+from engine.service.client import EngineClient
 from posterbot.config import AccessConfig, BotConfig, Config, TelegramConfig, load_config
 from tests.bot.conftest import free_port, wait_healthy
 from tests.fakes.telegram_api import TOKEN, FakeTelegram

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from engine.generate import Engine
-from engine.params import from_request
-from engine.samplers import make_scheduler
-from engine.tiny import write_demo_model
+from engine.diffusion.generate import Engine
+from engine.diffusion.params import from_request
+from engine.diffusion.samplers import make_scheduler
+from engine.diffusion.tiny import write_demo_model
 from posterbot.config import Config, ModelsConfig
 
 PROMPT = "dadaknight, a delivery rider in the snow, christmas, poster, masterpiece, best quality"

@@ -27,10 +27,10 @@ import torch
 # The LoRA writer the tests use lives in tests/fakes; run from anywhere, import it from the repo.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.generate import Engine
-from engine.params import from_request
-from engine.samplers import make_scheduler
-from engine.tiny import write_tokenizer_files
+from engine.diffusion.generate import Engine
+from engine.diffusion.params import from_request
+from engine.diffusion.samplers import make_scheduler
+from engine.diffusion.tiny import write_tokenizer_files
 from posterbot.config import Config, ModelsConfig
 from tests.fakes.models import write_lora_pair
 

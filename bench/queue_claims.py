@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.queue import JobQueue, State
+from engine.service.queue_common import State
+from engine.service.queue_sqlite import JobQueue
 
 LEASE_S = 60.0
 USERS = 10  # spread jobs over users so the fair order has real work to do

@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.tiny import write_demo_model
-from engine.training.dataset import import_dataset
-from engine.training.lora import run_training
+from engine.diffusion.tiny import write_demo_model
+from engine.training.intake import import_dataset
+from engine.training.trainer import run_training
 from posterbot.config import Config, IPConfig, ModelsConfig
 from tests.training.conftest import TRIGGER, write_dataset
 

@@ -29,7 +29,7 @@ from bot.handlers import admin, common, poster, settings, training
 from bot.outbox import TelegramOutbox
 from bot.ratelimit import LaneRateLimiter
 from bot.store import Store
-from engine.client import EngineClient
+from engine.service.client import EngineClient
 from posterbot.config import Config
 from prompts.lexicon import load_glossary
 

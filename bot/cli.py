@@ -53,7 +53,7 @@ def console_command(args: argparse.Namespace, config: Config) -> int:
 def run_command(args: argparse.Namespace, config: Config) -> int:
     """The main job in one process: the engine on loopback, and the bot (or, without a token,
     the console) talking to it over HTTP like any other client."""
-    from engine.server import running_service  # the service itself never imports torch
+    from engine.service.lifecycle import running_service  # the service itself never imports torch
 
     token = os.environ.get(TOKEN_ENV)
     if not token:
@@ -79,7 +79,7 @@ async def console(config: Config) -> None:
     """The terminal chat until end of input."""
     from bot.app import engine_url
     from bot.console import run_console
-    from engine.client import EngineClient
+    from engine.service.client import EngineClient
 
     token = os.environ.get(ENGINE_TOKEN_ENV)
     async with EngineClient(engine_url(config), token=token) as engine:

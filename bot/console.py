@@ -23,7 +23,7 @@ from bot.conversation import Conversation
 from bot.i18n import t
 from bot.replies import Button, Incoming, Picture, Place, Press, Reply, User
 from bot.store import Store
-from engine.client import EngineClient
+from engine.service.client import EngineClient
 from posterbot.config import Config
 
 CONSOLE_USER_ID = 1  # the person at the terminal; an owner of this console session

@@ -21,8 +21,8 @@ from bot.roles import Role, Roles
 from bot.settings import CHOICES, UserSettings
 from bot.store import JobRecord, Store
 from bot.training import Training
-from engine import infotext
-from engine.client import EngineBusy, EngineClient, EngineRejected, EngineUnavailable
+from engine.diffusion import infotext
+from engine.service.client import EngineBusy, EngineClient, EngineRejected, EngineUnavailable
 from posterbot.config import Config
 from prompts.build import build_prompt
 from prompts.request import extract_count, split_options

@@ -17,7 +17,7 @@ from bot.i18n import t
 from bot.keyboards import choose_keyboard
 from bot.replies import Outbox, Picture, Reply
 from bot.store import DONE, FAILED, JobRecord, Store
-from engine.client import EngineClient, EngineError, EngineUnavailable
+from engine.service.client import EngineClient, EngineError, EngineUnavailable
 from posterbot.config import TelegramConfig
 
 log = logging.getLogger(__name__)

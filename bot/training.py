@@ -19,7 +19,7 @@ from bot.jobs import StatusMessage
 from bot.replies import Button, Incoming, Picture, Place, Press, Reply, engine_user
 from bot.roles import Role
 from bot.store import DONE, FAILED, TRAINING_KINDS, JobRecord
-from engine.client import (
+from engine.service.client import (
     DatasetRejected,
     EngineBusy,
     EngineError,

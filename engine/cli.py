@@ -84,7 +84,7 @@ def engine_command(args: argparse.Namespace, config: Config) -> int:
     The bearer token comes from POSTERBOT_ENGINE_TOKEN (required beyond loopback), WebUI basic
     auth for /sdapi/v1 from POSTERBOT_API_AUTH=user:pass.
     """
-    from engine.server import serve
+    from engine.service.lifecycle import serve
 
     serve(config, args.host or config.engine.host, args.port or config.engine.port)
     return 0
@@ -92,9 +92,9 @@ def engine_command(args: argparse.Namespace, config: Config) -> int:
 
 def generate_command(args: argparse.Namespace, config: Config) -> int:
     """Generate images and print the paths of the PNG files written (infotext inside)."""
-    from engine.generate import Engine
-    from engine.outputs import save_png
-    from engine.params import from_request, parse_lora_flag
+    from engine.diffusion.generate import Engine
+    from engine.diffusion.outputs import save_png
+    from engine.diffusion.params import from_request, parse_lora_flag
 
     request = {name: getattr(args, name) for name in SETTING_TYPES}
     request["prompt"] = args.prompt
@@ -116,7 +116,7 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
 
 def demo_model_command(args: argparse.Namespace, config: Config) -> int:
     """Write a tiny Stable Diffusion model with random weights (offline) in the diffusers layout."""
-    from engine.tiny import write_demo_model
+    from engine.diffusion.tiny import write_demo_model
 
     print(write_demo_model(args.folder, kind=args.kind, seed=args.seed))
     return 0

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from posterbot.errors import Refusal
+
 ENV_PREFIX = "POSTERBOT_"
 TOP_LEVEL_ENV_KEYS = ("data_dir", "default_ip")  # POSTERBOT_DATA_DIR, POSTERBOT_DEFAULT_IP
 
@@ -400,12 +402,12 @@ class Config:
         _check_generation(self.generation, "generation", 8)
 
     def find_ip(self, name: str) -> IPConfig:
-        """The IP called `name`; ValueError listing the names when there is none."""
+        """The IP called `name`; a Refusal (`ip_unknown`) listing the names when there is none."""
         for ip in self.ips:
             if ip.name == name:
                 return ip
         known = ", ".join(ip.name for ip in self.ips) or "none configured"
-        raise ValueError(f"ip: no IP named {name!r} (known: {known})")
+        raise Refusal("ip", f"no IP named {name!r} (known: {known})", "ip_unknown", name=name)
 
     def default_ip_config(self) -> IPConfig | None:
         """The IP a request that names none is about: `default_ip`, else the first one."""

@@ -12,7 +12,7 @@ from posterbot.config import Config, GenerationSettings, ModelsConfig
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from engine.tiny import write_demo_model
+    from engine.diffusion.tiny import write_demo_model
 
     return write_demo_model(tmp_path_factory.mktemp("models") / "tiny-sd15")
 
@@ -29,7 +29,7 @@ def engine_config(tmp_path_factory, tiny_model) -> Config:
 
 @pytest.fixture(scope="session")
 def engine(engine_config):
-    from engine.generate import Engine
+    from engine.diffusion.generate import Engine
 
     return Engine(engine_config)
 

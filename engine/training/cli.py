@@ -77,7 +77,7 @@ def _ip(config: Config, name: str | None):
 def dataset_check_command(args: argparse.Namespace, config: Config) -> int:
     """Print the dataset report (Chinese or `--lang en` text, or JSON with --json); exit 1 if
     files were rejected."""
-    from engine.training.dataset import check_dataset
+    from engine.training.intake import check_dataset
 
     ip = _ip(config, args.ip)
     report = check_dataset(args.path, config, trigger=ip.trigger if ip else "")
@@ -91,7 +91,7 @@ def dataset_check_command(args: argparse.Namespace, config: Config) -> int:
 
 def dataset_import_command(args: argparse.Namespace, config: Config) -> int:
     """Import a zip or folder as datasets/NAME and print its report."""
-    from engine.training.dataset import import_dataset
+    from engine.training.intake import import_dataset
 
     ip = _ip(config, args.ip)
     report = import_dataset(args.path, args.name, config, ip.trigger if ip else "", args.replace)
@@ -102,8 +102,8 @@ def dataset_import_command(args: argparse.Namespace, config: Config) -> int:
 def train_command(args: argparse.Namespace, config: Config) -> int:
     """Train; a path that is not a dataset name is imported first. Prints progress and the
     result as JSON. Run the same command again after a crash to resume."""
-    from engine.training.dataset import import_dataset
-    from engine.training.lora import run_training
+    from engine.training.intake import import_dataset
+    from engine.training.trainer import run_training
     from prompts.syntax import key_values
 
     params = key_values(args.params)
@@ -179,8 +179,8 @@ def export_command(args: argparse.Namespace, config: Config) -> int:
 
 def xyz_command(args: argparse.Namespace, config: Config) -> int:
     """Render an X/Y/Z grid PNG through the engine and print its path."""
-    from engine.generate import Engine
-    from engine.grid import render_xyz, xyz_request
+    from engine.diffusion.generate import Engine
+    from engine.diffusion.grid import render_xyz, xyz_request
     from prompts.syntax import key_values
 
     request = xyz_request(config, args.ip, key_values(args.axes), args.prompt)

@@ -8,14 +8,16 @@ same way before anything loads.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.registry import Registry, is_sdxl
-from engine.training import dataset as datasets
+from engine.diffusion.registry import Registry, is_sdxl
+from engine.training.layout import check_name, dataset_items
 from posterbot.config import Config
+from posterbot.errors import Refusal
 
 # -----------------------------------------------------------------------------------------------
 # Defaults: kohya sd-scripts names, popular SD-Trainer (秋葉) values. Override per run with
@@ -74,7 +76,13 @@ class TrainParams:
         kwargs = {}
         for key, value in values.items():
             if key not in known:
-                raise ValueError(f"{key}: unknown training parameter (known: {', '.join(known)})")
+                raise Refusal(
+                    key,
+                    f"unknown training parameter (known: {', '.join(known)})",
+                    "train_param_invalid",
+                    name=key,
+                    value=value,
+                )
             kwargs[key] = _coerce(key, value, cls.__annotations__[key])
         return cls(**kwargs)
 
@@ -110,7 +118,9 @@ def _coerce(key: str, value: Any, hint: str) -> Any:
             raise ValueError
         return value
     except (TypeError, ValueError):
-        raise ValueError(f"{key}: {value!r} is not a valid {hint}") from None
+        raise Refusal(
+            key, f"{value!r} is not a valid {hint}", "train_param_invalid", name=key, value=value
+        ) from None
 
 
 OPTIMIZERS = {  # name → (module to import, class name, pip package)
@@ -204,27 +214,62 @@ def check_params(p: TrainParams) -> None:
     rules.append((p.unet_lr > 0, "unet_lr", "must be above 0 (the UNet LoRA is always trained)"))
     for ok, name, rule in rules:
         if not ok:
-            raise ValueError(f"{name}: {rule}")
+            value = getattr(p, name, None)
+            raise Refusal(name, rule, "train_param_invalid", name=name, value=value)
+
+
+def check_runnable(p: TrainParams, device_types: set[str]) -> None:
+    """Refuse what the devices that may run it (`{"cuda"}`, `{"cpu"}` ...) or this installation
+    cannot run: known before any model loads, so a refused run leaves no version behind."""
+    if p.mixed_precision == "fp16" and "cuda" not in device_types:
+        on = ", ".join(sorted(device_types))
+        raise Refusal(
+            "mixed_precision",
+            f"fp16 needs a CUDA device (this run is on {on}); use mixed_precision=no (or bf16)",
+            "train_precision_unsupported",
+            value=p.mixed_precision,
+        )
+    module_name, _, package = OPTIMIZERS[p.optimizer]
+    if importlib.util.find_spec(module_name.partition(".")[0]) is None:
+        raise Refusal(
+            "optimizer",
+            f"{p.optimizer} needs the {package} package, which is not installed here "
+            "(pip install it into the engine's environment, or use optimizer=AdamW)",
+            "train_param_invalid",
+            name="optimizer",
+            value=p.optimizer,
+        )
 
 
 def dataset_folder(config: Config, name: str) -> Path:
     """The folder of dataset `name`; ValueError when it has no images."""
-    datasets.check_name(name)
+    check_name(name)
     folder = config.datasets_dir / name
-    if not folder.is_dir() or not datasets.dataset_items(folder):
-        raise ValueError(f"dataset: {name!r} has no images in {config.datasets_dir}")
+    if not folder.is_dir() or not dataset_items(folder):
+        raise Refusal(
+            "dataset", f"{name!r} has no images in datasets/", "dataset_missing", name=name
+        )
     return folder
 
 
-SDXL_REFUSED = "model: SDXL LoRA training is not supported yet; use an SD 1.x model"
+def sdxl_refusal() -> Refusal:
+    return Refusal(
+        "model",
+        "SDXL LoRA training is not supported yet; use an SD 1.x model",
+        "sdxl_training_unsupported",
+    )
 
 
-def check_train_request(config: Config, params: dict[str, Any]) -> TrainParams:
-    """A train job's params, checked as the trainer will: names, types, rules, IP, dataset."""
+def check_train_request(
+    config: Config, params: dict[str, Any], device_types: set[str]
+) -> TrainParams:
+    """A train job's params, checked as the trainer will: names, types, rules, IP, dataset, base
+    model, and what the devices that may run it can run."""
     p = TrainParams.from_dict(params)
     check_params(p)
     config.find_ip(p.ip)
     dataset_folder(config, p.dataset)
     if is_sdxl(Registry(config).checkpoint()):
-        raise ValueError(SDXL_REFUSED)
+        raise sdxl_refusal()
+    check_runnable(p, device_types)
     return p

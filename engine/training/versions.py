@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
-import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine.registry import refuse_pickle
+from engine.diffusion.registry import refuse_pickle
 from posterbot.config import Config, IPConfig
+from posterbot.files import atomic_copy, atomic_write_text
 
 MAX_LORA_BYTES = 2 * 2**30  # the largest SDXL LoRAs are ~1.7 GB; anything bigger is not one
 LORA_KEY_MARKERS = (".lora_down.", ".lora_up.", ".lora_A.", ".lora_B.", ".lora.down.", ".lora.up.")
@@ -49,9 +48,7 @@ class Versions:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._read()
             yield data
-            scratch = self.path.with_suffix(".tmp")
-            scratch.write_text(json.dumps(data, indent=2, ensure_ascii=False), "utf-8")
-            os.replace(scratch, self.path)
+            atomic_write_text(self.path, json.dumps(data, indent=2, ensure_ascii=False))
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -78,6 +75,14 @@ class Versions:
     def promoted(self, ip: str) -> str | None:
         history = self._read()["promoted"].get(ip) or []
         return history[-1] if history else None
+
+    def promoted_into(self, lora: str) -> dict[str, Any] | None:
+        """The version last promoted into the LoRA file `lora` (an IP's `lora`), if any."""
+        for ip in self.config.ips:
+            name = self.promoted(ip.name) if ip.lora == lora else None
+            if name is not None:
+                return self.get(name)
+        return None
 
     def _add(self, data: dict, ip: str, **fields: Any) -> dict[str, Any]:
         numbers = [v["number"] for v in data["versions"] if v["ip"] == ip]
@@ -135,7 +140,7 @@ class Versions:
         with self._locked() as data:
             record = self._add(data, ip.name, source="registered", note=note or source.name)
             target = self.config.loras_dir / ip.name / f"{record['name']}.safetensors"
-            _atomic_copy(source, target)
+            atomic_copy(source, target)
             record |= {
                 "status": "done",
                 "file": str(target),
@@ -155,10 +160,10 @@ class Versions:
                 # The file in use before the first promote becomes a version: rollback reaches it.
                 before = self._add(data, ip.name, source="previous", note=f"{target.name} before")
                 kept = self.config.loras_dir / ip.name / f"{before['name']}.safetensors"
-                _atomic_copy(target, kept)
+                atomic_copy(target, kept)
                 before |= {"status": "done", "file": str(kept)}
                 history.append(before["name"])
-            _atomic_copy(Path(version["file"]), target)
+            atomic_copy(Path(version["file"]), target)
             history.append(name)
             return version
 
@@ -171,7 +176,7 @@ class Versions:
                 raise ValueError(f"ip: {ip.name} has no earlier promoted version to roll back to")
             history.pop()
             version = self._usable(data, ip.name, history[-1])
-            _atomic_copy(Path(version["file"]), target)
+            atomic_copy(Path(version["file"]), target)
             return version
 
     def export(self, name: str) -> Path:
@@ -232,11 +237,3 @@ def check_lora_file(path: Path) -> dict[str, str]:
             "is it a full checkpoint?"
         )
     return metadata
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    """Copy with a fresh modification time (the engine reloads on mtime) and one rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, scratch)
-    os.replace(scratch, target)

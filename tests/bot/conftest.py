@@ -82,7 +82,7 @@ def engine_url(engine_config_file) -> str:
 
 
 async def wait_healthy(url: str, child: subprocess.Popen) -> None:
-    from engine.client import EngineClient, EngineError
+    from engine.service.client import EngineClient, EngineError
 
     deadline = time.monotonic() + ENGINE_START_TIMEOUT_S
     async with EngineClient(url, retries=0) as engine:

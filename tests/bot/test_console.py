@@ -6,7 +6,7 @@ import dataclasses
 import re
 
 from bot.console import run_console
-from engine.client import EngineClient
+from engine.service.client import EngineClient
 
 
 async def test_a_second_console_session_is_not_answered_with_the_first_ones_job(

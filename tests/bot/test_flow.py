@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from engine import infotext
+from engine.diffusion import infotext
 from tests.bot.conftest import USER
 from tests.fakes.telegram_api import album_pictures
 

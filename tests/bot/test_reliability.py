@@ -82,7 +82,7 @@ async def test_a_job_saved_before_its_acknowledgement_gets_a_fresh_status_messag
     from bot.app import build_application, running
     from bot.replies import Place
     from bot.store import JobRecord, Store
-    from engine.client import EngineClient
+    from engine.service.client import EngineClient
 
     # 1. what a bot that died between saving a job and acknowledging it leaves in bot.db
     async with EngineClient(bot_config.bot.engine_url) as engine:

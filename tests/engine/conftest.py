@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from engine.queue import JobQueue
+from engine.service.queue_sqlite import JobQueue
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"

@@ -8,7 +8,7 @@ import sys
 
 from PIL import Image
 
-from engine import infotext
+from engine.diffusion import infotext
 
 
 def posterbot(*args, env_extra=None, cwd=None):

@@ -1,4 +1,5 @@
-"""`engine.client.EngineClient` against the in-process app: the calls, the errors, the retries."""
+"""`engine.service.client.EngineClient` against the in-process app: the calls, the errors, the
+retries."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from engine import client as client_module
-from engine.client import EngineBusy, EngineClient, EngineError, EngineRejected, EngineUnavailable
-from engine.server import Service, make_app
-from engine.worker import open_queue
+from engine.service import client as client_module
+from engine.service.app import make_app
+from engine.service.client import (
+    EngineBusy,
+    EngineClient,
+    EngineError,
+    EngineRejected,
+    EngineUnavailable,
+)
+from engine.service.queue_sqlite import open_queue
+from engine.service.state import Service
 from tests.engine.conftest import REPO, TOKEN, free_port
-from tests.engine.test_server import play_worker
+from tests.engine.test_service import play_worker
 
 
 @pytest.fixture
@@ -131,7 +139,7 @@ async def test_unreachable_engine_raises_unavailable_after_the_retries(fast_back
 
 def test_client_imports_without_torch():
     code = (
-        "import sys; import engine.client; "
+        "import sys; import engine.service.client; "
         "assert not {'torch', 'diffusers'} & set(sys.modules), 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

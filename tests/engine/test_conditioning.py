@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.conditioning import CHUNK_TOKENS, encode_prompts, tokenize_chunks
+from engine.diffusion.conditioning import CHUNK_TOKENS, encode_prompts, tokenize_chunks
 
 
 @pytest.fixture(scope="module")

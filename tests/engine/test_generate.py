@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.generate import Cancelled, Engine
-from engine.params import from_request
+from engine.diffusion.generate import Cancelled, Engine
+from engine.diffusion.params import from_request
 
 
 def pixels(image) -> np.ndarray:
@@ -105,7 +105,7 @@ def test_demo_model_says_so_in_every_infotext(tmp_path, with_config, engine_conf
 
 
 def test_sdxl_tiny_model_generates_with_webui_conditioning(tmp_path, with_config, engine_config):
-    from engine.tiny import write_demo_model
+    from engine.diffusion.tiny import write_demo_model
 
     folder = write_demo_model(tmp_path / "tiny-sdxl", kind="sdxl")
     engine = Engine(with_config(engine_config, "models", base=str(folder)))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.generate import Engine
-from engine.params import from_request
+from engine.diffusion.generate import Engine
+from engine.diffusion.params import from_request
 
 pytestmark = [
     pytest.mark.gpu,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.generate import Engine
-from engine.params import from_request
+from engine.diffusion.generate import Engine
+from engine.diffusion.params import from_request
 from tests.fakes.models import write_tiny_esrgan
 
 

@@ -6,8 +6,8 @@ from io import BytesIO
 
 from PIL import Image
 
-from engine import infotext
-from engine.params import from_request
+from engine.diffusion import infotext
+from engine.diffusion.params import from_request
 
 
 def test_format_matches_webui_byte_for_byte():

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from engine.generate import Engine
-from engine.params import from_request
+from engine.diffusion.generate import Engine
+from engine.diffusion.params import from_request
 from tests.fakes.models import write_lora_pair
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.params import GenerationParams, from_request, parse_lora_flag
+from engine.diffusion.params import GenerationParams, from_request, parse_lora_flag
 from posterbot.config import GenerationSettings, LimitsConfig
 
 DEFAULTS = GenerationSettings()

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.queue import (
+from engine.service.queue_common import (
     JobNotFound,
-    JobQueue,
     JobStateError,
     LeaseLost,
     Priority,
     QueueFull,
     State,
 )
+from engine.service.queue_sqlite import JobQueue
 
 LEASE_S = 60.0
 CLAIMERS = 8  # the concurrency test: 8 processes on one file

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from engine.registry import Registry, addnet_hash
+from engine.diffusion.registry import Registry, addnet_hash
 from posterbot.config import Config
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.params import from_request
-from engine.samplers import SAMPLERS, check_sampler
+from engine.diffusion.params import from_request
+from engine.diffusion.samplers import SAMPLERS, check_sampler
 from prompts.spec import SAMPLER_NAMES
 
 REQUIRED = [

@@ -7,8 +7,8 @@ import hashlib
 
 import numpy as np
 
-from engine.generate import Engine
-from engine.params import from_request
+from engine.diffusion.generate import Engine
+from engine.diffusion.params import from_request
 from tests.fakes.single_file import write_single_file
 
 
@@ -35,8 +35,8 @@ def test_single_file_checkpoint_in_the_models_folder_gives_the_same_image(
 def test_sdxl_is_told_from_the_files_without_loading(tmp_path, tiny_model):
     from safetensors.numpy import save_file
 
-    from engine.registry import ModelRef, is_sdxl
-    from engine.tiny import write_demo_model
+    from engine.diffusion.registry import ModelRef, is_sdxl
+    from engine.diffusion.tiny import write_demo_model
 
     sd15_file = write_single_file(tiny_model, tmp_path / "sd15.safetensors")
     xl_keys = {"conditioner.embedders.1.model.ln_final.weight": np.zeros(4, np.float32)}

@@ -14,15 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.infotext import parse, read_png
-from engine.params import from_request
-from engine.worker import (
-    GpuOutOfMemory,
-    render_with_retry,
-    split_batch,
-    visible_gpu_count,
-    worker_devices,
-)
+from engine.diffusion.infotext import parse, read_png
+from engine.diffusion.params import from_request
+from engine.service.devices import visible_gpu_count, worker_devices
+from engine.service.run_posters import GpuOutOfMemory, render_with_retry, split_batch
 from tests.engine.conftest import wait_for
 
 pytestmark = pytest.mark.slow

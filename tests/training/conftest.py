@@ -128,8 +128,8 @@ def trained(engine_config, tmp_path_factory):
     look at its outputs: (config, result, progress calls)."""
     import torch
 
-    from engine.training.dataset import import_dataset
-    from engine.training.lora import run_training
+    from engine.training.intake import import_dataset
+    from engine.training.trainer import run_training
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -145,6 +145,6 @@ def trained(engine_config, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_engine(trained):
-    from engine.generate import Engine
+    from engine.diffusion.generate import Engine
 
     return Engine(trained[0])

@@ -15,17 +15,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.training.dataset import (
-    DatasetError,
-    add_session_file,
-    check_dataset,
-    choose_bucket,
-    finish_session,
-    fit_to_bucket,
-    import_dataset,
-    make_buckets,
-    start_session,
-)
+from engine.training.buckets import choose_bucket, fit_to_bucket, make_buckets
+from engine.training.intake import check_dataset, import_dataset
+from engine.training.layout import DatasetError
+from engine.training.sessions import add_session_file, finish_session, start_session
 from tests.training.conftest import TRIGGER, mascot_images, write_dataset
 
 
@@ -212,7 +205,7 @@ def test_chat_session_adds_files_one_by_one(training_config):
     warnings = add_session_file(
         session, "photo.jpg", png_bytes(), training_config, caption="dadaknight, x", as_photo=True
     )
-    assert "send images as files" in warnings[0]
+    assert "send images as files" in warnings[0]["text_en"]
     with pytest.raises(DatasetError, match=r"fake\.png: not a PNG, JPEG or WEBP"):
         add_session_file(session, "fake.png", b"not an image at all", training_config)
     with pytest.raises(DatasetError, match="absolute path"):

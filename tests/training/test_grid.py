@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.grid import parse_axes, plan, render_xyz
-from engine.params import from_request
+from engine.diffusion.grid import parse_axes, plan, render_xyz
+from engine.diffusion.params import from_request
 from tests.training.conftest import TRIGGER
 
 
@@ -56,9 +56,9 @@ def test_bad_axes_are_refused_by_name():
 
 
 def test_a_checkpoint_axis_loads_each_model_once(engine_config, tmp_path):
-    from engine.generate import Engine
-    from engine.grid import xyz_request
-    from engine.tiny import write_demo_model
+    from engine.diffusion.generate import Engine
+    from engine.diffusion.grid import xyz_request
+    from engine.diffusion.tiny import write_demo_model
     from tests.training.conftest import config_for
 
     config = config_for(engine_config, tmp_path / "data")

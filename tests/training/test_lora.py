@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from engine.params import from_request
-from engine.training.dataset import dataset_items, import_dataset
-from engine.training.lora import run_training
+from engine.diffusion.params import from_request
+from engine.training.intake import import_dataset
+from engine.training.layout import dataset_items
+from engine.training.trainer import run_training
 from engine.training.versions import Versions
 from prompts.syntax import LoraTag
 from tests.training.conftest import QUICK, TRIGGER, config_for, write_dataset
@@ -220,7 +221,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from posterbot.config import Config, GenerationSettings, IPConfig, ModelsConfig
-from engine.training.lora import run_training
+from engine.training.trainer import run_training
 spec = json.loads(sys.argv[1])
 config = Config(
     data_dir=Path(spec["data_dir"]),
@@ -269,7 +270,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(training_config, tmp_path):
 def test_an_sdxl_base_is_refused_before_anything_is_queued_or_written(training_config, tmp_path):
     import dataclasses
 
-    from engine.tiny import write_demo_model
+    from engine.diffusion.tiny import write_demo_model
     from engine.training.params import check_train_request
 
     sdxl = write_demo_model(tmp_path / "tiny-sdxl", kind="sdxl")
@@ -278,5 +279,6 @@ def test_an_sdxl_base_is_refused_before_anything_is_queued_or_written(training_c
     )
     import_dataset(write_dataset(config.data_dir / "raw"), "dada", config)
     with pytest.raises(ValueError, match="model: SDXL LoRA training is not supported yet"):
-        check_train_request(config, {"ip": "dada", "dataset": "dada"})
-    assert check_train_request(training_config, {"ip": "dada", "dataset": "dada"}).ip == "dada"
+        check_train_request(config, {"ip": "dada", "dataset": "dada"}, {"cuda"})
+    request = {"ip": "dada", "dataset": "dada"}
+    assert check_train_request(training_config, request, {"cuda"}).ip == "dada"

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.params import from_request
+from engine.diffusion import infotext
+from engine.diffusion.params import from_request
 from engine.training.versions import Versions
 from tests.fakes.models import write_lora_pair
 from tests.training.conftest import TRIGGER
@@ -95,3 +96,14 @@ def test_promote_needs_a_configured_lora_name(training_config, tmp_path):
     ip = dataclasses.replace(training_config.ips[0], lora="")
     with pytest.raises(ValueError, match=r"ips\[dada\]\.lora: empty"):
         Versions(training_config).promote(ip, "dada-v1")
+
+
+def test_a_poster_names_the_version_promoted_into_its_lora_file(trained, trained_engine):
+    config = trained[0]
+    ip = config.ips[0]
+    Versions(config).promote(ip, "dada-v1")
+    request = {"prompt": f"{TRIGGER}, solo <lora:{ip.lora}:1>", "seed": 11}
+    params = from_request(request, config.generation, config.limits)
+    parsed = infotext.parse(infotext.read_png(trained_engine.txt2img(params).png(0)))
+    assert parsed["Lora versions"] == f"{ip.lora}: dada-v1"
+    assert parsed["Lora hashes"].startswith(f"{ip.lora}: ")  # WebUI's key, as WebUI writes it

@@ -39,111 +39,28 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
+from engine.service.queue_common import (
+    Job,
+    JobNotFound,
+    JobStateError,
+    LeaseLost,
+    Priority,
+    QueueFull,
+    State,
+)
+from posterbot.config import Config
 
 BUSY_TIMEOUT_S = 30.0  # a claim waits this long for the write lock; commits take milliseconds
 DEFAULT_MAX_QUEUE = 200  # as EngineConfig.max_queue
 DEFAULT_MAX_ATTEMPTS = 3  # as EngineConfig.max_attempts
 DEFAULT_RUN_S = 10.0  # retry_after guess before any job has finished: a poster takes ~10 s
 RUN_TIME_SAMPLE = 20  # recent finished jobs averaged for the retry_after estimate
-
-
-class Priority(IntEnum):
-    """Priority class; lower values are claimed first."""
-
-    ADMIN = 0  # admin test generations: the people fixing things should not wait
-    USER = 1  # user posters: interactive, someone is looking at the chat
-    TRAINING = 2  # LoRA training: long-running, nobody is waiting on it second by second
-
-
-class State(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"  # failed for good on the first try: retrying would not help (bad input)
-    CANCELLED = "cancelled"
-    DEAD = "dead"  # retryable failures or lost workers used up max_attempts
-
-
-FINISHED_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED, State.DEAD})
-
-
-class QueueFull(Exception):
-    """`submit` refused a job because `max_queue` jobs are already queued."""
-
-    def __init__(self, depth: int, retry_after_s: int) -> None:
-        super().__init__(f"queue is full ({depth} jobs queued); try again in {retry_after_s} s")
-        self.depth = depth
-        self.retry_after_s = retry_after_s
-
-
-class JobNotFound(KeyError):
-    """No job has this id."""
-
-
-class JobStateError(ValueError):
-    """The job is not in a state that allows this operation (e.g. completing a queued job)."""
-
-
-class LeaseLost(JobStateError):
-    """The job is running under another worker: this worker's lease expired and it was requeued."""
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    kind: str  # "txt2img", "train", ...
-    params: dict[str, Any]
-    user: str
-    priority: Priority
-    turn: int  # round-robin round inside the priority class (see the module docstring)
-    state: State
-    attempts: int  # claims not given back by release(); see the module docstring
-    max_attempts: int
-    idempotency_key: str | None
-    batch_key: str | None  # jobs with equal non-null batch keys (and kind) may run as one batch
-    created_at: float
-    started_at: float | None  # time of the latest claim
-    finished_at: float | None
-    lease_owner: str | None
-    lease_expires_at: float | None
-    progress: dict[str, Any] | None  # {"step": int, "total": int, "stage": str}
-    outputs: list[str]
-    error: str | None  # why it failed, died, or why the previous attempt ended
-    cancel_requested: bool
-    info: dict[str, Any] | None  # result details from the worker (seeds, infotexts, ...)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED_STATES
-
-    @property
-    def wait_s(self) -> float | None:
-        """Seconds from submit to the latest claim."""
-        return None if self.started_at is None else self.started_at - self.created_at
-
-    @property
-    def run_s(self) -> float | None:
-        """Seconds from the latest claim to the end."""
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Job:
-        fields = dict(row)
-        for name in ("params", "progress", "outputs", "info"):
-            if fields[name] is not None:
-                fields[name] = json.loads(fields[name])
-        fields["priority"] = Priority(fields["priority"])
-        fields["state"] = State(fields["state"])
-        fields["cancel_requested"] = bool(fields["cancel_requested"])
-        return cls(**fields)
+QUEUE_FILE = "engine.db"  # under data_dir, next to bot.db
 
 
 _COLUMNS = {
@@ -166,6 +83,8 @@ _COLUMNS = {
     "progress": str,
     "outputs": str,
     "error": str,
+    "error_code": str,
+    "error_values": str,
     "cancel_requested": int,
     "info": str,
 }
@@ -222,6 +141,9 @@ class JobQueue:
             not_null=_NOT_NULL,
             if_not_exists=True,
         )
+        for name in ("error_code", "error_values"):  # queue files from before error codes
+            if name not in jobs.columns_dict:
+                jobs.add_column(name, str)
         jobs.create_index(["state", "priority", "turn", "created_at"], if_not_exists=True)
         jobs.create_index(["idempotency_key"], unique=True, if_not_exists=True)
         jobs.create_index(["user", "created_at"], if_not_exists=True)  # list_jobs(user=...)
@@ -554,23 +476,41 @@ class JobQueue:
             kept["info"] = json.dumps(info)
         return self._end(job_id, worker_id, State.CANCELLED, **kept)
 
-    def fail(self, job_id: str, error: str, *, retry: bool, worker_id: str | None = None) -> Job:
-        """End a running attempt with `error`.
+    def fail(
+        self,
+        job_id: str,
+        error: str,
+        *,
+        retry: bool,
+        worker_id: str | None = None,
+        code: str = "internal",
+        values: dict[str, Any] | None = None,
+    ) -> Job:
+        """End a running attempt with `error` (English) and its stable `code` and `values`.
 
         retry=False → failed. retry=True → queued again (the attempt stays spent), or dead
-        when `attempts` has reached `max_attempts`; `error` is kept either way.
+        when `attempts` has reached `max_attempts`; the error is kept either way.
         """
+        values_json = json.dumps(values or {})
         if not retry:
-            return self._end(job_id, worker_id, State.FAILED, error=error)
+            return self._end(
+                job_id,
+                worker_id,
+                State.FAILED,
+                error=error,
+                error_code=code,
+                error_values=values_json,
+            )
         with self._write() as conn:
             job = self._running(conn, job_id, worker_id)
-            return self._give_back(conn, job, job.attempts, error, self.now())
+            return self._give_back(conn, job, job.attempts, (error, code, values_json), self.now())
 
     def release(self, job_id: str, *, worker_id: str | None = None) -> Job:
         """running → queued without spending an attempt (a worker shutting down on SIGTERM)."""
         with self._write() as conn:
             job = self._running(conn, job_id, worker_id)
-            return self._give_back(conn, job, job.attempts - 1, job.error, self.now())
+            kept = (job.error, job.error_code, json.dumps(job.error_values))
+            return self._give_back(conn, job, job.attempts - 1, kept, self.now())
 
     def requeue_expired(self, now: float | None = None) -> list[Job]:
         """Put running jobs whose lease ended before `now` back: queued, or dead when out of
@@ -587,21 +527,32 @@ class JobQueue:
                 conn,
                 job,
                 job.attempts,
-                f"lease expired: worker {job.lease_owner} stopped renewing it",
+                (
+                    f"lease expired: worker {job.lease_owner} stopped renewing it",
+                    "worker_died",
+                    "{}",
+                ),
                 now,
             )
             for job in expired
         ]
 
     def _give_back(
-        self, conn: sqlite3.Connection, job: Job, attempts: int, error: str | None, now: float
+        self,
+        conn: sqlite3.Connection,
+        job: Job,
+        attempts: int,
+        error: tuple[str | None, str | None, str],
+        now: float,
     ) -> Job:
-        """Clear a running job's lease: cancelled if asked, dead if out of attempts, else queued."""
+        """Clear a running job's lease: cancelled if asked, dead if out of attempts, else queued.
+        `error`: the message, its code and its values (JSON) to keep."""
+        message, code, values = error
         if job.cancel_requested:
             state = State.CANCELLED
         elif attempts >= job.max_attempts:
             state = State.DEAD
-            error = f"{error} (attempt {attempts} of {job.max_attempts}, none left)"
+            message = f"{message} (attempt {attempts} of {job.max_attempts}, none left)"
         else:
             state = State.QUEUED
         finished_at = None if state == State.QUEUED else now
@@ -611,10 +562,20 @@ class JobQueue:
         progress = json.dumps(job.progress) if keep else None
         return self._jobs(
             conn,
-            "UPDATE jobs SET state = ?, attempts = ?, error = ?, finished_at = ?,"
-            " started_at = ?, progress = ?, lease_owner = NULL, lease_expires_at = NULL"
-            f" WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
-            (state.value, attempts, error, finished_at, started_at, progress, job.id),
+            "UPDATE jobs SET state = ?, attempts = ?, error = ?, error_code = ?, error_values = ?,"
+            " finished_at = ?, started_at = ?, progress = ?, lease_owner = NULL,"
+            f" lease_expires_at = NULL WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
+            (
+                state.value,
+                attempts,
+                message,
+                code,
+                values,
+                finished_at,
+                started_at,
+                progress,
+                job.id,
+            ),
         )[0]
 
     def _running(self, conn: sqlite3.Connection, job_id: str, worker_id: str | None) -> Job:
@@ -654,3 +615,18 @@ class JobQueue:
             elif job.state == State.RUNNING:
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return self._job(conn, job_id)
+
+
+def queue_path(config: Config) -> Path:
+    return config.data_dir / QUEUE_FILE
+
+
+def open_queue(config: Config, workers: int = 1) -> JobQueue:
+    """The job queue file of this data folder, with the [engine] limits."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return JobQueue(
+        queue_path(config),
+        max_queue=config.engine.max_queue,
+        max_attempts=config.engine.max_attempts,
+        workers=workers,
+    )

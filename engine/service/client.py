@@ -16,9 +16,12 @@ from typing import Any
 
 import aiohttp
 
+from engine.service import queue_common
+
 log = logging.getLogger(__name__)
 
-FINAL_EVENTS = frozenset({"done", "failed", "cancelled", "dead"})
+# The states a job ends in; the last event of a job's stream has one of them as its type.
+FINAL_STATES = frozenset(state.value for state in queue_common.FINAL_STATES)
 BACKOFF_S = 0.5  # first retry delay; doubles on each retry
 # An event stream is quiet between progress steps; the server sends a keepalive every 15 s.
 EVENTS_READ_TIMEOUT_S = 60.0
@@ -237,7 +240,7 @@ class EngineClient:
                 async for event in self._event_stream(job_id):
                     failures = 0
                     yield event
-                    if event["type"] in FINAL_EVENTS:
+                    if event["type"] in FINAL_STATES:
                         return
             except _CONNECTION_ERRORS as exc:
                 failures += 1
@@ -248,7 +251,7 @@ class EngineClient:
     async def wait(self, job_id: str) -> dict[str, Any]:
         """Follow the job's events; returns the finished job."""
         async for event in self.events(job_id):
-            if event["type"] in FINAL_EVENTS:
+            if event["type"] in FINAL_STATES:
                 return event["job"]
         raise EngineError(f"events of job {job_id} ended without a final event")
 

@@ -1,5 +1,4 @@
-"""What a worker runs for queue jobs of kind "train" and "xyz" (`RUNNERS`, used by
-`engine.worker.Worker.run_alone`). Each runner returns the job's outputs and info.
+"""The runners of "train" and "xyz" jobs (`engine.service.kinds.KINDS`), one job at a time.
 
 train: `engine.training.lora.run_training` with the job's params, its callbacks wired to the
 queue. `progress` → the job's progress `{"stage": "train", "epoch", "step", "total", "loss",
@@ -21,9 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.outputs import save_png
-from engine.queue import Job
-from engine.worker import StepGate, Worker
+from engine.diffusion.outputs import save_png
+from engine.service.queue_common import Job
+from engine.service.run_posters import run_posters
+from engine.service.worker import StepGate, Worker
 
 TRAINING_OUTPUTS = "training"  # outputs/training/<version>/: loss curves and sample images
 POSTER_KINDS = ("txt2img",)  # what a training worker renders between its steps
@@ -89,15 +89,27 @@ class TrainingCallbacks:
             )
             if not jobs:
                 break
-            self.worker.run_batch(jobs)
+            run_posters(self.worker, jobs)
         self.last_look = time.monotonic()
 
 
-def run_train(worker: Worker, job: Job) -> Outcome:
+def run_train(worker: Worker, jobs: list[Job]) -> None:
     """Train (or resume) the LoRA version the job asks for."""
-    from engine.generate import Cancelled
-    from engine.training.lora import run_training
+    (job,) = jobs
+    worker.guarded(jobs, lambda: worker.complete(job, *train(worker, job)))
+
+
+def run_xyz(worker: Worker, jobs: list[Job]) -> None:
+    """Render the labelled grid on the warm base-model engine."""
+    (job,) = jobs
+    worker.guarded(jobs, lambda: worker.complete(job, *xyz(worker, job)))
+
+
+def train(worker: Worker, job: Job) -> Outcome:
+    """Run the training; the job's outputs and info."""
+    from engine.diffusion.generate import Cancelled
     from engine.training.params import TrainParams
+    from engine.training.trainer import run_training
     from engine.training.versions import Versions
 
     params = TrainParams.from_dict(job.params).to_dict()
@@ -132,9 +144,9 @@ def run_train(worker: Worker, job: Job) -> Outcome:
     return outputs + files["samples"], info
 
 
-def run_xyz(worker: Worker, job: Job) -> Outcome:
-    """Render the labelled grid on the warm base-model engine."""
-    from engine.grid import render_xyz
+def xyz(worker: Worker, job: Job) -> Outcome:
+    """Render the grid; the job's outputs and info."""
+    from engine.diffusion.grid import render_xyz
 
     params = job.params
     engine = worker.engine_for(None)
@@ -146,6 +158,3 @@ def run_xyz(worker: Worker, job: Job) -> Outcome:
     axes = [axis.name for axis in (grid.x, grid.y, grid.z) if axis]  # X, Y, Z order
     info = {"ip": params["ip"], "axes": axes, "cells": grid.cells}
     return [path.relative_to(worker.config.outputs_dir).as_posix()], info
-
-
-RUNNERS: dict[str, Callable[[Worker, Job], Outcome]] = {"train": run_train, "xyz": run_xyz}

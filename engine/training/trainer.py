@@ -31,7 +31,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
 import sqlite3
 import time
@@ -46,16 +45,18 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from engine.lora_format import peft_to_kohya
-from engine.training import dataset as datasets
+from engine.diffusion.lora_format import peft_to_kohya
+from engine.training.buckets import choose_bucket, fit_to_bucket, make_buckets
+from engine.training.layout import IMAGE_FORMATS, dataset_items, read_caption
 from engine.training.params import (
     OPTIMIZERS,
-    SDXL_REFUSED,
     TrainParams,
     check_train_request,
     dataset_folder,
+    sdxl_refusal,
 )
 from posterbot.config import Config, IPConfig
+from posterbot.files import atomic_copy, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +79,11 @@ TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 
 
 def make_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
-    """The optimizer by kohya's name; the 8-bit/Lion/Prodigy ones only where installed."""
+    """The optimizer by kohya's name (check_runnable refused one that is not installed)."""
     import importlib
 
-    module_name, class_name, package = OPTIMIZERS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise ValueError(
-            f"optimizer: {name} needs the {package} package, which is not installed here "
-            "(pip install it into the engine's environment, or use optimizer=AdamW)"
-        ) from None
-    return getattr(module, class_name)(groups)
+    module_name, class_name, _ = OPTIMIZERS[name]
+    return getattr(importlib.import_module(module_name), class_name)(groups)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -110,20 +104,20 @@ class Example:
 def load_examples(folder: Path, p: TrainParams) -> list[Example]:
     """Every image of the dataset at its bucket size (scaled to cover, centre-cropped)."""
     if p.enable_bucket:
-        buckets = datasets.make_buckets(p.resolution, p.min_bucket_reso, p.max_bucket_reso)
+        buckets = make_buckets(p.resolution, p.min_bucket_reso, p.max_bucket_reso)
     else:
         buckets = [(p.resolution, p.resolution)]
     examples = []
-    for path, folder_repeats in datasets.dataset_items(folder):
-        with Image.open(path, formats=datasets.IMAGE_FORMATS) as image:
+    for path, folder_repeats in dataset_items(folder):
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
             rgb = image.convert("RGB")
-        bucket = datasets.choose_bucket(rgb.width, rgb.height, buckets)
-        width, height, left, top = datasets.fit_to_bucket(rgb.width, rgb.height, bucket)
+        bucket = choose_bucket(rgb.width, rgb.height, buckets)
+        width, height, left, top = fit_to_bucket(rgb.width, rgb.height, bucket)
         fitted = rgb.resize((width, height), Image.Resampling.LANCZOS).crop(
             (left, top, left + bucket[0], top + bucket[1])
         )
         pixels = torch.from_numpy(np.asarray(fitted).copy()).permute(2, 0, 1)
-        caption = datasets.read_caption(path) or ""
+        caption = read_caption(path) or ""
         examples.append(Example(path, caption, p.repeats or folder_repeats, bucket, pixels))
     return examples
 
@@ -217,10 +211,8 @@ def save_kohya(path: Path, states: dict, p: TrainParams, metadata: dict[str, str
         tensors |= peft_to_kohya(convs, "lora_unet", p.conv_alpha)
     if "text_encoder" in states:
         tensors |= peft_to_kohya(states["text_encoder"], "lora_te", p.network_alpha)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, scratch, metadata=metadata)
-    os.replace(scratch, path)
+    with atomic_path(path) as scratch:
+        save_file(tensors, scratch, metadata=metadata)
 
 
 def save_diffusers(path: Path, states: dict, configs: dict) -> None:
@@ -368,9 +360,8 @@ def plot_loss(rows: list[tuple[int, int, float, float]], path: Path, title: str)
     axes.set_title(title)
     axes.legend(loc="upper right")
     figure.tight_layout()
-    scratch = path.with_name(f".{path.name}.tmp")
-    figure.savefig(scratch, format="png")
-    os.replace(scratch, path)
+    with atomic_path(path) as scratch:
+        figure.savefig(scratch, format="png")
     return path
 
 
@@ -394,15 +385,18 @@ def run_training(
     progress(epoch, step, total_steps, loss, eta_seconds): after every optimizer step.
     cancelled(): polled between steps; True stops after the step, keeping the last saved epoch.
     between_steps(): called between steps (the worker renders waiting posters there).
-    engine: an `engine.generate.Engine` on the same config for sample images (made on demand).
+    engine: an `engine.diffusion.generate.Engine` on the same config for sample images (made on
+    demand).
 
     The same params after a crash resume the unfinished version from its last saved epoch.
     Returns {"version", "status" (done | cancelled), "epochs_done", "final_loss", "file",
     "epoch_files", "samples", "loss_curve", "loss_csv", "resumed_from_epoch", "steps"}.
     """
+    from engine.diffusion.generate import pick_device
     from engine.training.versions import Versions
 
-    p = check_train_request(config, params)
+    device, _ = pick_device(config.models)
+    p = check_train_request(config, params, {device.type})
     ip = config.find_ip(p.ip)
     folder = dataset_folder(config, p.dataset)
     versions = Versions(config)
@@ -442,16 +436,11 @@ def train(
     from peft import LoraConfig
     from peft.utils import set_peft_model_state_dict
 
-    from engine.generate import load_pipeline, pick_device
-    from engine.registry import Registry
+    from engine.diffusion.generate import load_pipeline, pick_device
+    from engine.diffusion.registry import Registry
 
-    # 1. sanity checks before the first step: device, precision, optimizer, data
+    # 1. sanity checks before the first step (precision and optimizer: check_runnable): data
     device, _ = pick_device(config.models)
-    if p.mixed_precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"mixed_precision: fp16 needs a CUDA device (this run is on {device.type}); "
-            "use mixed_precision=no (or bf16)"
-        )
     make_optimizer(p.optimizer, [{"params": [torch.zeros(1, requires_grad=True)]}])
     autocast_dtype = DTYPES[p.mixed_precision]
     weight_dtype = autocast_dtype if device.type == "cuda" else torch.float32
@@ -465,7 +454,7 @@ def train(
     model = registry.checkpoint()
     pipe = load_pipeline(model, registry, device, weight_dtype)
     if isinstance(pipe, StableDiffusionXLPipeline):
-        raise ValueError(SDXL_REFUSED)  # a hub model, which the request check cannot tell
+        raise sdxl_refusal()  # a hub model, which the request check cannot tell
     for part in (pipe.unet, pipe.text_encoder, pipe.vae):
         part.requires_grad_(False)
     torch.manual_seed(p.seed)  # the LoRA's initial weights and every step's noise
@@ -638,19 +627,18 @@ def train(
             states = lora_state(pipe, train_text_encoder)
             facts["steps_done"] = step
             save_kohya(paths.epoch_file(epoch), states, p, kohya_metadata(p, facts, epoch))
-            scratch = paths.run / ".state.pt.tmp"
-            torch.save(
-                {
-                    "epoch": epoch,
-                    "step": step,
-                    "lora": states,
-                    "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": lr_scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-                scratch,
-            )
-            os.replace(scratch, paths.state_file)
+            with atomic_path(paths.state_file) as scratch:
+                torch.save(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "lora": states,
+                        "optimizer": optimizer.state_dict(),
+                        "lr_scheduler": lr_scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                    scratch,
+                )
             last_saved = epoch
             if p.sample_every_n_epochs and epoch % p.sample_every_n_epochs == 0:
                 engine = engine or _sample_engine(config)
@@ -662,11 +650,7 @@ def train(
     if last_saved is not None:
         final = paths.epoch_file(last_saved) if status == "cancelled" else paths.final_file
         if status == "done":
-            with open(paths.epoch_file(last_saved), "rb") as source:
-                data = source.read()
-            scratch = final.with_name(f".{final.name}.tmp")
-            scratch.write_bytes(data)
-            os.replace(scratch, final)
+            atomic_copy(paths.epoch_file(last_saved), final)
             save_diffusers(
                 paths.run / f"{paths.name}.diffusers.safetensors",
                 lora_state(pipe, train_text_encoder),
@@ -694,7 +678,7 @@ def train(
 
 
 def _sample_engine(config: Config):
-    from engine.generate import Engine
+    from engine.diffusion.generate import Engine
 
     return Engine(config)
 
@@ -708,7 +692,7 @@ def sample_prompts(p: TrainParams, ip: IPConfig) -> list[str]:
 
 def render_samples(engine, p: TrainParams, ip: IPConfig, paths: RunPaths, epoch: int) -> list[Path]:
     """Sample images for an epoch file through the Engine, as a poster would be rendered."""
-    from engine.params import from_request
+    from engine.diffusion.params import from_request
 
     folder = paths.run / "samples"
     folder.mkdir(parents=True, exist_ok=True)

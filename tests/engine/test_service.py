@@ -20,9 +20,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from safetensors.numpy import save_file
 
-from engine.queue import State
-from engine.server import Service, make_app
-from engine.worker import open_queue
+from engine.service.app import make_app
+from engine.service.queue_common import State
+from engine.service.queue_sqlite import open_queue
+from engine.service.state import Service
 from posterbot.cli import main
 from tests.engine.conftest import TOKEN, wait_for
 
@@ -226,8 +227,9 @@ def test_upscalers_are_listed_without_loading_torch(config):
     script = f"""
 import asyncio, json, sys
 from aiohttp.test_utils import TestClient, TestServer
-from engine.server import Service, make_app
-from engine.worker import open_queue
+from engine.service.app import make_app
+from engine.service.queue_sqlite import open_queue
+from engine.service.state import Service
 from posterbot.config import load_config
 
 async def main():

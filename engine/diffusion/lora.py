@@ -14,7 +14,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.registry import Registry
+from engine.diffusion.registry import Registry
+from engine.training.versions import Versions
 from prompts.syntax import LoraTag
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class AppliedLora:
     name: str
     weight: float
     hash: str
+    version: str | None = None  # the LoRA version promoted into this file (an IP's slot), if any
 
 
 def _adapter_name(name: str) -> str:
@@ -67,10 +69,19 @@ class LoraSet:
         return self._describe(weights)
 
     def _describe(self, weights: dict[str, float]) -> list[AppliedLora]:
-        return [
-            AppliedLora(name, weight, self.registry.lora_hash(self._loaded[name][0]))
-            for name, weight in weights.items()
-        ]
+        applied = []
+        for name, weight in weights.items():
+            digest = self.registry.lora_hash(self._loaded[name][0])
+            applied.append(AppliedLora(name, weight, digest, self._version_in(name, digest)))
+        return applied
+
+    def _version_in(self, name: str, digest: str) -> str | None:
+        """The promoted version whose file this is (an IP's slot holds a copy of one)."""
+        version = Versions(self.registry.config).promoted_into(name)
+        if version is None or not version.get("file") or not Path(version["file"]).is_file():
+            return None
+        same = self.registry.lora_hash(Path(version["file"])) == digest
+        return version["name"] if same else None
 
     def _unfuse(self) -> None:
         if self._fused:

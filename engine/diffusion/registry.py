@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from posterbot.config import Config
+from posterbot.errors import Refusal
+from posterbot.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,13 @@ class Registry:
             refuse_pickle(Path(name), "model")
         if name.count("/") == 1 and not name.startswith((".", "/")):
             return ModelRef(name.split("/")[1], name, "hub")
-        raise ValueError(
-            f"model: {name!r} not found (looked for a diffusers folder or .safetensors file, "
-            f"also in {self.config.checkpoints_dir})"
+        log.warning("model %r not found, also looked in %s", name, self.config.checkpoints_dir)
+        raise Refusal(
+            "model",
+            f"{name!r} not found (looked for a diffusers folder or .safetensors file, also in "
+            "models/Stable-diffusion)",
+            "model_missing",
+            name=name,
         )
 
     def checkpoints(self) -> list[ModelRef]:
@@ -141,9 +146,8 @@ class Registry:
             if pickled.exists():
                 refuse_pickle(pickled, f"lora {name!r}")
         known = ", ".join(self.loras()) or "none"
-        raise ValueError(
-            f"lora: {name!r} not found in {self.config.loras_dir} (available: {known})"
-        )
+        log.warning("LoRA %r not found in %s", name, self.config.loras_dir)
+        raise Refusal("lora", f"{name!r} not found (available: {known})", "lora_missing", name=name)
 
     def upscalers(self) -> dict[str, Path]:
         folder = self.config.upscalers_dir
@@ -164,10 +168,7 @@ class Registry:
                 return entry["sha256"]
             digest = compute(path)
             cache[key] = {"stamp": stamp, "sha256": digest}
-            self._hash_cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._hash_cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache), encoding="utf-8")
-            os.replace(tmp, self._hash_cache_path)
+            atomic_write_text(self._hash_cache_path, json.dumps(cache))
             return digest
 
     def _read_hash_cache(self) -> dict:

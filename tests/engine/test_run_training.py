@@ -11,12 +11,13 @@ import time
 import pytest
 from PIL import Image
 
-from engine.grid import xyz_request
-from engine.params import from_request
-from engine.queue import Priority, State
-from engine.training.dataset import import_dataset
+from engine.diffusion.grid import xyz_request
+from engine.diffusion.params import from_request
+from engine.service.queue_common import Priority, State
+from engine.service.queue_sqlite import open_queue
+from engine.service.worker import Worker
+from engine.training.intake import import_dataset
 from engine.training.params import check_train_request
-from engine.worker import Worker, open_queue
 from tests.fakes.models import write_lora_pair
 from tests.training.conftest import (
     QUICK,
@@ -59,7 +60,7 @@ def wait(queue, job_id: str, ready, timeout_s: float = 120.0):
 
 def test_a_train_job_publishes_its_files_and_posters_render_between_its_steps(config, queue):
     params = dict(QUICK, epochs=1, repeats=4)  # 18 steps: time to ask for a poster
-    checked = check_train_request(config, params).to_dict()
+    checked = check_train_request(config, params, {"cpu"}).to_dict()
     train = queue.submit("train", checked, "tg:1", priority=Priority.TRAINING)
     running = wait(queue, train.id, lambda job: job.progress is not None)
     assert running.progress["stage"] == "train" and running.progress["epoch"] == 1

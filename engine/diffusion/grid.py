@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from engine.registry import Registry
+from engine.diffusion.registry import Registry
 from engine.training.versions import version_name
 from posterbot.config import Config
 
@@ -154,7 +154,7 @@ def render_xyz(
     names, WebUI's "Checkpoint name") needs `engine_for(name)`, which gives the engine of a
     checkpoint; cells are rendered one checkpoint after another, so each loads once.
     """
-    from engine.params import from_request
+    from engine.diffusion.params import from_request
 
     # 1. check the axes
     axes = parse_axes(spec)

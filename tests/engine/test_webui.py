@@ -12,9 +12,12 @@ import webuiapi
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from engine.infotext import parse, png_bytes
-from engine.server import Service, make_app, webui_request
-from engine.worker import open_queue
+from engine.diffusion.infotext import parse, png_bytes
+from engine.diffusion.registry import Registry
+from engine.service.app import make_app
+from engine.service.queue_sqlite import open_queue
+from engine.service.state import Service
+from engine.service.webui import WebuiOptions, webui_request
 from tests.engine.conftest import API_AUTH, basic_auth
 
 
@@ -159,11 +162,13 @@ async def test_stored_options_survive_a_restart(engine_config, tmp_path):
         assert options["CLIP_stop_at_last_layers"] == 2 and options["outdir_samples"] == "x"
     (tmp_path / "webui-options.json").write_text("{damaged")
     with open_queue(config) as queue:
-        assert Service(config, queue).options == {}  # a damaged file is ignored, not fatal
+        assert (
+            WebuiOptions(config, Registry(config)).values == {}
+        )  # a damaged file is ignored, not fatal
     gone = {"sd_model_checkpoint": "deleted [abc]", "CLIP_stop_at_last_layers": 2}
     (tmp_path / "webui-options.json").write_text(json.dumps(gone))
-    with open_queue(config) as queue:  # a removed model falls back to the base, as in WebUI
-        assert Service(config, queue).options == {"CLIP_stop_at_last_layers": 2}
+    # a removed model falls back to the base, as in WebUI
+    assert WebuiOptions(config, Registry(config)).values == {"CLIP_stop_at_last_layers": 2}
 
 
 async def test_sdapi_needs_basic_auth_when_configured(client):

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine import hires, infotext
-from engine.conditioning import encode_prompts
-from engine.lora import AppliedLora, LoraSet
-from engine.params import GenerationParams, check, resolve_seeds
-from engine.registry import ModelRef, Registry
-from engine.samplers import make_scheduler
+from engine.diffusion import hires, infotext
+from engine.diffusion.conditioning import encode_prompts
+from engine.diffusion.lora import AppliedLora, LoraSet
+from engine.diffusion.params import GenerationParams, check, resolve_seeds
+from engine.diffusion.registry import ModelRef, Registry
+from engine.diffusion.samplers import make_scheduler
 from posterbot import __version__
 from posterbot.config import Config, ModelsConfig
 
@@ -106,7 +106,7 @@ def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype
     )
 
     if ref.is_demo and not Path(ref.location).exists():
-        from engine.tiny import write_demo_model
+        from engine.diffusion.tiny import write_demo_model
 
         log.warning("no model configured: writing the tiny demo model to %s", ref.location)
         write_demo_model(ref.location)
@@ -375,6 +375,11 @@ class Engine:
             else None,
             "Hires upscaler": params.hr_upscaler if hr else None,
             "Lora hashes": ", ".join(f"{lora.name}: {lora.hash}" for lora in loras) or None,
+            # posterbot's own key: which promoted version an IP's LoRA file holds
+            "Lora versions": ", ".join(
+                f"{lora.name}: {lora.version}" for lora in loras if lora.version
+            )
+            or None,
             "Demo model": DEMO_NOTE if self.model.is_demo else None,
             "Version": f"posterbot {__version__}",
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from posterbot.errors import Refusal
 from prompts.spec import SAMPLER_NAMES
 from prompts.spec import check_sampler as check_sampler_name
 
@@ -46,8 +47,13 @@ def sampler_names() -> list[str]:
 
 
 def check_sampler(name: str) -> str:
-    """The WebUI spelling of sampler `name`; ValueError listing the valid names if unknown."""
-    return check_sampler_name(name, "sampler_name")
+    """The WebUI spelling of sampler `name`; a Refusal (`unknown_sampler`) listing the valid
+    names if unknown."""
+    try:
+        return check_sampler_name(name, "sampler_name")
+    except ValueError as exc:
+        detail = str(exc).partition(": ")[2]
+        raise Refusal("sampler_name", detail, "unknown_sampler", name=name) from None
 
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:

@@ -11,9 +11,10 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
 
-from engine import server_training
-from engine.server import Service, make_app
-from engine.worker import open_queue
+from engine.service import training_views
+from engine.service.app import make_app
+from engine.service.queue_sqlite import open_queue
+from engine.service.state import Service
 from tests.engine.conftest import TOKEN
 from tests.fakes.models import write_lora_pair
 from tests.training.conftest import config_for, mascot_images, mascot_zip
@@ -59,7 +60,7 @@ async def test_a_hostile_zip_is_refused_with_each_reason_and_leaves_nothing(clie
 
 
 async def test_an_upload_past_the_limit_is_413_with_the_reason(client, monkeypatch):
-    monkeypatch.setattr(server_training, "MAX_ZIP_BYTES", 100)
+    monkeypatch.setattr(training_views, "MAX_ZIP_BYTES", 100)
     response = await client.post("/v1/datasets/check", data=mascot_zip(), headers=AUTH)
     assert response.status == 413
     assert "Telegram's document limit" in (await response.json())["error"]
@@ -170,7 +171,7 @@ async def test_a_checked_train_job_is_queued_with_every_parameter(client):
     await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
     body = {
         "kind": "train",
-        "params": {"ip": "dada", "dataset": "dada", "epochs": "3"},
+        "params": {"ip": "dada", "dataset": "dada", "epochs": "3", "mixed_precision": "no"},
         "user": "tg:1",
         "priority": "training",
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from engine.registry import DEMO_MARKER
+from engine.diffusion.registry import DEMO_MARKER
 
 # Plain English prompt words get merged tokens, as a real CLIP vocabulary has; anything else falls
 # back to the 256 byte-level characters, so every text still tokenizes.

@@ -13,8 +13,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.samplers import check_sampler
+from engine.diffusion.samplers import check_sampler
 from posterbot.config import GenerationSettings, LimitsConfig
+from posterbot.errors import Refusal
 from prompts.syntax import LoraTag, extract_loras
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,8 @@ def check(params: GenerationParams, limits: LimitsConfig) -> None:
     """Raise ValueError naming the first field that is out of range."""
     check_sampler(params.sampler_name)
     if len(params.prompt) > limits.max_prompt_chars:
-        raise ValueError(f"prompt: longer than {limits.max_prompt_chars} characters")
+        limit = limits.max_prompt_chars
+        raise Refusal("prompt", f"longer than {limit} characters", "prompt_too_long", limit=limit)
     params.all_loras()  # raises on a malformed <lora:> tag
     for name in ("width", "height"):
         value = getattr(params, name)
@@ -189,30 +191,34 @@ def check(params: GenerationParams, limits: LimitsConfig) -> None:
         ("clip_skip", 1, 12),
         ("hr_second_pass_steps", 0, limits.max_steps),
     ):
-        value = getattr(params, name)
-        if not low <= value <= high:
-            raise ValueError(f"{name}: {value} is outside {low}..{high}")
+        check_range(name, getattr(params, name), low, high)
     for name, low, high in (
         ("cfg_scale", 1.0, 30.0),
         ("subseed_strength", 0.0, 1.0),
         ("denoising_strength", 0.0, 1.0),
         ("hr_scale", 1.0, 4.0),
     ):
-        value = getattr(params, name)
-        if not low <= value <= high:
-            raise ValueError(f"{name}: {value} is outside {low}..{high}")
+        check_range(name, getattr(params, name), low, high)
     for name in ("seed", "subseed"):
         if not -1 <= getattr(params, name) <= MAX_SEED:
             raise ValueError(f"{name}: must be -1 (random) or 0..{MAX_SEED}")
     if params.enable_hr and params.denoising_strength == 0:
         raise ValueError("denoising_strength: must be above 0 for hires fix")
     final_w, final_h = params.hires_size()
+    size = {"width": final_w, "height": final_h}
     if max(final_w, final_h) > limits.max_side:
-        raise ValueError(f"width/height: {final_w}x{final_h} exceeds max side {limits.max_side}")
+        detail = f"{final_w}x{final_h} exceeds max side {limits.max_side}"
+        raise Refusal("width/height", detail, "size_too_large", **size)
     if final_w * final_h > limits.max_pixels:
-        raise ValueError(
-            f"width/height: {final_w}x{final_h} exceeds the limit of {limits.max_pixels} pixels"
-        )
+        detail = f"{final_w}x{final_h} exceeds the limit of {limits.max_pixels} pixels"
+        raise Refusal("width/height", detail, "size_too_large", **size)
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    """Refuse `value` outside `low..high` (`out_of_range`)."""
+    if not low <= value <= high:
+        detail = f"{value} is outside {low}..{high}"
+        raise Refusal(name, detail, "out_of_range", field=name, value=value, low=low, high=high)
 
 
 def resolve_seeds(params: GenerationParams, rng: random.Random | None = None) -> GenerationParams:

@@ -1,0 +1,133 @@
+"""The job kinds: for each, the request check the service runs at submit and the runner a worker
+runs.
+
+Adding a kind = one entry in `KINDS`, its check and its runner. A check runs in the service
+process: no torch, it raises `Refusal` naming a field, and returns the params as the worker will
+run them (plus a batch key when equal jobs may share one pipeline call). A runner is named
+"module:function" and imported by the worker the first time it runs that kind, so the service
+never imports what it needs (torch, diffusers); `function(worker, jobs)` ends every job it was
+given (`engine.service.worker.Worker` has the helpers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.diffusion.grid import xyz_request
+from engine.diffusion.params import GenerationParams, from_request
+from engine.diffusion.registry import Registry
+from engine.service.devices import visible_gpu_count, worker_devices
+from engine.training.params import check_train_request
+from engine.training.versions import Versions
+from posterbot.config import Config
+from posterbot.errors import Refusal
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request as the worker will run it."""
+
+    params: dict[str, Any]
+    batch_key: str | None = None  # jobs with equal keys may run in one pipeline call
+
+
+@dataclass(frozen=True)
+class JobKind:
+    check: Callable[[Config, Registry, dict[str, Any]], Checked]
+    runner: str  # "module:function", imported by the worker only
+    timeout: str  # the setting that bounds one run, "section.key"
+
+    def load_runner(self) -> Callable[..., None]:
+        module, _, function = self.runner.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+    def timeout_s(self, config: Config) -> int:
+        section, _, key = self.timeout.partition(".")
+        return getattr(getattr(config, section), key)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def batch_key(model: str | None, params: GenerationParams) -> str:
+    """Jobs with equal keys may share a pipeline call: same model and same `params.batch_key()`."""
+    return json.dumps({"model": model, "params": params.batch_key()})
+
+
+def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
+    """A poster: the params as the worker will check them, plus the model and LoRA files."""
+    request = dict(request)
+    model = request.pop("model", None)
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise Refusal("model", f"must be a checkpoint name or null, not {model!r}")
+    if model == registry.checkpoint(None).name:
+        model = None  # the base model by name: the same batches as a request naming none
+    if model is not None:
+        registry.checkpoint(model)
+    params = from_request(request, config.generation, config.limits)
+    for lora in params.all_loras()[1]:
+        registry.lora(lora.name)
+    return Checked({**params.to_dict(), "model": model}, batch_key(model, params))
+
+
+def check_train(config: Config, registry: Registry, params: dict[str, Any]) -> Checked:
+    """A LoRA training run, including what the service's workers can run (precision, optimizer)."""
+    devices = worker_devices(config.engine.devices, visible_gpu_count())
+    device_types = {device.partition(":")[0] for device in devices}
+    return Checked(check_train_request(config, params, device_types).to_dict())
+
+
+XYZ_FIELDS = ("ip", "axes", "prompt")
+
+
+def check_xyz(config: Config, registry: Registry, params: dict[str, Any]) -> Checked:
+    """A comparison grid; every version it names must be one that trained to the end."""
+    axes = params.get("axes")
+    if not isinstance(axes, dict) or not axes:
+        raise Refusal("axes", 'required, e.g. {"versions": "v1,v2", "weights": "0.6,1"}')
+    unknown = set(params) - set(XYZ_FIELDS)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise Refusal(field, f"unknown xyz field (known: {', '.join(XYZ_FIELDS)})")
+    request = xyz_request(config, str(params.get("ip") or ""), axes, params.get("prompt"))
+    versions = {version["name"]: version for version in Versions(config).list()}
+    for name in filter(None, request["axes"].get("versions", "").split(",")):
+        version = versions.get(name)
+        if version is not None and version["status"] != "done":
+            raise Refusal(
+                "lora",
+                f"{name} did not finish training (status {version['status']})",
+                "version_failed",
+                version=name,
+            )
+        try:
+            registry.lora(name)
+        except ValueError:
+            raise Refusal(
+                "lora", f"no version or LoRA named {name!r}", "version_unknown", version=name
+            ) from None
+    return Checked(request)
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+KINDS: dict[str, JobKind] = {
+    "txt2img": JobKind(
+        check_txt2img, "engine.service.run_posters:run_posters", "engine.job_timeout_s"
+    ),
+    "train": JobKind(
+        check_train, "engine.service.run_training:run_train", "training.job_timeout_s"
+    ),
+    "xyz": JobKind(check_xyz, "engine.service.run_training:run_xyz", "engine.job_timeout_s"),
+}
+
+
+def job_kind(name: Any) -> JobKind:
+    """The kind called `name`; a Refusal naming `kind` otherwise."""
+    if not isinstance(name, str) or name not in KINDS:
+        raise Refusal("kind", f"{name!r} is not one of {', '.join(KINDS)}")
+    return KINDS[name]

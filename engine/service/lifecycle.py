@@ -1,0 +1,108 @@
+"""Starting and stopping the whole service: HTTP, the queue and the worker processes.
+
+`running_service` runs it inside another program's event loop (`posterbot run` hosts the bot
+beside it); `serve` runs it alone (`posterbot engine`). Neither imports torch: only the worker
+processes do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from engine.service.app import make_app
+from engine.service.devices import visible_gpu_count, worker_devices
+from engine.service.http import blocking
+from engine.service.queue_sqlite import open_queue
+from engine.service.state import Service
+from engine.service.supervisor import Supervisor
+from posterbot.config import Config
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"  # bearer token for /v1 and /metrics
+API_AUTH_ENV = "POSTERBOT_API_AUTH"  # user:pass for /sdapi/v1, like WebUI's --api-auth
+# When the service stops, open event streams and waiting WebUI requests get this long to end;
+# then they are cut (event clients reconnect to the next service; the job stays queued).
+SHUTDOWN_GRACE_S = 3.0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name could resolve to anything
+
+
+def check_credentials(host: str, environ: dict[str, str]) -> tuple[str | None, str | None]:
+    """The bearer token and WebUI api-auth from the environment; no open port without a token."""
+    token, api_auth = environ.get(TOKEN_ENV) or None, environ.get(API_AUTH_ENV)
+    if not is_loopback(host) and not token:
+        raise ValueError(f"engine.host: {host} is not loopback; set {TOKEN_ENV} to listen there")
+    if api_auth is not None and ":" not in api_auth:
+        raise ValueError(f"{API_AUTH_ENV}: must be user:pass")
+    return token, api_auth
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: Config, host: str, port: int, environ: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """The service (HTTP, queue, worker processes) running until the block exits; yields its URL.
+
+    Runs in the caller's event loop, so `posterbot run` hosts the bot beside it. On exit HTTP
+    stops first, then the workers get SIGTERM (their batches go back to the queue).
+    """
+    # 1. credentials from the environment only
+    token, api_auth = check_credentials(host, dict(os.environ if environ is None else environ))
+    # 2. the queue and one worker process per device, supervised from a thread
+    devices = worker_devices(config.engine.devices, visible_gpu_count())
+    queue = open_queue(config, workers=len(devices))
+    supervisor = Supervisor(config, queue, devices)
+    runner = web.AppRunner(
+        make_app(Service(config, queue, supervisor, token, api_auth)),
+        shutdown_timeout=SHUTDOWN_GRACE_S,
+    )
+    stop = threading.Event()
+    supervising = threading.Thread(
+        target=supervisor.run, args=(stop,), name="supervisor", daemon=True
+    )
+    await blocking(supervisor.start)
+    supervising.start()
+    try:
+        # 3. HTTP
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        url = f"http://{host}:{runner.addresses[0][1]}"  # the port bound, also for port 0
+        log.info("engine service on %s, workers on %s", url, ", ".join(devices))
+        yield url
+    finally:
+        await runner.cleanup()
+        stop.set()
+        await blocking(supervising.join)
+        await blocking(supervisor.stop)
+        queue.close()
+
+
+def serve(config: Config, host: str, port: int, environ: dict[str, str] | None = None) -> None:
+    """Run the service alone until SIGINT/SIGTERM."""
+
+    async def until_signal() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        async with running_service(config, host, port, environ):
+            await stopping.wait()
+
+    asyncio.run(until_signal())

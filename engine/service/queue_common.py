@@ -1,0 +1,107 @@
+"""What the queue's users share: job states, priorities, the job record and the queue's errors.
+
+Stdlib only, so the client (and through it the bot) can name the final states without the
+SQLite queue (`queue_sqlite.py`) or anything else of the service.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class Priority(IntEnum):
+    """Priority class; lower values are claimed first."""
+
+    ADMIN = 0  # admin test generations: the people fixing things should not wait
+    USER = 1  # user posters: interactive, someone is looking at the chat
+    TRAINING = 2  # LoRA training: long-running, nobody is waiting on it second by second
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # failed for good on the first try: retrying would not help (bad input)
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # retryable failures or lost workers used up max_attempts
+
+
+FINAL_STATES = frozenset({State.DONE, State.FAILED, State.CANCELLED, State.DEAD})
+
+
+class QueueFull(Exception):
+    """`submit` refused a job because `max_queue` jobs are already queued."""
+
+    def __init__(self, depth: int, retry_after_s: int) -> None:
+        super().__init__(f"queue is full ({depth} jobs queued); try again in {retry_after_s} s")
+        self.depth = depth
+        self.retry_after_s = retry_after_s
+
+
+class JobNotFound(KeyError):
+    """No job has this id."""
+
+
+class JobStateError(ValueError):
+    """The job is not in a state that allows this operation (e.g. completing a queued job)."""
+
+
+class LeaseLost(JobStateError):
+    """The job is running under another worker: this worker's lease expired and it was requeued."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str  # "txt2img", "train", ...
+    params: dict[str, Any]
+    user: str
+    priority: Priority
+    turn: int  # round-robin round inside the priority class (see the module docstring)
+    state: State
+    attempts: int  # claims not given back by release(); see the module docstring
+    max_attempts: int
+    idempotency_key: str | None
+    batch_key: str | None  # jobs with equal non-null batch keys (and kind) may run as one batch
+    created_at: float
+    started_at: float | None  # time of the latest claim
+    finished_at: float | None
+    lease_owner: str | None
+    lease_expires_at: float | None
+    progress: dict[str, Any] | None  # {"step": int, "total": int, "stage": str}
+    outputs: list[str]
+    error: str | None  # why it failed, died, or why the previous attempt ended (English)
+    error_code: str | None  # the same as a stable code (engine.errors, docs/engine-api.md)
+    error_values: dict[str, Any] | None  # the values the code's message is made of
+    cancel_requested: bool
+    info: dict[str, Any] | None  # result details from the worker (seeds, infotexts, ...)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from submit to the latest claim."""
+        return None if self.started_at is None else self.started_at - self.created_at
+
+    @property
+    def run_s(self) -> float | None:
+        """Seconds from the latest claim to the end."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        fields = dict(row)
+        for name in ("params", "progress", "outputs", "info", "error_values"):
+            if fields[name] is not None:
+                fields[name] = json.loads(fields[name])
+        fields["priority"] = Priority(fields["priority"])
+        fields["state"] = State(fields["state"])
+        fields["cancel_requested"] = bool(fields["cancel_requested"])
+        return cls(**fields)

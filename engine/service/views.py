@@ -1,0 +1,127 @@
+"""Our `/v1` API: jobs, their event streams, outputs, models, LoRAs, health.
+
+Thin views over `Service` (docs/engine-api.md is the contract); every blocking call runs in
+`blocking`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.diffusion.params import check_range
+from engine.service.http import blocking, read_json, service
+from engine.service.kinds import job_kind
+from engine.service.queue_common import FINAL_STATES, Priority, State
+from posterbot.errors import Refusal
+
+KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often so proxies keep it open
+FINAL_EVENTS = frozenset(state.value for state in FINAL_STATES)  # the last event of a stream
+MAX_LIST_LIMIT = 500  # GET /v1/jobs?limit=: a page, not a dump of the database
+PRIORITIES = {"admin": Priority.ADMIN, "user": Priority.USER, "training": Priority.TRAINING}
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    """Queue a job: 201 (200 for a repeated idempotency key)."""
+    svc = service(request)
+    body = await read_json(request)
+    kind = body.get("kind", "txt2img")
+    job_kind(kind)
+    params = body.get("params")
+    if not isinstance(params, dict):
+        raise Refusal("params", f"required, a JSON object of {kind} fields")
+    user = body.get("user")
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError("user: required, e.g. tg:123456")
+    priority = body.get("priority", "user")
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority: {priority!r} is not one of {', '.join(PRIORITIES)}")
+    key = body.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError("idempotency_key: must be a non-empty string or null")
+    job, created = await blocking(svc.submit, kind, params, user, PRIORITIES[priority], key)
+    return web.json_response(await blocking(svc.job_json, job), status=201 if created else 200)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """Jobs newest first, filtered by user and state."""
+    svc = service(request)
+    query = request.query
+    state = query.get("state") or None
+    if state is not None and state not in {s.value for s in State}:
+        raise ValueError(f"state: {state!r} is not one of {', '.join(s.value for s in State)}")
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        raise ValueError(f"limit: must be a whole number, not {query['limit']!r}") from None
+    check_range("limit", limit, 1, MAX_LIST_LIMIT)
+
+    def page() -> list[dict[str, Any]]:
+        jobs = svc.queue.list_jobs(user=query.get("user") or None, state=state, limit=limit)
+        return [svc.job_json(job) for job in jobs]
+
+    return web.json_response({"jobs": await blocking(page)})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """One job."""
+    svc = service(request)
+    job = await blocking(svc.queue.get, request.match_info["job_id"])
+    return web.json_response(await blocking(svc.job_json, job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel: a queued job at once, a running one between denoising steps."""
+    svc = service(request)
+    job = await blocking(svc.queue.cancel, request.match_info["job_id"])
+    return web.json_response(await blocking(svc.job_json, job))
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events of a job until it ends: queued, progress..., then the final state."""
+    svc = service(request)
+    job_id = request.match_info["job_id"]
+    await blocking(svc.queue.get, job_id)  # 404 before the stream starts
+    stream = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await stream.prepare(request)
+    with svc.watcher.follow(job_id) as events:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), KEEPALIVE_S)
+            except TimeoutError:
+                await stream.write(b": keepalive\n\n")
+                continue
+            data = json.dumps(event)
+            await stream.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+            if event["type"] in FINAL_EVENTS:
+                return stream
+
+
+async def get_output(request: web.Request) -> web.StreamResponse:
+    """A result PNG; 404 for anything outside the outputs folder."""
+    root = service(request).config.outputs_dir.resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
+        raise web.HTTPNotFound(text=f"path: no output {request.match_info['path']!r}")
+    return web.FileResponse(path, headers={"Content-Type": "image/png"})
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Installed base models with WebUI's short hashes."""
+    return web.json_response({"models": await blocking(service(request).models)})
+
+
+async def list_loras(request: web.Request) -> web.Response:
+    """Installed LoRAs with WebUI's addnet hashes."""
+    return web.json_response({"loras": await blocking(service(request).loras)})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when every worker process is alive, else 503; with the queue depth."""
+    ok, body = await blocking(service(request).health)
+    return web.json_response(body, status=200 if ok else 503)
