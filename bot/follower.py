@@ -53,6 +53,7 @@ class Delivery(Generic[C]):
     succeeded: Callable[[dict[str, Any]], bool] = finished  # whether `deliver` gets the job
     failed_key: str = "job_failed"  # {reason}
     lost_key: str = "delivery_failed"  # the follower gave up for now; {job}
+    admins_only: bool = False  # only admins submit it: a failure without a code shows the detail
 
 
 class Follower(Generic[C]):
@@ -191,6 +192,6 @@ class Follower(Generic[C]):
             await status.show(t(language, "job_cancelled"), force=True)
             self.finish(record, CANCELLED)
         else:
-            reason = failure_text(language, job)
+            reason = failure_text(language, job, admin=delivery.admins_only)
             await status.show(t(language, delivery.failed_key, reason=reason), force=True)
             self.finish(record, FAILED)

@@ -45,11 +45,14 @@ def refusal_text(language: str, exc: EngineError, *, admin: bool) -> Html:
     return t(language, "engine_error.generic")
 
 
-def failure_text(language: str, job: dict[str, Any]) -> Html:
-    """Why a job ended without a result: the code's wording, else a generic text (the
-    engine's own words go to the log only: a worker's failure may name server paths)."""
+def failure_text(language: str, job: dict[str, Any], *, admin: bool) -> Html:
+    """Why a job ended without a result: the code's wording, else a generic text; `admin`
+    (admins' jobs: trainings, grids) adds the engine's own words, which may name paths."""
     code = job.get("error_code") or STATE_CODES.get(job["state"], "")
     detail = job.get("error") or job["state"]
     log.info("job %s ended %s (%s): %s", job.get("id"), job["state"], code or "no code", detail)
-    said = reason(language, code, job.get("error_values") or {})
-    return said if said is not None else t(language, "engine_error.generic")
+    if (said := reason(language, code, job.get("error_values") or {})) is not None:
+        return said
+    if admin:
+        return t(language, "engine_error.generic_admin", detail=detail)
+    return t(language, "engine_error.generic")

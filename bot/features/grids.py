@@ -58,4 +58,4 @@ async def deliver_grid(
 
 
 COMMANDS = {"xyz": xyz}
-DELIVERIES = {"xyz": Delivery(deliver_grid)}
+DELIVERIES = {"xyz": Delivery(deliver_grid, admins_only=True)}

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from bot.core import Core
 from bot.features.posters import job_button, rerun
-from bot.features.settings import rows
 from bot.i18n import lines, t
-from bot.replies import Button, Incoming, Keyboard, Press, Reply
+from bot.replies import Button, Incoming, Keyboard, Press, Reply, rows
 from bot.status import progress_line
 from bot.store import CANCELLED, JobRecord
 from engine.client import EngineError, EngineRejected

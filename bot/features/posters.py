@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.core import Core
-from bot.features.settings import rows, user_settings
+from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import t
-from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user
+from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user, rows
 from bot.settings import UserSettings
 from bot.status import StatusMessage
 from bot.store import JobRecord

@@ -6,15 +6,10 @@ import json
 
 from bot.core import Core
 from bot.i18n import LANGUAGES, t
-from bot.replies import Button, Incoming, Keyboard, Press, Reply
+from bot.replies import Button, Incoming, Keyboard, Press, Reply, rows
 from bot.settings import CHOICES, UserSettings
 
 TEMPLATE_NAME_CHARS = 32  # keeps /template list readable and button data short
-ROW_WIDTH = 5  # buttons per row; Telegram wraps awkwardly beyond this on phones
-
-
-def rows(buttons: list[Button], width: int = ROW_WIDTH) -> Keyboard:
-    return [buttons[i : i + width] for i in range(0, len(buttons), width)]
 
 
 def user_settings(core: Core, user_id: int) -> UserSettings:

@@ -183,5 +183,6 @@ DELIVERIES = {
         succeeded=trained,
         failed_key="train_failed",
         lost_key="train_lost",
+        admins_only=True,
     )
 }

@@ -59,7 +59,7 @@ def test_a_missing_lora_names_the_lora_and_what_to_do_never_the_path():
     rejected = EngineRejected(PATH_DETAIL, "lora", "lora_missing", {"name": "dada_v9"})
     job = {"id": "j1", "state": "failed", "error": PATH_DETAIL}
     job |= {"error_code": "lora_missing", "error_values": {"name": "dada_v9"}}
-    for text in (refusal_text("zh", rejected, admin=True), failure_text("zh", job)):
+    for text in (refusal_text("zh", rejected, admin=True), failure_text("zh", job, admin=True)):
         assert "dada_v9" in text and "/versions" in text
         assert "/srv" not in text and "not found" not in text
 
@@ -70,8 +70,10 @@ def test_without_a_code_users_get_a_generic_text_and_admins_the_engines_words():
     assert user == catalog("zh")["engine_error.generic"]
     assert PATH_DETAIL.split(" (")[0] in visible_text(refusal_text("zh", rejected, admin=True))
     failed = {"id": "j1", "state": "failed", "error": PATH_DETAIL}
-    assert failure_text("en", failed) == catalog("en")["engine_error.generic"]
-    assert "退出" in failure_text("zh", {"id": "j2", "state": "dead", "error": "worker died"})
+    assert failure_text("en", failed, admin=False) == catalog("en")["engine_error.generic"]
+    assert "/srv/posterbot" in failure_text("en", failed, admin=True)  # a training's admin
+    dead = {"id": "j2", "state": "dead", "error": "worker died"}
+    assert "退出" in failure_text("zh", dead, admin=False)
 
 
 async def test_the_client_carries_the_engines_code_and_values():
