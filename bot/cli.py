@@ -39,7 +39,7 @@ def bot_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def console_command(args: argparse.Namespace, config: Config) -> int:
-    """Chat with the bot's real conversation core in the terminal (no Telegram, no token)."""
+    """The same conversation as the Telegram bot, in the terminal (no Telegram, no token)."""
     asyncio.run(console(config))
     return 0
 

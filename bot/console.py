@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bot.chat import ROUTER, start_chat
@@ -26,6 +27,8 @@ from bot.replies import Button, Incoming, Picture, Place, Press, Reply, User
 from bot.store import Store
 from engine.client import EngineClient
 from posterbot.config import Config
+
+log = logging.getLogger(__name__)
 
 CONSOLE_USER_ID = 1  # the person at the terminal; an owner of this console session
 FILE_COMMANDS = ("send", "info")  # their argument is a path on this machine
@@ -82,29 +85,54 @@ class ConsoleOutbox:
         self.write(f"{plain(picture.caption)}\n  {t(self.language, 'console_saved', path=path)}")
         return message_id
 
-    send_document = send_photo  # the terminal has no photo/file difference: both are PNG files
+    send_document = send_photo  # the terminal has no photo/file difference: both are saved
 
 
 async def command(core: Core, message: Incoming, line: str) -> None:
     """A /command typed in the console, answered from the router's table like Telegram's;
     `/send PATH` and `/info PATH` attach the file at PATH."""
     name, _, rest = line[1:].partition(" ")
-    path = Path(rest.strip()).expanduser()
-    if name in FILE_COMMANDS and rest.strip() and not path.is_file():
-        await core.say(message.place, core.language(message.user), "console_no_file", path=path)
-        return
-    if name in FILE_COMMANDS and rest.strip():
-        message = dataclasses.replace(
-            message, text="", document=path.read_bytes(), filename=path.name
-        )
-    if name != "send":
-        await ROUTER.command(core, dataclasses.replace(message, text=rest), name)
-    elif message.document is None:
-        await core.say(message.place, core.language(message.user), "console_send_usage")
-    elif handler := ROUTER.file_handler(core, message.user.id, message.filename, False):
-        await handler(core, message)
+    rest = rest.strip()
+    if name in FILE_COMMANDS and rest:
+        path = Path(rest).expanduser()
+        if not path.is_file():
+            await core.say(message.place, core.language(message.user), "console_no_file", path=path)
+            return
+        attached = {"document": path.read_bytes(), "filename": path.name}
+        message = dataclasses.replace(message, text="", **attached)
     else:
-        await core.say(message.place, core.language(message.user), "console_send_unknown")
+        message = dataclasses.replace(message, text=rest)
+    if name == "send":
+        await send_file(core, message)
+    else:
+        await ROUTER.command(core, message, name)
+
+
+async def send_file(core: Core, message: Incoming) -> None:
+    """/send PATH: the file goes where a chat attachment would (dataset, LoRA, PNG info)."""
+    language = core.language(message.user)
+    handler = ROUTER.file_handler(core, message.user.id, message.filename, False)
+    if message.document is None:
+        await core.say(message.place, language, "console_send_usage")
+    elif handler is None:
+        await core.say(message.place, language, "console_send_unknown")
+    else:
+        await handler(core, message)
+
+
+async def answer(core: Core, outbox: ConsoleOutbox, typed: Incoming, events: Iterator[int]) -> None:
+    """One typed line: a number presses a button of the last keyboard, else a command or text."""
+    line, user, place = typed.text, typed.user, typed.place
+    message = dataclasses.replace(typed, message_id=next(events))
+    if line.isdigit() and 1 <= int(line) <= len(outbox.buttons):
+        data = outbox.buttons[int(line) - 1].data
+        press = Press(user, place, data, outbox.buttons_message, query_id=str(next(events)))
+        if notice := await ROUTER.press(core, press):
+            print(notice)
+    elif line.startswith("/"):
+        await command(core, message, line)
+    elif line:
+        await ROUTER.text(core, message)
 
 
 async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
@@ -134,18 +162,11 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
             break
         if line is None:
             break
-        line = line.strip()
         outbox.language = core.language(user)
-        message = Incoming(user, place, line, message_id=next(events))
-        if line.isdigit() and 1 <= int(line) <= len(outbox.buttons):
-            data = outbox.buttons[int(line) - 1].data
-            press = Press(user, place, data, outbox.buttons_message, query_id=str(next(events)))
-            notice = await ROUTER.press(core, press)
-            if notice:
-                print(notice)
-        elif line.startswith("/"):
-            await command(core, message, line)
-        elif line:
-            await ROUTER.text(core, message)
+        try:
+            await answer(core, outbox, Incoming(user, place, line.strip()), events)
+        except Exception as exc:  # as Telegram's error handler: logged, the user told
+            log.error("handling a console line failed", exc_info=exc)
+            await core.say(place, outbox.language, "error", what=type(exc).__name__)
     await core.follower.wait_idle()
     sys.stdout.flush()
