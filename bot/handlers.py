@@ -7,7 +7,7 @@ import html
 import logging
 import traceback
 
-from telegram import Message, Update
+from telegram import Document, Message, PhotoSize, Update
 from telegram.constants import ChatType, ParseMode
 from telegram.ext import ContextTypes
 
@@ -90,7 +90,7 @@ async def button_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     await query.answer(await ROUTER.press(core(context), press))
 
 
-async def download(attachment) -> bytes | None:
+async def download(attachment: Document | PhotoSize) -> bytes | None:
     """The file's bytes; None when the Bot API would not hand it over (too large)."""
     if (attachment.file_size or 0) > MAX_DOWNLOAD_BYTES:
         return None

@@ -22,6 +22,7 @@ MAX_MESSAGE_CHARS = 4096  # Telegram's limit for one text message
 MAX_CAPTION_CHARS = 1024  # Telegram's limit for a photo or document caption
 MESSAGES_DIR = Path(__file__).parent / "messages"
 _TAG = re.compile(r"<[^>]+>")
+_MARKUP = re.compile(r"<(/?)([a-z-]+)[^>]*>")  # a tag of the catalogs' HTML
 
 
 class Html(str):
@@ -74,7 +75,27 @@ def plain(text: str) -> str:
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Split at line breaks into pieces Telegram accepts; a longer line is cut hard."""
+    """Split at line breaks into pieces Telegram accepts; a longer line is cut hard. A tag
+    open across a split (a long <pre>) is closed at the end of one piece and opened again at
+    the start of the next (tags do not count towards Telegram's limit)."""
+    return _balanced(_split_lines(text, limit))
+
+
+def _balanced(pieces: list[str]) -> list[str]:
+    balanced, carried = [], ""
+    for piece in pieces:
+        text, open_tags = carried + piece, []
+        for tag in _MARKUP.finditer(text):
+            if not tag.group(1):
+                open_tags.append((tag.group(2), tag.group(0)))
+            elif open_tags and open_tags[-1][0] == tag.group(2):
+                open_tags.pop()
+        balanced.append(text + "".join(f"</{name}>" for name, _ in reversed(open_tags)))
+        carried = "".join(opening for _, opening in open_tags)
+    return balanced
+
+
+def _split_lines(text: str, limit: int) -> list[str]:
     pieces: list[str] = []
     current = ""
     for line in text.split("\n"):
