@@ -91,7 +91,7 @@ async def one_round(
                 sent_at[user] = time.monotonic()
             done = lambda: len(telegram.sent("sendPhoto")) >= len(users)  # noqa: E731
             await telegram.wait_for(done, timeout=3600)
-            store = application.bot_data["conversation"].store
+            store = application.bot_data["core"].store
             async with EngineClient(url) as engine:
                 engine_s = {}
                 for user in users:

@@ -1,7 +1,8 @@
 """Building and running the Telegram Application: handlers, rate limiter, polling or webhook.
 
-Everything the handlers share (store, engine client, conversation core) is created in
-`start_services` and lives in `application.bot_data`, so one Application is one bot instance.
+Everything the handlers share (store, engine client, the core) is created in `start_services`
+and lives in `application.bot_data`, so one Application is one bot instance. Every command of
+the router's table gets a CommandHandler; what it does is the feature's business.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from telegram.ext import (
     filters,
 )
 
-from bot.conversation import Conversation
-from bot.handlers import admin, common, poster, settings, training
+from bot import handlers
+from bot.chat import ROUTER, start_chat
 from bot.outbox import TelegramOutbox
 from bot.ratelimit import LaneRateLimiter
 from bot.store import Store
@@ -35,13 +36,11 @@ from prompts.lexicon import load_glossary
 
 log = logging.getLogger(__name__)
 
-TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
-ENGINE_TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"
 # Flood waits (429 retry_after) are waited out and the call retried this often before failing.
 RATE_LIMIT_RETRIES = 5
 # Updates handled at once: a slow send (flood wait) in one chat must not hold up the others.
 CONCURRENT_UPDATES = 64
-COMMANDS = {  # shown in Telegram's command menu
+MENU = {  # shown in Telegram's command menu
     "poster": "出海报 / draw a poster",
     "settings": "出图设置 / settings",
     "template": "参数模板 / templates",
@@ -76,36 +75,20 @@ class AddressedToBot(filters.MessageFilter):
 
 
 def add_handlers(application: Application) -> None:
-    commands = {
-        "start": common.start_command,
-        "help": settings.help_command,
-        "lang": common.lang_command,
-        "poster": poster.poster_command,
-        "seed": poster.seed_command,
-        "history": poster.history_command,
-        "queue": poster.queue_command,
-        "cancel": poster.cancel_command,
-        "info": poster.info_command,
-        "settings": settings.settings_command,
-        "template": settings.template_command,
-        "allow": admin.allow_command,
-        "deny": admin.deny_command,
-        "admins": admin.admins_command,
-    }
-    for name, callback in commands.items():
-        application.add_handler(CommandHandler(name, callback))
+    for name in ROUTER.commands:
+        application.add_handler(CommandHandler(name, handlers.command))
     text = filters.TEXT & ~filters.COMMAND
     private = filters.ChatType.PRIVATE
-    application.add_handler(MessageHandler(text & private, poster.text_message))
-    application.add_handler(
-        MessageHandler(text & filters.ChatType.GROUPS & AddressedToBot(), poster.text_message)
+    addressed = filters.ChatType.GROUPS & AddressedToBot()
+    application.add_handler(MessageHandler(text & (private | addressed), handlers.text_message))
+    files = (filters.Document.ALL | filters.PHOTO) & private
+    application.add_handler(MessageHandler(files, handlers.attachment_message))
+    info_caption = (
+        filters.Document.ALL & filters.ChatType.GROUPS & filters.CaptionRegex(r"^/info\b")
     )
-    png = filters.Document.MimeType("image/png")
-    info_caption = filters.CaptionRegex(r"^/info\b")
-    application.add_handler(MessageHandler(png & (private | info_caption), poster.info_command))
-    application.add_handler(CallbackQueryHandler(poster.button_press))
-    training.add_handlers(application)
-    application.add_error_handler(common.error_handler)
+    application.add_handler(MessageHandler(info_caption, handlers.info_attachment))
+    application.add_handler(CallbackQueryHandler(handlers.button_press))
+    application.add_error_handler(handlers.error_handler)
 
 
 async def start_services(application: Application) -> None:
@@ -117,18 +100,16 @@ async def start_services(application: Application) -> None:
     engine = EngineClient(base_url=engine_url(config), token=application.bot_data["engine_token"])
     store = Store(config.data_dir / "bot.db")
     outbox = TelegramOutbox(application.bot)
-    origin = f"tg{application.bot.id}"
-    conversation = Conversation(config, store, engine, outbox, http, origin=origin)
-    application.bot_data |= {"conversation": conversation, "http": http, "engine": engine}
-    await application.bot.set_my_commands([BotCommand(k, v) for k, v in COMMANDS.items()])
-    resumed = conversation.jobs.resume() + conversation.training.resume()
+    core = start_chat(config, store, engine, outbox, http, origin=f"tg{application.bot.id}")
+    application.bot_data |= {"core": core, "http": http, "engine": engine}
+    await application.bot.set_my_commands([BotCommand(k, v) for k, v in MENU.items()])
+    resumed = core.follower.resume()
     log.info("bot @%s ready; following %d unfinished job(s)", application.bot.username, resumed)
 
 
 async def stop_services(application: Application) -> None:
     """Stop following jobs (they resume on the next start), close clients."""
-    await application.bot_data["conversation"].jobs.stop()
-    await application.bot_data["conversation"].training.stop()
+    await application.bot_data["core"].follower.stop()
     await application.bot_data["engine"].close()
     await application.bot_data["http"].close()
 

@@ -1,4 +1,4 @@
-"""`posterbot` subcommands owned by the bot: bot, console, run.
+"""`posterbot` subcommands owned by the bot: bot, console (`posterbot run` lives in posterbot/).
 
 telegram is imported inside the commands, so `posterbot --help` works on any host.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
@@ -18,7 +17,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 ENGINE_TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"
-LOOPBACK = "127.0.0.1"  # `posterbot run` keeps its engine off the network
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,10 +26,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         "console", help="chat with the bot in the terminal", description=console_command.__doc__
     )
     console.set_defaults(handler=console_command)
-    run = commands.add_parser(
-        "run", help="engine + bot (or console without a token)", description=run_command.__doc__
-    )
-    run.set_defaults(handler=run_command)
 
 
 def bot_command(args: argparse.Namespace, config: Config) -> int:
@@ -45,26 +39,8 @@ def bot_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def console_command(args: argparse.Namespace, config: Config) -> int:
-    """Chat with the bot's real conversation core in the terminal (no Telegram, no token)."""
+    """The same conversation as the Telegram bot, in the terminal (no Telegram, no token)."""
     asyncio.run(console(config))
-    return 0
-
-
-def run_command(args: argparse.Namespace, config: Config) -> int:
-    """The main job in one process: the engine on loopback, and the bot (or, without a token,
-    the console) talking to it over HTTP like any other client."""
-    from engine.service.lifecycle import running_service  # the service itself never imports torch
-
-    token = os.environ.get(TOKEN_ENV)
-    if not token:
-        print(f"{TOKEN_ENV} is not set: starting the console instead of the Telegram bot.")
-
-    async def engine_and_bot() -> None:
-        async with running_service(config, LOOPBACK, config.engine.port) as url:
-            local = dataclasses.replace(config, bot=dataclasses.replace(config.bot, engine_url=url))
-            await (telegram_bot(local, token) if token else console(local))
-
-    asyncio.run(engine_and_bot())
     return 0
 
 

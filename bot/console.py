@@ -1,37 +1,37 @@
-"""`posterbot console`: the bot's real conversation core in a terminal, no Telegram needed.
+"""`posterbot console`: the same conversation as the Telegram bot, in a terminal.
 
-Text is printed without HTML, pictures are saved to a folder and their paths printed, and the
-buttons of the last keyboard are offered as numbered choices (type the number to press one).
-Piped input (a script of lines) waits for the jobs before each line, so a "1" pressing a button
-of the candidates reaches them after they arrived.
+Lines go to the same router table as Telegram's updates: `/command args`, plain text, a number
+to press one of the last keyboard's buttons, and `/send PATH` for what a chat user would attach
+(a dataset zip, a LoRA .safetensors, a PNG to read). `/info PATH` reads a PNG. Text is printed
+without HTML; pictures and files are saved to a folder and their paths printed. Piped input (a
+script of lines) waits for the jobs before each line, so a "1" pressing a button of the
+candidates reaches them after they arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import html
 import itertools
-import re
+import logging
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bot.conversation import Conversation
-from bot.i18n import t
+from bot.chat import ROUTER, start_chat
+from bot.core import Core
+from bot.i18n import plain, t
 from bot.replies import Button, Incoming, Picture, Place, Press, Reply, User
 from bot.store import Store
 from engine.service.client import EngineClient
 from posterbot.config import Config
 
+log = logging.getLogger(__name__)
+
 CONSOLE_USER_ID = 1  # the person at the terminal; an owner of this console session
-_TAG = re.compile(r"<[^>]+>")
-
-
-def plain(text: str) -> str:
-    return html.unescape(_TAG.sub("", text))
+FILE_COMMANDS = ("send", "info")  # their argument is a path on this machine
 
 
 class ConsoleOutbox:
@@ -85,38 +85,54 @@ class ConsoleOutbox:
         self.write(f"{plain(picture.caption)}\n  {t(self.language, 'console_saved', path=path)}")
         return message_id
 
-    send_document = send_photo  # the terminal has no photo/file difference: both are PNG files
+    send_document = send_photo  # the terminal has no photo/file difference: both are saved
 
 
-async def run_command(conversation: Conversation, message: Incoming, line: str) -> None:
-    """A /command typed in the console, dispatched like Telegram's CommandHandlers."""
+async def command(core: Core, message: Incoming, line: str) -> None:
+    """A /command typed in the console, answered from the router's table like Telegram's;
+    `/send PATH` and `/info PATH` attach the file at PATH."""
     name, _, rest = line[1:].partition(" ")
-    args = rest.split()
-    with_args = {
-        "lang": conversation.lang,
-        "template": conversation.template,
-        "seed": conversation.seed,
-        "allow": conversation.allow,
-        "deny": conversation.deny,
-        "admins": conversation.admins,
-    }
-    without_args = {
-        "start": conversation.help,
-        "help": conversation.help,
-        "settings": conversation.show_settings,
-        "history": conversation.history,
-        "queue": conversation.queue,
-        "cancel": conversation.cancel,
-        "info": conversation.info,
-    }
-    if name == "poster":
-        await conversation.poster(message, rest)
-    elif name in with_args:
-        await with_args[name](message, args)
-    elif name in without_args:
-        await without_args[name](message)
+    rest = rest.strip()
+    if name in FILE_COMMANDS and rest:
+        path = Path(rest).expanduser()
+        if not path.is_file():
+            await core.say(message.place, core.language(message.user), "console_no_file", path=path)
+            return
+        attached = {"document": path.read_bytes(), "filename": path.name}
+        message = dataclasses.replace(message, text="", **attached)
     else:
-        await conversation.help(message)
+        message = dataclasses.replace(message, text=rest)
+    if name == "send":
+        await send_file(core, message)
+    else:
+        await ROUTER.command(core, message, name)
+
+
+async def send_file(core: Core, message: Incoming) -> None:
+    """/send PATH: the file goes where a chat attachment would (dataset, LoRA, PNG info)."""
+    language = core.language(message.user)
+    handler = ROUTER.file_handler(core, message.user.id, message.filename, False)
+    if message.document is None:
+        await core.say(message.place, language, "console_send_usage")
+    elif handler is None:
+        await core.say(message.place, language, "console_send_unknown")
+    else:
+        await handler(core, message)
+
+
+async def answer(core: Core, outbox: ConsoleOutbox, typed: Incoming, events: Iterator[int]) -> None:
+    """One typed line: a number presses a button of the last keyboard, else a command or text."""
+    line, user, place = typed.text, typed.user, typed.place
+    message = dataclasses.replace(typed, message_id=next(events))
+    if line.isdigit() and 1 <= int(line) <= len(outbox.buttons):
+        data = outbox.buttons[int(line) - 1].data
+        press = Press(user, place, data, outbox.buttons_message, query_id=str(next(events)))
+        if notice := await ROUTER.press(core, press):
+            print(notice)
+    elif line.startswith("/"):
+        await command(core, message, line)
+    elif line:
+        await ROUTER.text(core, message)
 
 
 async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
@@ -129,36 +145,28 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
     outbox = ConsoleOutbox(folder, "zh")
     # Console message ids restart at 1 every session: a fresh origin keeps job keys apart.
     origin = f"console-{uuid.uuid4().hex[:12]}"
-    conversation = Conversation(config, store, engine, outbox, origin=origin)
-    outbox.language = conversation.language(user)
+    core = start_chat(config, store, engine, outbox, origin=origin)
+    outbox.language = core.language(user)
     print(t(outbox.language, "console_welcome"))
-    conversation.jobs.resume()
-    conversation.training.resume()
+    core.follower.resume()
     events = itertools.count(1)  # message and press ids, unique like Telegram's
     # next(lines, None): a StopIteration cannot cross to_thread's future (it would hang).
     read = (lambda: next(lines, None)) if lines is not None else (lambda: input("> "))
     scripted = lines is not None or not sys.stdin.isatty()
     while True:
         if scripted:
-            await conversation.jobs.wait_idle()
+            await core.follower.wait_idle()
         try:
             line = await asyncio.to_thread(read)
         except (EOFError, KeyboardInterrupt):
             break
         if line is None:
             break
-        line = line.strip()
-        outbox.language = conversation.language(user)
-        message = Incoming(user, place, line, message_id=next(events))
-        if line.isdigit() and 1 <= int(line) <= len(outbox.buttons):
-            data = outbox.buttons[int(line) - 1].data
-            press = Press(user, place, data, outbox.buttons_message, query_id=str(next(events)))
-            notice = await conversation.press(press)
-            if notice:
-                print(notice)
-        elif line.startswith("/"):
-            await run_command(conversation, message, line)
-        elif line:
-            await conversation.text(message)
-    await conversation.jobs.wait_idle()
+        outbox.language = core.language(user)
+        try:
+            await answer(core, outbox, Incoming(user, place, line.strip()), events)
+        except Exception as exc:  # as Telegram's error handler: logged, the user told
+            log.error("handling a console line failed", exc_info=exc)
+            await core.say(place, outbox.language, "error", what=type(exc).__name__)
+    await core.follower.wait_idle()
     sys.stdout.flush()

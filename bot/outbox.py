@@ -25,7 +25,7 @@ from bot.ratelimit import Lane
 from bot.replies import Keyboard, Picture, Place, Reply
 
 MAX_PHOTO_BYTES = 10 * 2**20  # Telegram's sendPhoto limit; larger images go as files only
-MAX_ALBUM_SIZE = 10  # Telegram's media group limit
+MAX_ALBUM_SIZE = 10  # Telegram's media group limit (2 to 10 items)
 
 
 def markup(keyboard: Keyboard) -> InlineKeyboardMarkup | None:
@@ -76,6 +76,10 @@ class TelegramOutbox:
             return [await self.send_photo(place, picture) for picture in pictures]
         message_ids = []
         for start in range(0, len(pictures), MAX_ALBUM_SIZE):
+            group = pictures[start : start + MAX_ALBUM_SIZE]
+            if len(group) == 1:  # an album holds 2 to 10: the one left over goes alone
+                message_ids.append(await self.send_photo(place, group[0]))
+                continue
             media = [
                 InputMediaPhoto(
                     p.png,
@@ -83,7 +87,7 @@ class TelegramOutbox:
                     parse_mode=ParseMode.HTML,
                     filename=p.filename,
                 )
-                for p in pictures[start : start + MAX_ALBUM_SIZE]
+                for p in group
             ]
             messages = await self.bot.send_media_group(
                 place.chat_id, media, message_thread_id=place.thread_id

@@ -17,6 +17,12 @@ class Button:
 
 
 Keyboard = list[list[Button]]
+ROW_WIDTH = 5  # buttons per row; Telegram wraps awkwardly beyond this on phones
+
+
+def rows(buttons: list[Button], width: int = ROW_WIDTH) -> Keyboard:
+    """`buttons` in rows of `width`."""
+    return [buttons[i : i + width] for i in range(0, len(buttons), width)]
 
 
 @dataclass(frozen=True)

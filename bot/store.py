@@ -22,11 +22,10 @@ import sqlite_utils
 from bot.replies import Place
 
 # Job states as the bot sees them; the engine's final states collapse onto these.
-ACTIVE, DONE, FAILED = "active", "done", "failed"
+ACTIVE, DONE, FAILED, CANCELLED = "active", "done", "failed", "cancelled"
 # What jobs are: a user's posters (limits, /history, /queue, /cancel count these only), and the
-# admins' LoRA work followed by `bot.training`.
+# admins' LoRA work (bot/features/training.py and grids.py).
 POSTER_KINDS = ("candidates", "final")
-TRAINING_KINDS = ("train", "xyz")
 
 
 @dataclass
@@ -36,7 +35,7 @@ class JobRecord:
     job_id: str
     user_id: int
     place: Place
-    kind: str  # "candidates" (a set to choose from) or "final" (the HD poster)
+    kind: str  # "candidates" (a set to choose from), "final" (the HD poster), "train", "xyz"
     request: str  # the user's words, for /history, "edit prompt" and reruns
     params: dict[str, Any]  # the txt2img params submitted
     language: str
@@ -49,6 +48,7 @@ class JobRecord:
     outputs: list[str] = field(default_factory=list)
     created_at: float = 0.0
     epochs_sent: int = 0  # a training's epochs whose loss curve and samples the chat has
+    picked: int = 0  # the candidate (0-based) an HD job renders
 
 
 _JSON_FIELDS = ("params", "seeds", "subseeds", "outputs")
@@ -71,6 +71,7 @@ def _record(row: dict[str, Any]) -> JobRecord:
     row |= {name: json.loads(row[name]) for name in _JSON_FIELDS}
     row["delivered"] = bool(row["delivered"])
     row["epochs_sent"] = row.get("epochs_sent") or 0  # a bot.db from before the column
+    row["picked"] = row.get("picked") or 0
     return JobRecord(**row, place=place)
 
 
@@ -95,7 +96,7 @@ class Store:
         job_columns |= {"is_group": bool, "kind": str, "request": str, "params": str}
         job_columns |= {"language": str, "summary": str, "status_message_id": int, "state": str}
         job_columns |= {"delivered": bool, "seeds": str, "subseeds": str, "outputs": str}
-        job_columns |= {"created_at": float, "epochs_sent": int}
+        job_columns |= {"created_at": float, "epochs_sent": int, "picked": int}
         self.db["jobs"].create(job_columns, pk="job_id", if_not_exists=True)
         self.db["jobs"].create_index(["user_id", "created_at"], if_not_exists=True)
         self.db["messages"].create(

@@ -9,6 +9,7 @@ queue the same poster twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -28,11 +29,16 @@ EVENTS_READ_TIMEOUT_S = 60.0
 
 
 class EngineError(Exception):
-    """The engine answered with an error (`.status` is its HTTP status; 0 when none)."""
+    """The engine answered with an error (`.status` is its HTTP status; 0 when none). `.code`
+    and `.values` are the body's stable reason code and its values ("" and {} when none)."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(
+        self, message: str, status: int = 0, code: str = "", values: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
+        self.values = values or {}
 
 
 class EngineBusy(EngineError):
@@ -46,8 +52,10 @@ class EngineBusy(EngineError):
 class EngineRejected(EngineError):
     """The request was invalid (400); `.field` names the offending field."""
 
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message, 400)
+    def __init__(
+        self, message: str, field: str, code: str = "", values: dict | None = None
+    ) -> None:
+        super().__init__(message, 400, code, values)
         self.field = field
 
 
@@ -144,6 +152,12 @@ class EngineClient:
     async def output(self, path: str) -> bytes:
         """A result file's bytes (`path` as listed in a job's `outputs`)."""
         return await self._send("GET", f"/v1/outputs/{path}")
+
+    async def png_info(self, png: bytes) -> dict[str, str]:
+        """A PNG's generation parameters as WebUI's PNG Info reads them (`Prompt`, `Negative
+        prompt`, then each parameter); empty when it has none. EngineRejected: not a PNG."""
+        body = {"image": base64.b64encode(png).decode()}
+        return (await self._json("POST", "/sdapi/v1/png-info", body=body))["parameters"]
 
     async def models(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/v1/models"))["models"]
@@ -319,17 +333,20 @@ class EngineClient:
 
 
 def _error(status: int, text: str, headers: Any) -> EngineError:
-    """The EngineError for an error response (`{"error": "<field>: <message>"}`)."""
+    """The EngineError for an error response (`{"error": "<field>: <message>", "field",
+    "code", "values"}`)."""
     try:
         body = json.loads(text)
         message = str(body.get("error", text))
     except (json.JSONDecodeError, AttributeError):
         body, message = {}, text
+    code, values = str(body.get("code") or ""), body.get("values") or {}
     if status == 429:
         retry_after = body.get("retry_after_s") or headers.get("Retry-After") or 1
         return EngineBusy(message, int(retry_after))
     if status == 400 and body.get("rejections") is not None:
         return DatasetRejected(message, body["rejections"])
     if status == 400:
-        return EngineRejected(message, message.split(":", 1)[0].strip())
-    return EngineError(f"HTTP {status}: {message}", status)
+        field = body.get("field") or message.split(":", 1)[0].strip()
+        return EngineRejected(message, field, code, values)
+    return EngineError(f"HTTP {status}: {message}", status, code, values)

@@ -39,11 +39,11 @@ async def test_a_stranger_is_refused_with_their_id(bot, telegram):
 async def test_a_stranger_pressing_someone_elses_button_is_refused(bot, telegram):
     telegram.send_text(USER, "/history")
     await telegram.wait_for(lambda: telegram.texts(USER))
-    conversation = bot.bot_data["conversation"]
+    core = bot.bot_data["core"]
     from bot.replies import Place
     from bot.store import JobRecord
 
-    conversation.store.save_job(
+    core.store.save_job(
         JobRecord(
             "job1",
             USER,

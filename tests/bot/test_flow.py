@@ -44,9 +44,9 @@ async def test_private_request_gets_ack_progress_and_four_candidates(bot, telegr
     assert [caption.split("种子 ")[1] for _, caption in pictures] == seeds
 
 
-async def test_choosing_one_and_hd_gives_a_larger_poster_with_the_same_seed(bot, telegram):
+async def test_choosing_the_second_and_hd_gives_its_larger_poster_under_its_number(bot, telegram):
     album, choose = await request_candidates(telegram)
-    png = album_pictures(album)[1][0]
+    png = album_pictures(album)[1][0]  # candidate #2
     seed = png_info(png)["Seed"]
     pick = choose.params["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
     telegram.press(USER, choose.result, pick)
@@ -65,3 +65,5 @@ async def test_choosing_one_and_hd_gives_a_larger_poster_with_the_same_seed(bot,
     assert info["Seed"] == seed
     assert "Hires upscale" in info or "Hires resize" in info
     assert seed in photo.params["caption"]
+    assert "高清海报 #2" in photo.params["caption"]
+    assert any("高清修复</b> #2" in text for text in telegram.texts(USER))

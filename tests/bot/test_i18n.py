@@ -52,6 +52,19 @@ def test_long_texts_are_split_within_telegrams_limit():
     assert [len(p) for p in split_text("x" * 9000)] == [4096, 4096, 808]
 
 
+def test_a_long_preformatted_block_is_split_into_pieces_telegram_can_parse():
+    from tests.fakes.telegram_api import visible_text
+
+    report = "\n".join(f"· image-{i}.png: too small" for i in range(400))
+    text = t("zh", "dataset_report", report=report, name="dada", ip="dada")
+    pieces = split_text(text)
+    assert len(pieces) > 1
+    shown = [visible_text(piece) for piece in pieces]  # each parses as Telegram's HTML
+    assert all(len(piece) <= MAX_MESSAGE_CHARS for piece in shown)
+    assert "\n".join(shown) == visible_text(text)
+    assert all(piece.startswith("<pre>") for piece in pieces[1:])
+
+
 def test_captions_are_cut_to_telegrams_limit():
     assert len(shorten("字" * 2000)) == 1024
     assert shorten("short") == "short"

@@ -10,9 +10,9 @@ import time
 import pytest
 from telegram.error import RetryAfter
 
-from bot.jobs import StatusMessage
 from bot.ratelimit import Lane, LaneRateLimiter
 from bot.replies import Place, Reply
+from bot.status import StatusMessage
 from bot.store import JobRecord
 
 

@@ -24,7 +24,7 @@ def write_config(folder: Path, model: Path, telegram_url: str = "") -> Path:
     """The tiny model, 64×64 in 4 steps, one CPU worker on a free port; JSON values are TOML."""
     sections = {
         "models": {"base": str(model)},
-        "generation": {"width": 64, "height": 64, "steps": 4, "sampler": "Euler a"},
+        "generation": {"width": 64, "height": 64, "steps": 4, "sampler_name": "Euler a"},
         "engine": {"port": free_port(), "devices": ["cpu"]},
         "access": {"users": [USER]},
         "telegram": {"base_url": telegram_url} if telegram_url else {},

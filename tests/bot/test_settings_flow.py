@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.features.settings import user_settings
 from bot.settings import CHOICES
 from tests.bot.conftest import USER
 
@@ -43,13 +44,13 @@ async def test_settings_changes_reach_the_next_job(bot, telegram):
 
 
 async def test_templates_round_trip(bot, telegram):
-    conversation = bot.bot_data["conversation"]
+    core = bot.bot_data["core"]
     telegram.send_text(USER, "/seed 4242")
     await telegram.wait_for(lambda: any("4242" in t for t in telegram.texts(USER)))
     telegram.send_text(USER, "/template save 圣诞")
     await telegram.wait_for(lambda: any("圣诞" in t for t in telegram.texts(USER)))
     telegram.send_text(USER, "/seed off")
-    await telegram.wait_for(lambda: conversation.settings(USER).seed is None)
+    await telegram.wait_for(lambda: user_settings(core, USER).seed is None)
     assert "4242" not in await ack_text(telegram, "达达骑士在海边")
     telegram.send_text(USER, "/template list")
     await telegram.wait_for(

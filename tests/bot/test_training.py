@@ -72,6 +72,7 @@ async def test_training_from_chat_across_a_restart_to_promote_grid_and_export(bo
         telegram.send_text(OWNER, "/versions dada")
         (listing,) = await telegram.wait_for(lambda: said(telegram, OWNER, "LoRA 版本"))
         assert "dada-v1" in listing and "dim 4" in listing
+        assert "<code>dada-v1</code>" in listing and "&lt;" not in listing  # markup, not text
         telegram.send_text(OWNER, "/promote dada v1")
         await telegram.wait_for(lambda: said(telegram, OWNER, "现在使用 <b>dada-v1</b>"))
         telegram.send_text(OWNER, "/xyz dada weights=0,1 seeds=7,8")

@@ -3,17 +3,21 @@
 It answers the methods the bot calls the way Telegram does (message objects, `ok`/`result`
 envelopes, 400 for an edit that changes nothing, 429 with `retry_after` when told to), serves
 queued updates to getUpdates long polls, and records every call so tests can assert on what
-a user would see.
+a user would see. It refuses what Telegram refuses: unknown methods (404), `parse_mode` HTML
+that does not parse, texts over 4096 and captions over 1024 characters (after entity parsing),
+callback data over 64 bytes, and media groups outside 2–10 items.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import io
 import itertools
 import json
 import mimetypes
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,38 @@ from PIL import Image
 BOT_USER = {"id": 777000111, "is_bot": True, "first_name": "Poster", "username": "poster_test_bot"}
 TOKEN = "777000111:TEST-token"
 LONG_POLL_CAP_S = 0.5
+# Telegram's limits (core.telegram.org/bots/api): message text 1-4096 characters and captions
+# 0-1024 after entity parsing, callback_data 1-64 bytes, albums of 2-10 media.
+MAX_TEXT_CHARS = 4096
+MAX_CAPTION_CHARS = 1024
+MAX_CALLBACK_DATA_BYTES = 64
+ALBUM_SIZES = range(2, 11)
+# The tags of Telegram's HTML style; `span` only as a spoiler, `a` only with href.
+HTML_TAGS = frozenset(
+    [
+        "b",
+        "strong",
+        "i",
+        "em",
+        "u",
+        "ins",
+        "s",
+        "strike",
+        "del",
+        "span",
+        "tg-spoiler",
+        "a",
+        "code",
+        "pre",
+        "blockquote",
+    ]
+)
+# Methods the bot may call that need no modelled answer beyond `true`.
+TRUE_METHODS = frozenset(
+    {"setMyCommands", "answerCallbackQuery", "deleteWebhook", "setWebhook", "close", "logOut"}
+)
+_TAG = re.compile(r"<(/?)([^\s<>/=&]+)((?:\s+[\w-]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*)\s*>")
+_ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#\d+|#x[0-9a-fA-F]+);")
 # One Telegram for the whole test run, as in life: a bot never sees a message or callback query
 # id twice, however many fake servers (one per test) it talks to. The session-wide engine's job
 # keys rely on it.
@@ -111,13 +147,18 @@ class FakeTelegram:
             call.result = body
             return web.json_response(body, status=body["error_code"])
         handler = getattr(self, f"_{method}", None)
+        if handler is None and method not in TRUE_METHODS:
+            call.result = {"ok": False, "error_code": 404, "description": "Not Found"}
+            return web.json_response(call.result, status=404)
         if handler is None:
             call.ok, call.result = True, True
             return web.json_response({"ok": True, "result": True})
         try:
+            check_keyboard(call.params.get("reply_markup"))
             result = await handler(call)
         except _BadRequest as exc:
             body = {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
+            call.result = body
             return web.json_response(body, status=400)
         call.ok, call.result = True, result
         return web.json_response({"ok": True, "result": result})
@@ -305,11 +346,13 @@ class FakeTelegram:
         return call.files[field_name]
 
     async def _sendMessage(self, call: Call) -> dict[str, Any]:
+        check_text(call.params)
         message = self._message(call, text=call.params["text"])
         self.message_texts[(message["chat"]["id"], message["message_id"])] = message["text"]
         return message
 
     async def _editMessageText(self, call: Call) -> dict[str, Any]:
+        check_text(call.params)
         key = (int(call.params["chat_id"]), int(call.params["message_id"]))
         if self.message_texts.get(key) == call.params["text"] and not call.params.get(
             "reply_markup"
@@ -319,10 +362,12 @@ class FakeTelegram:
         return self._message(call, text=call.params["text"]) | {"message_id": key[1]}
 
     async def _sendPhoto(self, call: Call) -> dict[str, Any]:
+        check_caption(call.params)
         photo = self._photo(self._upload(call, "photo"))
         return self._message(call, photo=photo, caption=call.params.get("caption", ""))
 
     async def _sendDocument(self, call: Call) -> dict[str, Any]:
+        check_caption(call.params)
         data = self._upload(call, "document")
         file_id = self._store_file(data)
         document = {
@@ -335,6 +380,10 @@ class FakeTelegram:
         return self._message(call, document=document, caption=call.params.get("caption", ""))
 
     async def _sendMediaGroup(self, call: Call) -> list[dict[str, Any]]:
+        if len(call.params["media"]) not in ALBUM_SIZES:
+            raise _BadRequest("media group must include 2-10 items")
+        for item in call.params["media"]:
+            check_caption(item)
         group_id = str(next(self._file_ids))
         messages = []
         for item in call.params["media"]:
@@ -361,6 +410,87 @@ class FakeTelegram:
 
 class _BadRequest(Exception):
     pass
+
+
+def visible_text(text: str) -> str:
+    """What Telegram shows of an HTML text; _BadRequest where Telegram cannot parse it."""
+    shown: list[str] = []
+    open_tags: list[str] = []
+    index = 0
+    while index < len(text):
+        offset = len(text[:index].encode())
+        if text[index] == "<":
+            tag = _TAG.match(text, index)
+            if tag is None:
+                raise _BadRequest(
+                    f"can't parse entities: Unsupported start tag at byte offset {offset}"
+                )
+            closing, name, attributes = tag.group(1), tag.group(2).lower(), tag.group(3)
+            if closing and (not open_tags or open_tags[-1] != name):
+                raise _BadRequest(
+                    f"can't parse entities: Unexpected end tag at byte offset {offset}"
+                )
+            if closing:
+                open_tags.pop()
+            elif (
+                name not in HTML_TAGS
+                or (name == "span" and "tg-spoiler" not in attributes)
+                or (name == "a" and "href" not in attributes)
+            ):
+                raise _BadRequest(
+                    f'can\'t parse entities: Unsupported start tag "{name}" at byte offset {offset}'
+                )
+            else:
+                open_tags.append(name)
+            index = tag.end()
+        elif text[index] == "&":
+            entity = _ENTITY.match(text, index)
+            if entity is None:
+                raise _BadRequest(
+                    f"can't parse entities: Character entity expected at byte offset {offset}"
+                )
+            shown.append(html.unescape(entity.group()))
+            index = entity.end()
+        else:
+            shown.append(text[index])
+            index += 1
+    if open_tags:
+        unclosed = open_tags[-1]
+        raise _BadRequest(
+            f"can't parse entities: Can't find end tag corresponding to start tag \"{unclosed}\""
+        )
+    return "".join(shown)
+
+
+def _length(text: str) -> int:
+    """Telegram counts UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _shown(params: dict[str, Any], name: str) -> str:
+    value = str(params.get(name) or "")
+    return visible_text(value) if str(params.get("parse_mode", "")).upper() == "HTML" else value
+
+
+def check_text(params: dict[str, Any]) -> None:
+    text = _shown(params, "text")
+    if not text.strip():
+        raise _BadRequest("message text is empty")
+    if _length(text) > MAX_TEXT_CHARS:
+        raise _BadRequest("message is too long")
+
+
+def check_caption(params: dict[str, Any]) -> None:
+    if _length(_shown(params, "caption")) > MAX_CAPTION_CHARS:
+        raise _BadRequest("message caption is too long")
+
+
+def check_keyboard(markup: Any) -> None:
+    for row in (markup or {}).get("inline_keyboard", []) if isinstance(markup, dict) else []:
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(data.encode()) <= MAX_CALLBACK_DATA_BYTES:
+                raise _BadRequest("BUTTON_DATA_INVALID")
 
 
 def album_pictures(call: Call) -> list[tuple[bytes, str]]:

@@ -1,0 +1,105 @@
+"""What every feature works with: config, bot.db, the engine client, the outbox, the follower,
+and the few things each entry point does (language, access check, say, ask the engine, job key).
+
+No Telegram here: the Telegram handlers and the terminal console are adapters that build
+`Incoming`/`Press` values and hand them to the router (bot/router.py), which calls a feature.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+
+from bot.follower import Delivery, Follower
+from bot.i18n import pick_language, split_text, t
+from bot.refusals import refusal_text
+from bot.replies import Incoming, Outbox, Place, Press, Reply, User
+from bot.roles import Role, Roles
+from bot.store import Store
+from engine.service.client import EngineBusy, EngineClient, EngineError, EngineUnavailable
+from posterbot.config import Config, IPConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Core:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        engine: EngineClient,
+        outbox: Outbox,
+        deliveries: dict[str, Delivery[Core]],
+        http: aiohttp.ClientSession | None = None,
+        origin: str = "",
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.outbox = outbox
+        self.http = http  # reused by the LLM step
+        # Who is talking to the engine (e.g. `tg777000111` for a Telegram bot): message ids are
+        # unique per bot and chat only, so job keys carry it; two bots or console sessions
+        # sharing one engine never get each other's jobs back.
+        self.origin = origin
+        self.roles = Roles(config.access, store)
+        self.follower = Follower(self, engine, store, outbox, config.telegram, deliveries)
+
+    def language(self, user: User) -> str:
+        return pick_language(self.store.user(user.id)["language"], user.language)
+
+    def is_admin(self, user_id: int) -> bool:
+        return self.roles.of(user_id) >= Role.ADMIN
+
+    def job_key(self, event: Incoming | Press) -> str:
+        """The engine's idempotency key for the job this message or press asks for."""
+        return f"{self.origin}:{event.key}"
+
+    async def say(self, place: Place, language: str, key: str, **values: Any) -> None:
+        for piece in split_text(t(language, key, **values)):
+            await self.outbox.send(place, Reply(piece))
+
+    async def admitted(self, message: Incoming, role: Role = Role.USER) -> bool:
+        """True when the sender may do this here; otherwise refuse politely, showing ids."""
+        language = self.language(message.user)
+        place = message.place
+        if role == Role.USER and self.roles.may_ask(message.user.id, place.chat_id, place.is_group):
+            return True
+        if role > Role.USER and self.roles.of(message.user.id) >= role:
+            return True
+        if place.is_group and role == Role.USER:
+            await self.say(place, language, "group_not_allowed", chat_id=place.chat_id)
+        elif self.roles.of(message.user.id) >= Role.USER:
+            await self.say(place, language, "admins_only")
+        else:
+            await self.say(place, language, "stranger", user_id=message.user.id)
+        return False
+
+    async def ask(self, event: Incoming | Press, language: str, call: Awaitable[T]) -> T | None:
+        """The engine's answer, or None after telling the asker why there is none."""
+        place = event.place
+        try:
+            return await call
+        except EngineBusy as exc:
+            await self.say(place, language, "engine_busy", seconds=round(exc.retry_after_s))
+        except EngineUnavailable:
+            log.warning("engine unreachable", exc_info=True)
+            await self.say(place, language, "engine_down")
+        except EngineError as exc:
+            text = refusal_text(language, exc, admin=self.is_admin(event.user.id))
+            await self.outbox.send(place, Reply(text))
+        return None
+
+    def ip_named(self, text: str) -> IPConfig | None:
+        """The IP named by the first word of `text` (a file's caption), else the default IP
+        (None when no IP is configured)."""
+        words = text.split()
+        names = {ip.name for ip in self.config.ips}
+        if words and words[0] in names:
+            return self.config.find_ip(words[0])
+        return self.config.default_ip_config()

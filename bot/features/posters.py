@@ -1,0 +1,407 @@
+"""Poster requests: a chat request → candidates to choose from → HD, variations, reroll, edit,
+the original file. Also how candidates and HD posters reach the chat."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from bot.core import Core
+from bot.features.settings import user_settings
+from bot.follower import Delivery
+from bot.i18n import t
+from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user, rows
+from bot.settings import UserSettings
+from bot.status import StatusMessage
+from bot.store import JobRecord
+from prompts.build import build_prompt
+from prompts.request import extract_count, split_options
+from prompts.spec import PosterPrompt, render_prompt
+from prompts.syntax import LoraTag
+from prompts.template import split_count
+
+JobButton = Callable[[Core, Press, JobRecord, int], Awaitable[str | None]]
+
+
+class OverLimit(ValueError):
+    """A request past one of the bot's limits: the catalog key that says so, and its values."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        super().__init__(f"{key}: {values}")
+        self.key, self.values = key, values
+
+
+def wanted_count(request: str) -> bool:
+    """Whether the request itself says how many images (来4张, --batch 2)."""
+    text, options = split_options(request)
+    asked = {"batch_size", "n_iter"} & options.settings.keys()
+    return bool(asked) or extract_count(text)[0] is not None
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+async def text(core: Core, message: Incoming) -> None:
+    """Plain text addressed to the bot: the changes for a pending "edit", else a request."""
+    pending = core.store.user(message.user.id)["edit"]
+    if pending and await core.admitted(message):
+        core.store.update_user(message.user.id, edit="")
+        job_id, index = pending.rsplit(":", 1)
+        parent = core.store.job(job_id)
+        if parent is not None:
+            request = f"{parent.request}，{message.text}"
+            await poster(core, message, request, seed=parent.seeds[int(index)])
+            return
+    await poster(core, message, message.text)
+
+
+async def poster_command(core: Core, message: Incoming, args: list[str]) -> None:
+    """/poster <request>: draw a poster (works in groups with privacy mode on)."""
+    await poster(core, message, message.text)
+
+
+async def poster(core: Core, message: Incoming, request: str, seed: int | None = None) -> None:
+    """A poster request: build the prompt, submit the candidates, acknowledge."""
+    if not await core.admitted(message):
+        return
+    language = core.language(message.user)
+    if not request.strip():
+        await core.say(message.place, language, "poster_usage")
+        return
+    settings = user_settings(core, message.user.id)
+    if seed is not None:
+        settings = UserSettings.from_dict(settings.to_dict() | {"seed": seed})
+    try:
+        prompt = await build_prompt(
+            request, core.config, template=settings.to_template(core.config), session=core.http
+        )
+        params = candidate_params(core, prompt, settings, wanted_count(request))
+    except OverLimit as exc:
+        await core.say(message.place, language, exc.key, **exc.values)
+        return
+    except ValueError as exc:
+        await core.say(message.place, language, "bad_request", reason=str(exc))
+        return
+    summary = describe(language, prompt, params)
+    await submit(core, message, language, "candidates", request, params, summary)
+
+
+def candidate_params(
+    core: Core, prompt: PosterPrompt, settings: UserSettings, count_in_request: bool
+) -> dict[str, Any]:
+    """txt2img params from a prompt plus what only the bot's settings decide."""
+    params = prompt.to_txt2img()
+    if not count_in_request:
+        count = settings.count or core.config.bot.default_count
+        params["batch_size"], params["n_iter"] = split_count(
+            count, core.config.limits.max_batch_size
+        )
+    if prompt.lora and settings.lora_weight is not None and prompt.natural_language:
+        lora = LoraTag(prompt.lora.name, settings.lora_weight)
+        params["prompt"] = render_prompt(prompt.trigger, prompt.natural_language, prompt.tags, lora)
+    check_bot_limits(core, params)
+    return params
+
+
+def check_bot_limits(core: Core, params: dict[str, Any]) -> None:
+    limits = core.config.bot
+    count = params["batch_size"] * params["n_iter"]
+    if count > limits.max_count:
+        raise OverLimit("limit_count", count=count, limit=limits.max_count)
+    if params["steps"] > limits.max_steps:
+        raise OverLimit("limit_steps", steps=params["steps"], limit=limits.max_steps)
+    if max(params["width"], params["height"]) > limits.max_side:
+        size = f"{params['width']}×{params['height']}"
+        raise OverLimit("limit_size", size=size, limit=limits.max_side)
+
+
+def over_limit(core: Core, user_id: int) -> tuple[str, dict[str, Any]] | None:
+    """Why this user may not start another job now (message key and values), or None."""
+    if core.is_admin(user_id):
+        return None
+    limits = core.config.bot
+    if len(core.store.active_jobs(user_id)) >= limits.concurrent_jobs:
+        return "too_many_jobs", {"limit": limits.concurrent_jobs}
+    midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    if limits.daily_quota and core.store.jobs_since(user_id, midnight) >= limits.daily_quota:
+        return "quota_used", {"limit": limits.daily_quota}
+    return None
+
+
+async def submit(
+    core: Core,
+    event: Incoming | Press,
+    language: str,
+    kind: str,
+    request: str,
+    params: dict[str, Any],
+    summary: str,
+    picked: int = 0,
+) -> None:
+    """Send one job to the engine and acknowledge it; refusals become friendly messages."""
+    user, place = event.user, event.place
+    if limited := over_limit(core, user.id):
+        await core.say(place, language, limited[0], **limited[1])
+        return
+    call = core.engine.submit(
+        params,
+        user=engine_user(user.id),
+        priority="admin" if core.is_admin(user.id) else "user",
+        idempotency_key=core.job_key(event),
+    )
+    if (job := await core.ask(event, language, call)) is None:
+        return
+    if core.store.job(job["id"]) is not None:
+        return  # this message was handled before a restart; its job is followed already
+    record = JobRecord(job["id"], user.id, place, kind, request, params, language, summary)
+    record.picked = picked
+    await core.follower.start(record, job.get("position"))
+
+
+def parameters_line(language: str, params: dict[str, Any]) -> str:
+    """Size, sampler, steps, CFG, count and seed on one line."""
+    seed = params.get("seed", -1)
+    return t(
+        language,
+        "parameters",
+        size=f"{params['width']}×{params['height']}",
+        sampler=params["sampler_name"],
+        steps=params["steps"],
+        cfg=f"{params['cfg_scale']:g}",
+        count=params["batch_size"] * params["n_iter"],
+        seed=seed if seed != -1 else t(language, "seed_random"),
+    )
+
+
+def describe(language: str, prompt: PosterPrompt, params: dict[str, Any]) -> str:
+    """The acknowledgement: the structured prompt as designers write it, and what was guessed."""
+    text = t(
+        language,
+        "ack",
+        ip=prompt.ip or "-",
+        trigger=prompt.trigger or "-",
+        sentence=prompt.natural_language or "-",
+        tags=", ".join(prompt.tags) or "-",
+    )
+    text += "\n" + parameters_line(language, params)
+    if prompt.notes:
+        notes = [t(language, f"note_{note.code}", **note.values) for note in prompt.notes]
+        text += "\n" + t(language, "notes", notes="; ".join(notes))
+    return text
+
+
+async def rerun(
+    core: Core, press: Press, parent: JobRecord, summary_key: str, **changes: Any
+) -> None:
+    """A new candidate set from an earlier job's params (reroll, variations, history)."""
+    language = core.language(press.user)
+    params = parent.params | changes
+    summary = t(language, summary_key, request=parent.request, **changes)
+    summary += "\n" + parameters_line(language, params)
+    await submit(core, press, language, "candidates", parent.request, params, summary)
+
+
+# --- buttons under the candidates ---------------------------------------------------------------
+
+
+def choose_keyboard(language: str, job_id: str, count: int) -> Keyboard:
+    """Under the candidates: pick one, or draw a new set."""
+    numbers = [Button(str(i + 1), f"pick:{job_id}:{i}") for i in range(count)]
+    return [*rows(numbers), [Button(t(language, "button_reroll"), f"reroll:{job_id}")]]
+
+
+def chosen_keyboard(language: str, job_id: str, index: int) -> Keyboard:
+    """For the chosen candidate: what designers do next."""
+
+    def button(action: str) -> Button:
+        return Button(t(language, f"button_{action}"), f"{action}:{job_id}:{index}")
+
+    return [
+        [button("hd"), button("var")],
+        [button("edit"), button("file")],
+        [Button(t(language, "button_back"), f"back:{job_id}:{index}")],
+    ]
+
+
+def job_button(handler: JobButton) -> Callable[[Core, Press, list[str]], Awaitable[str | None]]:
+    """A button under a job's results (`action:job_id[:index]`): the job and the candidate
+    resolved; only the requester or an admin may press it."""
+
+    @functools.wraps(handler)
+    async def pressed(core: Core, press: Press, args: list[str]) -> str | None:
+        language = core.language(press.user)
+        job_id, index_text = [*args, "", ""][:2]
+        record = core.store.job(job_id)
+        if record is None or (index_text and not index_text.isdigit()):
+            return t(language, "job_unknown")
+        if press.user.id != record.user_id and not core.is_admin(press.user.id):
+            return t(language, "not_your_job")
+        index = int(index_text or 0)
+        if index >= max(len(record.seeds), 1):
+            return t(language, "job_unknown")
+        return await handler(core, press, record, index)
+
+    return pressed
+
+
+async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """Pick a candidate: show what can be done with it (or go HD straight away)."""
+    if user_settings(core, press.user.id).hd:
+        return await hd(core, press, record, index)
+    language = core.language(press.user)
+    reply = Reply(
+        t(language, "chosen", number=index + 1, seed=record.seeds[index]),
+        chosen_keyboard(language, record.job_id, index),
+    )
+    await core.outbox.edit(press.place, press.message_id, reply)
+    return None
+
+
+async def back(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """Back to choosing among the candidates."""
+    language = core.language(press.user)
+    count = len(record.seeds)
+    reply = Reply(
+        t(language, "choose", count=count), choose_keyboard(language, record.job_id, count)
+    )
+    await core.outbox.edit(press.place, press.message_id, reply)
+    return None
+
+
+async def hd(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """Hires fix on the chosen candidate's locked seed."""
+    language = core.language(press.user)
+    # Jobs stored before every setting travelled with them get the defaults' hires settings.
+    params = core.config.generation.settings() | record.params | locked_seed(record, index)
+    params |= {"batch_size": 1, "n_iter": 1, "enable_hr": True}
+    summary = t(language, "hd_summary", number=index + 1, seed=record.seeds[index])
+    summary += "\n" + parameters_line(language, params)
+    await submit(core, press, language, "final", record.request, params, summary, picked=index)
+    return t(language, "started")
+
+
+async def variations(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """Variations: the chosen seed with new variation seeds."""
+    strength = core.config.bot.variation_strength
+    changes = {"seed": record.seeds[index], "subseed": -1, "subseed_strength": strength}
+    await rerun(core, press, record, "variations_summary", **changes)
+    return t(core.language(press.user), "started")
+
+
+async def reroll(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """A new set of candidates with new seeds."""
+    await rerun(core, press, record, "reroll_summary", seed=-1, subseed=-1, subseed_strength=0)
+    return t(core.language(press.user), "started")
+
+
+async def edit(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """Ask for the changes; the user's next message (a reply) is taken as them."""
+    language = core.language(press.user)
+    core.store.update_user(press.user.id, edit=f"{record.job_id}:{index}")
+    text = t(language, "edit_ask", request=record.request, seed=record.seeds[index])
+    await core.outbox.send(press.place, Reply(text, ask_reply=True))
+    return None
+
+
+async def original_file(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
+    """The chosen candidate as a PNG file, infotext intact."""
+    picture = Picture(
+        png=await core.engine.output(record.outputs[index]),
+        caption=caption(record, index),
+        filename=f"poster-{record.seeds[index]}.png",
+    )
+    message_id = await core.outbox.send_document(press.place, picture)
+    core.store.remember_message(press.place.chat_id, message_id, record.job_id, index)
+    return None
+
+
+def locked_seed(record: JobRecord, index: int) -> dict[str, Any]:
+    """The seed fields that reproduce candidate `index` exactly (variations included)."""
+    seed = {"seed": record.seeds[index]}
+    if record.params.get("subseed_strength"):
+        seed["subseed"] = record.subseeds[index]
+    return seed
+
+
+# --- delivery -----------------------------------------------------------------------------------
+
+
+def caption(record: JobRecord, index: int) -> str:
+    params = record.params
+    values = {"number": index + 1, "seed": record.seeds[index]}
+    if record.kind == "final":  # one picture: the candidate it renders gives its number
+        width, height = params["width"], params["height"]
+        scale = params["hr_scale"]
+        size = f"{round(width * scale)}×{round(height * scale)}"
+        values |= {"number": record.picked + 1, "size": size}
+        return t(record.language, "caption_final", **values)
+    if params.get("subseed_strength"):
+        values |= {"subseed": record.subseeds[index]}
+        return t(record.language, "caption_variation", **values)
+    return t(record.language, "caption_candidate", **values)
+
+
+async def results(
+    core: Core, record: JobRecord, job: dict[str, Any], status: StatusMessage
+) -> list[Picture]:
+    """The finished job's pictures (its seeds kept in bot.db); the status says done."""
+    record.seeds = list(job["info"].get("all_seeds") or [])
+    record.subseeds = list(job["info"].get("all_subseeds") or [])
+    record.outputs = list(job["outputs"])
+    core.store.save_job(record)
+    pictures = [
+        Picture(
+            png=await core.engine.output(path),
+            caption=caption(record, index),
+            filename=f"poster-{record.seeds[index]}.png",
+        )
+        for index, path in enumerate(record.outputs)
+    ]
+    elapsed = job.get("finished_at", 0) - job.get("created_at", 0)
+    await status.show(t(record.language, "job_done", seconds=f"{elapsed:.1f}"), force=True)
+    return pictures
+
+
+async def deliver_candidates(
+    core: Core, record: JobRecord, job: dict[str, Any], status: StatusMessage
+) -> None:
+    """The candidates as one album, then the keyboard to choose one."""
+    pictures, place, send = await results(core, record, job, status), record.place, core.outbox
+    album = await core.follower.retrying(lambda: send.send_album(place, pictures))
+    for index, message_id in enumerate(album):
+        core.store.remember_message(place.chat_id, message_id, record.job_id, index)
+    choose = Reply(
+        t(record.language, "choose", count=len(pictures)),
+        choose_keyboard(record.language, record.job_id, len(pictures)),
+    )
+    await core.follower.retrying(lambda: send.send(place, choose))
+
+
+async def deliver_final(
+    core: Core, record: JobRecord, job: dict[str, Any], status: StatusMessage
+) -> None:
+    """The HD poster as a photo to look at and as the original PNG file."""
+    (picture,), place, send = await results(core, record, job, status), record.place, core.outbox
+    photo = await core.follower.retrying(lambda: send.send_photo(place, picture))
+    document = await core.follower.retrying(lambda: send.send_document(place, picture))
+    for message_id in (photo, document):
+        core.store.remember_message(place.chat_id, message_id, record.job_id, 0)
+
+
+TEXT = text
+COMMANDS = {"poster": poster_command}
+BUTTONS = {
+    "pick": job_button(pick),
+    "back": job_button(back),
+    "hd": job_button(hd),
+    "var": job_button(variations),
+    "reroll": job_button(reroll),
+    "edit": job_button(edit),
+    "file": job_button(original_file),
+}
+DELIVERIES = {
+    "candidates": Delivery(deliver_candidates),
+    "final": Delivery(deliver_final),
+}
