@@ -3,7 +3,7 @@
 Catalog entries are trusted HTML with `{name}` placeholders; the values filled in are escaped,
 because prompts carry `<lora:...>` and users type anything. A value that is itself a catalog
 text (`Html`, what `t` returns) is HTML already and goes in as it is. A TOML table
-(`[engine_error]`) gives dotted keys (`engine_error.lora_missing`).
+(`[refusal]`) gives dotted keys (`refusal.lora_missing`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Why the engine said no, in the chat user's language.
 
 The engine gives every refusal and job failure a stable code with values (docs/engine-api.md);
-each code has a catalog entry `engine_error.<code>`. Its English detail goes to the log (and,
+each code has a catalog entry `refusal.<code>`. Its English detail goes to the log (and,
 where no entry fits, to admins), never as-is to a user: it may name server paths.
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.i18n import Html, catalog, t
 from engine.service.client import EngineError
+from posterbot.errors import refusal_of
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ STATE_CODES = {"cancelled": "cancelled", "dead": "worker_died"}
 
 def reason(language: str, code: str, values: dict[str, Any]) -> Html | None:
     """The catalog's wording of `code`, or None when the catalog has none (or values lack)."""
-    key = f"engine_error.{code}"
+    key = f"refusal.{code}"
     if not code or key not in catalog(language):
         return None
     try:
@@ -29,6 +30,14 @@ def reason(language: str, code: str, values: dict[str, Any]) -> Html | None:
     except (KeyError, IndexError):
         log.warning("engine reason %s came without its values: %r", code, values)
         return None
+
+
+def request_refusal(language: str, exc: ValueError) -> Html:
+    """Why the prompt builder could not read a request, in the user's language; its English
+    detail goes to the log only."""
+    refusal = refusal_of(exc)
+    log.info("request refused (%s): %s", refusal.code, refusal)
+    return reason(language, refusal.code, refusal.values) or t(language, "refusal.generic")
 
 
 def refusal_text(language: str, exc: EngineError, *, admin: bool) -> Html:
@@ -43,8 +52,8 @@ def refusal_text(language: str, exc: EngineError, *, admin: bool) -> Html:
     if (said := reason(language, exc.code, exc.values)) is not None:
         return said
     if admin:
-        return t(language, "engine_error.generic_admin", detail=str(exc))
-    return t(language, "engine_error.generic")
+        return t(language, "refusal.generic_admin", detail=str(exc))
+    return t(language, "refusal.generic")
 
 
 def failure_text(language: str, job: dict[str, Any], *, admin: bool) -> Html:
@@ -56,5 +65,5 @@ def failure_text(language: str, job: dict[str, Any], *, admin: bool) -> Html:
     if (said := reason(language, code, job.get("error_values") or {})) is not None:
         return said
     if admin:
-        return t(language, "engine_error.generic_admin", detail=detail)
-    return t(language, "engine_error.generic")
+        return t(language, "refusal.generic_admin", detail=detail)
+    return t(language, "refusal.generic")

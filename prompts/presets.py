@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from posterbot.config import Config, GenerationSettings, IPConfig, Preset
+from posterbot.errors import Refusal
 from prompts.spec import check_sampler
 
 
@@ -41,5 +42,7 @@ def find_preset(config: Config, name: str) -> Preset:
     """The named template from config; ValueError listing the names when there is none."""
     if name not in config.presets:
         known = ", ".join(sorted(config.presets)) or "none configured"
-        raise ValueError(f"preset: no preset named {name!r} (known: {known})")
+        raise Refusal(
+            "preset", f"no preset named {name!r} (known: {known})", "preset_unknown", name=name
+        )
     return config.presets[name]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from posterbot.config import GenerationSettings
+from posterbot.errors import Refusal
 from prompts.lexicon import Glossary
 from prompts.notes import Note
 from prompts.spec import check_sampler
@@ -88,7 +89,9 @@ def _option_name(word: str) -> str:
     ):
         spellings = [*_SETTING_TYPES, *_SETTING_ALIASES, *_OTHER_OPTIONS]
         known = ", ".join("--" + n.replace("_", "-") for n in [*spellings, *_NEGATED_FLAGS])
-        raise ValueError(f"{word}: unknown option; known options: {known}")
+        raise Refusal(
+            word, f"unknown option; known options: {known}", "option_unknown", option=word
+        )
     return name
 
 
@@ -97,7 +100,13 @@ def _option_value(name: str, option: str, value: str) -> Any:
     try:
         return convert(value)
     except ValueError:
-        raise ValueError(f"--{option}: {value!r} is not a valid {convert.__name__}") from None
+        raise Refusal(
+            f"--{option}",
+            f"{value!r} is not a valid {convert.__name__}",
+            "option_value",
+            option=f"--{option}",
+            value=value,
+        ) from None
 
 
 def split_options(text: str) -> tuple[str, Options]:
@@ -111,7 +120,9 @@ def split_options(text: str) -> tuple[str, Options]:
     try:
         words = shlex.split(text[start.start() :])
     except ValueError as exc:
-        raise ValueError(f"options: {exc} (put quotes around values with spaces)") from None
+        raise Refusal(
+            "options", f"{exc} (put quotes around values with spaces)", "option_quotes"
+        ) from None
     values: dict[str, Any] = {}
     i = 0
     while i < len(words):
@@ -125,7 +136,13 @@ def split_options(text: str) -> tuple[str, Options]:
         else:
             if not inline_value:
                 if i + 1 >= len(words):
-                    raise ValueError(f"--{option}: needs a value")
+                    raise Refusal(
+                        f"--{option}",
+                        "needs a value",
+                        "option_value",
+                        option=f"--{option}",
+                        value="",
+                    )
                 inline_value = words[i + 1]
                 i += 1
             values[name] = _option_value(name, option, inline_value)
@@ -133,12 +150,21 @@ def split_options(text: str) -> tuple[str, Options]:
     if "size" in values:
         match = _SIZE.fullmatch(values.pop("size").strip())
         if not match:
-            raise ValueError("--size: must be WIDTHxHEIGHT, e.g. 512x768")
+            raise Refusal("--size", "must be WIDTHxHEIGHT, e.g. 512x768", "option_size")
         values["width"], values["height"] = int(match.group(1)), int(match.group(2))
     if "sampler_name" in values:
         values["sampler_name"] = check_sampler(values["sampler_name"], "--sampler")
     preset, ip = values.pop("preset", None), values.pop("ip", None)
     return text[: start.start()].strip(), Options(settings=values, preset=preset, ip=ip)
+
+
+def extend_request(request: str, addition: str) -> str:
+    """The request with `addition` (an "edit prompt" reply) added to its words, before the
+    `--options` it may end with, so both stay readable: `水彩 --steps 30` + `换成国潮` →
+    `水彩，换成国潮 --steps 30`."""
+    start = _OPTIONS_START.search(request)
+    cut = start.start() if start else len(request)
+    return f"{request[:cut].rstrip()}，{addition.strip()} {request[cut:].strip()}".strip()
 
 
 def extract_titles(text: str) -> tuple[str, str, str, list[Note]]:
@@ -174,12 +200,19 @@ def extract_titles(text: str) -> tuple[str, str, str, list[Note]]:
         text = _replace(text, match)
 
     title, subtitle = found.get("title", ""), found.get("subtitle", "")
-    if len(title) > MAX_TITLE_CHARS:
-        raise ValueError(f"title: {len(title)} characters, the poster fits {MAX_TITLE_CHARS}")
-    if len(subtitle) > MAX_SUBTITLE_CHARS:
-        raise ValueError(
-            f"subtitle: {len(subtitle)} characters, the poster fits {MAX_SUBTITLE_CHARS}"
-        )
+    for name, value, limit in (
+        ("title", title, MAX_TITLE_CHARS),
+        ("subtitle", subtitle, MAX_SUBTITLE_CHARS),
+    ):
+        if len(value) > limit:
+            raise Refusal(
+                name,
+                f"{len(value)} characters, the poster fits {limit}",
+                "text_too_long",
+                field=name,
+                count=len(value),
+                limit=limit,
+            )
     return title, subtitle, text, notes
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from posterbot.config import GenerationSettings
+from posterbot.errors import Refusal
 from prompts.notes import Note
 from prompts.syntax import LoraTag
 
@@ -45,6 +46,7 @@ UNSUPPORTED_SAMPLERS = {
 }
 SOURCES = ("template", "llm")
 RANDOM_SEED = -1  # WebUI's "pick a new seed"
+MAX_SEED = 2**32 - 1  # WebUI seeds are unsigned 32-bit
 
 
 def check_sampler(name: str, argument: str = "sampler_name") -> str:
@@ -53,7 +55,8 @@ def check_sampler(name: str, argument: str = "sampler_name") -> str:
         if sampler.lower() == name.strip().lower():
             return sampler
     why = UNSUPPORTED_SAMPLERS.get(name.strip(), "unknown sampler")
-    raise ValueError(f"{argument}: {why} {name!r}; valid: {', '.join(SAMPLER_NAMES)}")
+    valid = ", ".join(SAMPLER_NAMES)
+    raise Refusal(argument, f"{why} {name!r}; valid: {valid}", "unknown_sampler", name=name)
 
 
 def render_prompt(

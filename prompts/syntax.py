@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from posterbot.errors import Refusal
+
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 BREAK = "BREAK"  # a fragment with this text and weight -1 marks a chunk break
@@ -114,13 +116,21 @@ def extract_loras(prompt: str) -> tuple[str, list[LoraTag]]:
         if kind == "lora":
             name = args[0].strip()
             if not name:
-                raise ValueError(f"prompt: {match.group(0)!r} has no LoRA name")
+                raise Refusal(
+                    "prompt",
+                    f"{match.group(0)!r} has no LoRA name",
+                    "prompt_lora_tag",
+                    tag=match.group(0),
+                )
             weight_text = args[1].strip() if len(args) > 1 else "1"
             try:
                 weight = float(weight_text)
             except ValueError:
-                raise ValueError(
-                    f"prompt: {match.group(0)!r} has a weight that is not a number"
+                raise Refusal(
+                    "prompt",
+                    f"{match.group(0)!r} has a weight that is not a number",
+                    "prompt_lora_tag",
+                    tag=match.group(0),
                 ) from None
             tags.append(LoraTag(name, weight))
         return ""
@@ -140,6 +150,6 @@ def key_values(words: list[str]) -> dict[str, str]:
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"params: {word!r} is not key=value")
+            raise Refusal("params", f"{word!r} is not key=value", "params_key_value", word=word)
         values[key.strip()] = value.strip()
     return values

@@ -23,6 +23,7 @@ from posterbot.config import (
     LimitsConfig,
     Preset,
 )
+from posterbot.errors import Refusal
 from prompts.lexicon import Glossary, Term, Token, load_glossary
 from prompts.notes import Note
 from prompts.presets import find_preset, ip_layer, merge_settings
@@ -36,7 +37,7 @@ from prompts.request import (
     split_options,
 )
 from prompts.sizes import generation_size, orientation_size
-from prompts.spec import PosterPrompt, render_prompt
+from prompts.spec import MAX_SEED, PosterPrompt, render_prompt
 from prompts.syntax import LoraTag, extract_loras, has_trigger
 
 DEFAULT_SUBJECT = "a cute mascot character"  # when the IP has no description in config
@@ -87,7 +88,7 @@ def is_raw_prompt(text: str, config: Config) -> bool:
 def split_count(count: int, max_batch_size: int) -> tuple[int, int]:
     """Images -> (batch_size, n_iter): the largest batch that divides `count` evenly."""
     if count < 1:
-        raise ValueError(f"count: {count} images; ask for at least 1")
+        raise Refusal("count", f"{count} images; ask for at least 1", "count_too_few", count=count)
     batch = max(b for b in range(1, min(count, max_batch_size) + 1) if count % b == 0)
     return batch, count // batch
 
@@ -95,26 +96,33 @@ def split_count(count: int, max_batch_size: int) -> tuple[int, int]:
 def check_limits(s: GenerationSettings, limits: LimitsConfig) -> None:
     """Refuse what the engine would refuse, naming the argument and the limit."""
     checks = [
-        ("steps", s.steps, 1 <= s.steps <= limits.max_steps, f"1 to {limits.max_steps}"),
-        ("cfg_scale", s.cfg_scale, 0 < s.cfg_scale <= MAX_CFG_SCALE, f"up to {MAX_CFG_SCALE:g}"),
-        ("seed", s.seed, s.seed >= -1, "-1 for random, or 0 and up"),
-        (
-            "batch_size",
-            s.batch_size,
-            1 <= s.batch_size <= limits.max_batch_size,
-            f"1 to {limits.max_batch_size}",
-        ),
-        ("n_iter", s.n_iter, 1 <= s.n_iter <= limits.max_n_iter, f"1 to {limits.max_n_iter}"),
+        ("steps", s.steps, 1, limits.max_steps),
+        ("cfg_scale", s.cfg_scale, 1, MAX_CFG_SCALE),
+        ("seed", s.seed, -1, MAX_SEED),
+        ("batch_size", s.batch_size, 1, limits.max_batch_size),
+        ("n_iter", s.n_iter, 1, limits.max_n_iter),
     ]
-    for argument, value, ok, allowed in checks:
-        if not ok:
-            raise ValueError(f"{argument}: {value} is not allowed ({allowed}, see [limits])")
+    for argument, value, low, high in checks:
+        if not low <= value <= high:
+            raise Refusal(
+                argument,
+                f"{value:g} is not allowed ({low:g} to {high:g}, see [limits])",
+                "out_of_range",
+                field=argument,
+                value=value,
+                low=low,
+                high=high,
+            )
     scale = s.hr_scale if s.enable_hr else 1.0
     width, height = round(s.width * scale), round(s.height * scale)
     if max(width, height) > limits.max_side or width * height > limits.max_pixels:
-        raise ValueError(
-            f"size: {width}x{height} is larger than limits.max_side {limits.max_side} "
-            f"or limits.max_pixels {limits.max_pixels}"
+        raise Refusal(
+            "size",
+            f"{width}x{height} is larger than limits.max_side {limits.max_side} "
+            f"or limits.max_pixels {limits.max_pixels}",
+            "size_too_large",
+            width=width,
+            height=height,
         )
 
 
@@ -237,13 +245,21 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
     body, loras = extract_loras(text)
     for lora in loras:
         if abs(lora.weight) > MAX_LORA_WEIGHT:
-            raise ValueError(
-                f"prompt: <lora:{lora.name}:{lora.weight}> weight is outside ±{MAX_LORA_WEIGHT:g}"
+            raise Refusal(
+                "prompt",
+                f"<lora:{lora.name}:{lora.weight}> weight is outside ±{MAX_LORA_WEIGHT:g}",
+                "prompt_weight",
+                weight=lora.weight,
+                limit=MAX_LORA_WEIGHT,
             )
     for weight in _ATTENTION_WEIGHT.findall(text):
         if not 0 <= float(weight) <= MAX_ATTENTION_WEIGHT:
-            raise ValueError(
-                f"prompt: attention weight {weight} is outside 0 to {MAX_ATTENTION_WEIGHT:g}"
+            raise Refusal(
+                "prompt",
+                f"attention weight {weight} is outside 0 to {MAX_ATTENTION_WEIGHT:g}",
+                "prompt_weight",
+                weight=weight,
+                limit=MAX_ATTENTION_WEIGHT,
             )
     if options.ip:
         ip = config.find_ip(options.ip)
@@ -294,11 +310,16 @@ def parse_request(
     """
     # 1. check inputs
     if not isinstance(request, str) or not request.strip():
-        raise ValueError("request: empty; describe the poster, e.g. 达达骑士在雪地里送快递")
+        raise Refusal(
+            "request", "empty; describe the poster, e.g. 达达骑士在雪地里送快递", "request_empty"
+        )
     if len(request) > config.limits.max_prompt_chars:
-        raise ValueError(
-            f"request: {len(request)} characters, more than limits.max_prompt_chars "
-            f"{config.limits.max_prompt_chars}"
+        limit = config.limits.max_prompt_chars
+        raise Refusal(
+            "request",
+            f"{len(request)} characters, more than limits.max_prompt_chars {limit}",
+            "prompt_too_long",
+            limit=limit,
         )
     glossary = glossary or load_glossary(config.prompts.glossary_dir)
 
@@ -310,7 +331,7 @@ def parse_request(
     request_settings = dict(options.settings)
     width, height = request_settings.pop("width", None), request_settings.pop("height", None)
     if (width is None) != (height is None):
-        raise ValueError("--width/--height: give both, or --size WIDTHxHEIGHT")
+        raise Refusal("--width/--height", "give both, or --size WIDTHxHEIGHT", "option_size")
     explicit_size = (width, height) if width is not None else None
     if is_raw_prompt(text, config):
         request_layer = Preset(settings=request_settings)
@@ -384,15 +405,24 @@ def _finish_parameters(
     if count:  # "来4张" in the words; `--batch-size`/`--n-iter` are in the settings already
         batch_size, n_iter = split_count(count, config.limits.max_batch_size)
         if n_iter > config.limits.max_n_iter:
-            raise ValueError(
-                f"count: {count} images cannot be made in at most {config.limits.max_n_iter} "
-                f"batches of up to {config.limits.max_batch_size} (see [limits])"
+            limit = config.limits.max_n_iter * config.limits.max_batch_size
+            raise Refusal(
+                "count",
+                f"{count} images cannot be made in at most {config.limits.max_n_iter} "
+                f"batches of up to {config.limits.max_batch_size} (see [limits])",
+                "count_too_many",
+                count=count,
+                limit=limit,
             )
         settings = replace(settings, batch_size=batch_size, n_iter=n_iter)
     check_limits(settings, config.limits)
     if target and max(target) > config.limits.max_side:
-        raise ValueError(
-            f"size: {target[0]}x{target[1]} is larger than limits.max_side {config.limits.max_side}"
+        raise Refusal(
+            "size",
+            f"{target[0]}x{target[1]} is larger than limits.max_side {config.limits.max_side}",
+            "size_too_large",
+            width=target[0],
+            height=target[1],
         )
     return replace(draft, settings=settings, target=target, notes=notes)
 

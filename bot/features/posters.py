@@ -12,12 +12,13 @@ from bot.core import Core
 from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import t
+from bot.refusals import request_refusal
 from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user, rows
 from bot.settings import UserSettings
 from bot.status import StatusMessage
 from bot.store import JobRecord
 from prompts.build import build_prompt
-from prompts.request import extract_count, split_options
+from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
 from prompts.syntax import LoraTag
 from prompts.template import split_count
@@ -51,7 +52,7 @@ async def text(core: Core, message: Incoming) -> None:
         job_id, index = pending.rsplit(":", 1)
         parent = core.store.job(job_id)
         if parent is not None:
-            request = f"{parent.request}，{message.text}"
+            request = extend_request(parent.request, message.text)
             await poster(core, message, request, seed=parent.seeds[int(index)])
             return
     await poster(core, message, message.text)
@@ -82,7 +83,8 @@ async def poster(core: Core, message: Incoming, request: str, seed: int | None =
         await core.say(message.place, language, exc.key, **exc.values)
         return
     except ValueError as exc:
-        await core.say(message.place, language, "bad_request", reason=str(exc))
+        reason = request_refusal(language, exc)
+        await core.say(message.place, language, "bad_request", reason=reason)
         return
     summary = describe(language, prompt, params)
     await submit(core, message, language, "candidates", request, params, summary)

@@ -16,11 +16,11 @@ from typing import Any
 from engine.diffusion.samplers import check_sampler
 from posterbot.config import GenerationSettings, LimitsConfig
 from posterbot.errors import Refusal
+from prompts.spec import MAX_SEED
 from prompts.syntax import LoraTag, extract_loras
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**32 - 1  # WebUI seeds are unsigned 32-bit
 LATENT_FACTOR = 8  # the VAE's downscale; sizes must divide by it
 
 

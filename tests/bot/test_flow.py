@@ -67,3 +67,23 @@ async def test_choosing_the_second_and_hd_gives_its_larger_poster_under_its_numb
     assert seed in photo.params["caption"]
     assert "高清海报 #2" in photo.params["caption"]
     assert any("高清修复</b> #2" in text for text in telegram.texts(USER))
+
+
+async def test_an_edit_that_says_change_to_swaps_the_style_instead_of_adding_one(bot, telegram):
+    _, choose = await request_candidates(telegram, "达达骑士水彩风格在海边送快递 --steps 1")
+    pick = choose.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    telegram.press(USER, choose.result, pick)
+    chosen = await telegram.wait_for(
+        lambda: [c for c in telegram.sent("editMessageText", USER) if "已选" in c.params["text"]]
+    )
+    buttons = [b for row in chosen[-1].params["reply_markup"]["inline_keyboard"] for b in row]
+    edit = next(b["callback_data"] for b in buttons if b["callback_data"].startswith("edit:"))
+    acks_before = len([t for t in telegram.texts(USER) if "收到" in t])
+    telegram.press(USER, choose.result, edit)
+    await telegram.wait_for(lambda: any("改" in t for t in telegram.texts(USER)[-1:]))
+    telegram.send_text(USER, "换成国潮风格")
+    acks = await telegram.wait_for(
+        lambda: [t for t in telegram.texts(USER) if "收到" in t][acks_before:]
+    )
+    assert "guochao" in acks[0] and "watercolor" not in acks[0]
+    assert "beach" in acks[0]  # the rest of the request stays

@@ -10,9 +10,11 @@ import pytest
 from aiohttp import web
 
 from bot.app import build_application, running
-from bot.i18n import catalog
-from bot.refusals import failure_text, refusal_text
+from bot.i18n import catalog, t
+from bot.refusals import failure_text, refusal_text, request_refusal
 from engine.service.client import EngineClient, EngineRejected
+from posterbot.config import Config
+from prompts.template import template_prompt
 from tests.bot.conftest import USER
 from tests.fakes.telegram_api import TOKEN, visible_text
 
@@ -49,7 +51,7 @@ def fields(text: str) -> set[str]:
 @pytest.mark.parametrize("language", ["zh", "en"])
 def test_every_engine_code_has_wording_in_both_languages_that_uses_its_values(language):
     for code, values in CODES.items():
-        wording = catalog(language)[f"engine_error.{code}"]
+        wording = catalog(language)[f"refusal.{code}"]
         assert fields(wording) <= set(values), code
         rejected = EngineRejected("x: detail", "x", code, values)
         assert visible_text(refusal_text(language, rejected, admin=False)) != ""
@@ -67,10 +69,10 @@ def test_a_missing_lora_names_the_lora_and_what_to_do_never_the_path():
 def test_without_a_code_users_get_a_generic_text_and_admins_the_engines_words():
     rejected = EngineRejected(PATH_DETAIL, "lora")
     user = refusal_text("zh", rejected, admin=False)
-    assert user == catalog("zh")["engine_error.generic"]
+    assert user == catalog("zh")["refusal.generic"]
     assert PATH_DETAIL.split(" (")[0] in visible_text(refusal_text("zh", rejected, admin=True))
     failed = {"id": "j1", "state": "failed", "error": PATH_DETAIL}
-    assert failure_text("en", failed, admin=False) == catalog("en")["engine_error.generic"]
+    assert failure_text("en", failed, admin=False) == catalog("en")["refusal.generic"]
     assert "/srv/posterbot" in failure_text("en", failed, admin=True)  # a training's admin
     dead = {"id": "j2", "state": "dead", "error": "worker died"}
     assert "退出" in failure_text("zh", dead, admin=False)
@@ -125,3 +127,30 @@ async def test_a_poster_whose_lora_is_missing_never_shows_a_server_path(
     said = telegram.texts(USER) + [c.params["text"] for c in telegram.sent("editMessageText", USER)]
     assert not any(str(engine_config_file.parent) in text for text in said)  # the engine's data
     assert not any("not found" in text for text in said)
+
+
+def test_every_prompt_builder_refusal_has_wording_in_both_languages():
+    """Whatever the prompt builder refuses reaches a chat in the user's words, never English."""
+    config = Config()
+    bad = {
+        "达达 --colour red": "option_unknown",
+        "达达 --steps many": "option_value",
+        '达达 --sampler "Euler a': "option_quotes",
+        "达达 --size big": "option_size",
+        "达达 标题「" + "长" * 41 + "」": "text_too_long",
+        "达达 --steps 999": "out_of_range",
+        "达达 --sampler Warp": "unknown_sampler",
+        "达达 来99张": "count_too_many",
+        "dadaknight <lora:x:9>": "prompt_weight",
+        "   ": "request_empty",
+        "达达 --preset nope": "preset_unknown",
+        "dadaknight <lora::1>": "prompt_lora_tag",
+    }
+    for request, code in bad.items():
+        with pytest.raises(ValueError) as refused:
+            template_prompt(request, config)
+        assert getattr(refused.value, "code", None) == code, (request, refused.value)
+        for language in ("zh", "en"):
+            text = request_refusal(language, refused.value)
+            assert text != t(language, "refusal.generic"), (request, language)
+        assert str(refused.value).split(": ", 1)[1] not in request_refusal("zh", refused.value)

@@ -317,8 +317,10 @@ class FakeTelegram:
                 "message_thread_id": call.params["message_thread_id"],
                 "is_topic_message": True,
             }
-        if call.params.get("reply_markup"):
-            message["reply_markup"] = call.params["reply_markup"]
+        markup = call.params.get("reply_markup")
+        if markup and "inline_keyboard" in markup:
+            # Telegram's Message carries only inline keyboards; a ForceReply is not echoed.
+            message["reply_markup"] = markup
         return message
 
     def _store_file(self, data: bytes) -> str:

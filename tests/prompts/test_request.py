@@ -9,6 +9,7 @@ from prompts.notes import Note
 from prompts.request import (
     Options,
     chinese_number,
+    extend_request,
     extract_count,
     extract_seed,
     extract_size,
@@ -144,3 +145,10 @@ def test_chinese_numbers():
 def test_seed_written_in_words():
     assert extract_seed("锁定种子：987")[0] == 987
     assert extract_seed("seed 42, snow")[0] == 42
+
+
+def test_an_edit_goes_into_the_words_before_the_options():
+    assert extend_request("达达水彩 --steps 30", "换成国潮") == "达达水彩，换成国潮 --steps 30"
+    assert extend_request("达达水彩", " 加一顶帽子 ") == "达达水彩，加一顶帽子"
+    text, options = split_options(extend_request("达达 --steps 1", "换成国潮风格"))
+    assert (text, options.settings) == ("达达，换成国潮风格", {"steps": 1})
