@@ -16,7 +16,7 @@ import aiohttp
 from bot.follower import Delivery, Follower
 from bot.i18n import pick_language, split_text, t
 from bot.refusals import refusal_text
-from bot.replies import Incoming, Outbox, Place, Press, Reply, User
+from bot.replies import Incoming, Outbox, Place, Press, Reply, User, engine_user
 from bot.roles import Role, Roles
 from bot.store import Store
 from engine.service.client import EngineBusy, EngineClient, EngineError, EngineUnavailable
@@ -94,6 +94,23 @@ class Core:
             text = refusal_text(language, exc, admin=self.is_admin(event.user.id))
             await self.outbox.send(place, Reply(text))
         return None
+
+    async def submit_admin_job(
+        self, message: Incoming, language: str, params: dict[str, Any], kind: str, priority: str
+    ) -> dict[str, Any] | None:
+        """An admin's job (training, grid) keyed by the message: the new job, or None when the
+        engine refused it (said to the admin) or a restarted bot follows it already."""
+        call = self.engine.submit(
+            params,
+            user=engine_user(message.user.id),
+            kind=kind,
+            priority=priority,
+            idempotency_key=self.job_key(message),
+        )
+        job = await self.ask(message, language, call)
+        if job is None or self.store.job(job["id"]) is not None:
+            return None
+        return job
 
     def ip_named(self, text: str) -> IPConfig | None:
         """The IP named by the first word of `text` (a file's caption), else the default IP

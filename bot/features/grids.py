@@ -7,7 +7,7 @@ from typing import Any
 from bot.core import Core
 from bot.follower import Delivery
 from bot.i18n import t
-from bot.replies import Incoming, Picture, engine_user
+from bot.replies import Incoming, Picture
 from bot.roles import Role
 from bot.status import StatusMessage
 from bot.store import JobRecord
@@ -26,17 +26,9 @@ async def xyz(core: Core, message: Incoming, args: list[str]) -> None:
     if not args or not axes:
         await core.say(message.place, language, "xyz_usage")
         return
-    call = core.engine.submit(
-        {"ip": args[0], "axes": axes},
-        user=engine_user(message.user.id),
-        kind="xyz",
-        priority="admin",
-        idempotency_key=core.job_key(message),
-    )
-    if (job := await core.ask(message, language, call)) is None:
+    request = {"ip": args[0], "axes": axes}
+    if (job := await core.submit_admin_job(message, language, request, "xyz", "admin")) is None:
         return
-    if core.store.job(job["id"]) is not None:
-        return  # this message was handled before a restart; its grid is followed
     summary = t(language, "xyz_started")
     record = JobRecord(
         job["id"], message.user.id, message.place, "xyz", "", job["params"], language, summary

@@ -9,7 +9,7 @@ from typing import Any
 from bot.core import Core
 from bot.follower import Delivery
 from bot.i18n import t
-from bot.replies import Incoming, Picture, Place, engine_user
+from bot.replies import Incoming, Picture, Place
 from bot.roles import Role
 from bot.status import StatusMessage
 from bot.store import JobRecord
@@ -48,17 +48,11 @@ async def train(core: Core, message: Incoming, args: list[str]) -> None:
     if not args or overrides is None:
         await core.say(message.place, language, "train_usage")
         return
-    call = core.engine.submit(
-        {"ip": args[0], "dataset": args[0], **overrides},
-        user=engine_user(message.user.id),
-        kind="train",
-        priority="training",
-        idempotency_key=core.job_key(message),
-    )
-    if (job := await core.ask(message, language, call)) is None:
+    request = {"ip": args[0], "dataset": args[0], **overrides}
+    if (
+        job := await core.submit_admin_job(message, language, request, "train", "training")
+    ) is None:
         return
-    if core.store.job(job["id"]) is not None:
-        return  # this message was handled before a restart; its training is followed
     p = job["params"]
     summary = t(
         language,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,23 +46,29 @@ async def versions(core: Core, message: Incoming, args: list[str]) -> None:
 
 async def promote(core: Core, message: Incoming, args: list[str]) -> None:
     """/promote <ip> vN: what the IP's posters use from the next one on."""
-    if not await core.admitted(message, Role.ADMIN):
-        return
-    language = core.language(message.user)
-    if len(args) != 2:
-        await core.say(message.place, language, "promote_usage")
-    elif version := await core.ask(message, language, core.engine.promote(args[0], args[1])):
-        await core.say(message.place, language, "promoted", ip=args[0], version=version["name"])
+    await _change_promoted(core, message, args, 2, "promote_usage", core.engine.promote)
 
 
 async def rollback(core: Core, message: Incoming, args: list[str]) -> None:
     """/rollback <ip>: back to the version promoted before."""
+    await _change_promoted(core, message, args, 1, "rollback_usage", core.engine.rollback)
+
+
+async def _change_promoted(
+    core: Core,
+    message: Incoming,
+    args: list[str],
+    count: int,
+    usage: str,
+    change: Callable[..., Awaitable[dict[str, Any]]],
+) -> None:
+    """An admin's /promote or /rollback: `count` arguments, the engine's `change`, the answer."""
     if not await core.admitted(message, Role.ADMIN):
         return
     language = core.language(message.user)
-    if len(args) != 1:
-        await core.say(message.place, language, "rollback_usage")
-    elif version := await core.ask(message, language, core.engine.rollback(args[0])):
+    if len(args) != count:
+        await core.say(message.place, language, usage)
+    elif version := await core.ask(message, language, change(*args)):
         await core.say(message.place, language, "promoted", ip=args[0], version=version["name"])
 
 

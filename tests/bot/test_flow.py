@@ -24,6 +24,18 @@ async def request_candidates(telegram, text="达达骑士在雪地里送快递�
     return album[0], choose[-1]
 
 
+async def pick(telegram, choose, index: int) -> dict[str, str]:
+    """Press candidate `index` under the choose message; the chosen keyboard's callback data
+    by action (`{"hd": "hd:<job>:<n>", "var": ..., "edit": ...}`)."""
+    data = choose.params["reply_markup"]["inline_keyboard"][0][index]["callback_data"]
+    telegram.press(USER, choose.result, data)
+    chosen = await telegram.wait_for(
+        lambda: [c for c in telegram.sent("editMessageText", USER) if "已选" in c.params["text"]]
+    )
+    buttons = [b for row in chosen[-1].params["reply_markup"]["inline_keyboard"] for b in row]
+    return {b["callback_data"].split(":")[0]: b["callback_data"] for b in buttons}
+
+
 async def test_private_request_gets_ack_progress_and_four_candidates(bot, telegram):
     # 50 steps last long enough for a throttled progress edit however fast the machine is.
     album, _ = await request_candidates(telegram, "达达骑士在雪地里送快递，圣诞海报 --steps 50")
@@ -48,13 +60,7 @@ async def test_choosing_the_second_and_hd_gives_its_larger_poster_under_its_numb
     album, choose = await request_candidates(telegram)
     png = album_pictures(album)[1][0]  # candidate #2
     seed = png_info(png)["Seed"]
-    pick = choose.params["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
-    telegram.press(USER, choose.result, pick)
-    chosen = await telegram.wait_for(
-        lambda: [c for c in telegram.sent("editMessageText", USER) if "已选" in c.params["text"]]
-    )
-    hd = chosen[-1].params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    assert hd.startswith("hd:")
+    hd = (await pick(telegram, choose, 1))["hd"]
     telegram.press(USER, choose.result, hd)
     photo = (await telegram.wait_for(lambda: telegram.sent("sendPhoto", USER)))[0]
     document = (await telegram.wait_for(lambda: telegram.sent("sendDocument", USER)))[0]
@@ -71,13 +77,7 @@ async def test_choosing_the_second_and_hd_gives_its_larger_poster_under_its_numb
 
 async def test_an_edit_that_says_change_to_swaps_the_style_instead_of_adding_one(bot, telegram):
     _, choose = await request_candidates(telegram, "达达骑士水彩风格在海边送快递 --steps 1")
-    pick = choose.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    telegram.press(USER, choose.result, pick)
-    chosen = await telegram.wait_for(
-        lambda: [c for c in telegram.sent("editMessageText", USER) if "已选" in c.params["text"]]
-    )
-    buttons = [b for row in chosen[-1].params["reply_markup"]["inline_keyboard"] for b in row]
-    edit = next(b["callback_data"] for b in buttons if b["callback_data"].startswith("edit:"))
+    edit = (await pick(telegram, choose, 0))["edit"]
     acks_before = len([t for t in telegram.texts(USER) if "收到" in t])
     telegram.press(USER, choose.result, edit)
     await telegram.wait_for(lambda: any("改" in t for t in telegram.texts(USER)[-1:]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.bot.conftest import USER
-from tests.bot.test_flow import request_candidates
+from tests.bot.test_flow import pick, request_candidates
 from tests.fakes.telegram_api import visible_text
 
 
@@ -43,13 +43,7 @@ async def test_a_cancelled_job_says_so_once_and_leaves_the_queue(bot, telegram):
 
 async def test_variations_are_headed_as_variations_and_history_shows_their_seeds(bot, telegram):
     _, choose = await request_candidates(telegram)
-    pick = choose.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-    telegram.press(USER, choose.result, pick)
-    chosen = await telegram.wait_for(
-        lambda: [c for c in telegram.sent("editMessageText", USER) if "已选" in c.params["text"]]
-    )
-    variations = chosen[-1].params["reply_markup"]["inline_keyboard"][0][1]["callback_data"]
-    assert variations.startswith("var:")
+    variations = (await pick(telegram, choose, 0))["var"]
     telegram.press(USER, choose.result, variations)
     albums = await telegram.wait_for(lambda: telegram.sent("sendMediaGroup", USER)[1:])
     ack = [t for t in shown(telegram, USER) if t.startswith("变体")]

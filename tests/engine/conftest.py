@@ -26,6 +26,7 @@ from engine.service.queue_sqlite import JobQueue
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 API_AUTH = ("webui", "secret")
 START_TIMEOUT_S = 90.0  # a worker imports torch and loads the model; slow on a busy 2-core box
 # Short lease and timeout so crash tests take seconds; 64x64 and 2 steps so jobs take ~0.1 s.
@@ -185,3 +186,21 @@ def live_service(tmp_path_factory, tiny_model):
     if service.process.poll() is None:
         service.stop()
     service.log.close()
+
+
+@pytest.fixture
+async def client(config):
+    """The engine's HTTP app in-process over the test module's `config`; the test plays the
+    worker through `client.queue`."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from engine.service.app import make_app
+    from engine.service.queue_sqlite import open_queue
+    from engine.service.state import Service
+
+    queue = open_queue(config)
+    app = make_app(Service(config, queue, token=TOKEN))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        client.queue = queue
+        yield client
+    queue.close()

@@ -9,17 +9,13 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from engine.service.app import make_app
 from engine.service.kinds import KINDS
-from engine.service.queue_sqlite import open_queue
 from engine.service.state import Service
 from engine.training.versions import Versions
-from tests.engine.conftest import TOKEN
+from tests.engine.conftest import AUTH
 from tests.training.conftest import config_for, mascot_zip
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PARAMS = {"prompt": "a cat", "seed": 7}
 
 
@@ -28,16 +24,6 @@ def config(engine_config, tmp_path, with_config):
     """A training-ready data folder whose only worker is on the CPU."""
     config = with_config(config_for(engine_config, tmp_path / "data"), "engine", devices=["cpu"])
     return with_config(config, "engine", max_queue=2)
-
-
-@pytest.fixture
-async def client(config):
-    queue = open_queue(config)
-    app = make_app(Service(config, queue, token=TOKEN))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        client.queue = queue
-        yield client
-    queue.close()
 
 
 async def submit(client, params, kind="txt2img", **fields):

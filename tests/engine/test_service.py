@@ -17,17 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from safetensors.numpy import save_file
 
-from engine.service.app import make_app
 from engine.service.queue_common import State
-from engine.service.queue_sqlite import open_queue
-from engine.service.state import Service
 from posterbot.cli import main
-from tests.engine.conftest import TOKEN, wait_for
+from tests.engine.conftest import AUTH, wait_for
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PARAMS = {"prompt": "a cat", "seed": 7}
 
 
@@ -35,16 +30,6 @@ PARAMS = {"prompt": "a cat", "seed": 7}
 def config(engine_config, tmp_path, with_config):
     config = dataclasses.replace(engine_config, data_dir=tmp_path)
     return with_config(config, "engine", max_queue=3, max_body_bytes=4096)
-
-
-@pytest.fixture
-async def client(config):
-    queue = open_queue(config)
-    app = make_app(Service(config, queue, token=TOKEN))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        client.queue = queue
-        yield client
-    queue.close()
 
 
 async def submit(client, params=PARAMS, **fields):

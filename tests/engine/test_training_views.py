@@ -9,31 +9,16 @@ import zipfile
 
 import pytest
 from aiohttp import FormData
-from aiohttp.test_utils import TestClient, TestServer
 
 from engine.service import training_views
-from engine.service.app import make_app
-from engine.service.queue_sqlite import open_queue
-from engine.service.state import Service
-from tests.engine.conftest import TOKEN
+from tests.engine.conftest import AUTH
 from tests.fakes.models import write_lora_pair
 from tests.training.conftest import config_for, mascot_images, mascot_zip
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def config(engine_config, tmp_path):
     return config_for(engine_config, tmp_path / "data")
-
-
-@pytest.fixture
-async def client(config):
-    queue = open_queue(config)
-    app = make_app(Service(config, queue, token=TOKEN))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        yield client
-    queue.close()
 
 
 async def test_an_uploaded_zip_becomes_a_dataset_with_a_chinese_report(client, config):
