@@ -170,6 +170,43 @@ class EngineConfig:
 MAX_LORA_WEIGHT = 2.0
 
 
+LOGO_CORNERS = ("auto", "top-left", "top-right", "bottom-left", "bottom-right")
+_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+
+
+@dataclass(frozen=True)
+class BrandConfig:
+    """An IP's brand kit for finished posters ([ips.brand])."""
+
+    logo: str = ""  # a PNG with alpha; a relative path is under data_dir ("" = no logo)
+    logo_corner: str = "auto"  # auto = the free corner with the least of the picture's subject
+    logo_width: float = 0.18  # share of the poster's width
+    colours: list[str] = field(default_factory=list)  # "#rrggbb" text colours, preferred first
+    band_colour: str = ""  # "#rrggbb" behind the title when the picture is too busy ("" = ink)
+    fonts: list[str] = field(default_factory=list)  # bundled family names or font files, first
+    footer: str = ""  # a fixed line on every poster, e.g. the slogan
+
+    def check(self, key: str) -> None:
+        _require(
+            self.logo_corner in LOGO_CORNERS,
+            f"{key}.logo_corner",
+            f"must be one of {', '.join(LOGO_CORNERS)}, not {self.logo_corner!r}",
+        )
+        _require(0.05 <= self.logo_width <= 0.5, f"{key}.logo_width", "must be 0.05 to 0.5")
+        for colour in self.colours:
+            _require(
+                _HEX_COLOUR.fullmatch(colour) is not None,
+                f"{key}.colours",
+                f"must be #rrggbb, not {colour!r}",
+            )
+        _require(
+            self.band_colour == "" or _HEX_COLOUR.fullmatch(self.band_colour) is not None,
+            f"{key}.band_colour",
+            f"must be #rrggbb, not {self.band_colour!r}",
+        )
+        _require(len(self.footer) <= 40, f"{key}.footer", "must be at most 40 characters")
+
+
 @dataclass(frozen=True)
 class IPConfig:
     """A mascot ("IP"): how requests name it and what its prompts always carry."""
@@ -184,10 +221,12 @@ class IPConfig:
     negative_prompt: str = ""
     style_tags: list[str] = field(default_factory=list)  # replaced by a style the request names
     quality_tags: list[str] = field(default_factory=list)  # always added, after the style
+    brand: BrandConfig = field(default_factory=BrandConfig)  # logo, colours, fonts, footer
 
     def __post_init__(self) -> None:
         _require(bool(self.name.strip()), "ips.name", "must not be empty")
         key = f"ips[{self.name}]"
+        self.brand.check(f"{key}.brand")
         _require(bool(self.trigger.strip()), f"{key}.trigger", "must not be empty")
         _require(
             self.trigger.isascii() and "," not in self.trigger,

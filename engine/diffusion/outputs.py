@@ -1,4 +1,5 @@
-"""Saving results as WebUI does: `outputs/YYYY-MM-DD/NNNNN-SEED.png`, infotext inside."""
+"""Saving results as WebUI does: `outputs/YYYY-MM-DD/NNNNN-SEED.png`, infotext inside (finished
+posters: `outputs/posters/YYYY-MM-DD/NNNNN-<name>.png` beside their `.svg`)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ def _next_number(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def save_png(folder: Path, seed: int, data: bytes, today: dt.date | None = None) -> Path:
-    """Write PNG bytes under folder/YYYY-MM-DD/ with the next free number; return the path.
+def save_png(folder: Path, label: int | str, data: bytes, today: dt.date | None = None) -> Path:
+    """Write PNG bytes under folder/YYYY-MM-DD/ as NNNNN-<label>.png (the seed, or a poster's
+    name) with the next free number; return the path.
 
     Files are created exclusively, so several workers writing at once never overwrite each other.
     """
@@ -23,7 +25,7 @@ def save_png(folder: Path, seed: int, data: bytes, today: dt.date | None = None)
     day.mkdir(parents=True, exist_ok=True)
     number = _next_number(day)
     while True:
-        path = day / f"{number:05d}-{seed}.png"
+        path = day / f"{number:05d}-{label}.png"
         try:
             with open(path, "xb") as file:
                 file.write(data)

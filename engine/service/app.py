@@ -27,6 +27,7 @@ ROUTES = [
     ("DELETE", "/v1/jobs/{job_id}", views.cancel_job),
     ("GET", "/v1/jobs/{job_id}/events", views.job_events),
     ("GET", "/v1/outputs/{path:.+}", views.get_output),
+    ("POST", "/v1/posters", views.finish_poster),
     ("GET", "/v1/models", views.list_models),
     ("GET", "/v1/loras", views.list_loras),
     ("GET", "/healthz", views.healthz),

@@ -159,6 +159,19 @@ class EngineClient:
         body = {"image": base64.b64encode(png).decode()}
         return (await self._json("POST", "/sdapi/v1/png-info", body=body))["parameters"]
 
+    async def finish_poster(
+        self, spec: dict[str, Any], *, output: str | None = None, image: bytes | None = None
+    ) -> list[dict[str, Any]]:
+        """Finished posters of a stored result (`output`, a path from a job's `outputs`) or an
+        uploaded picture: `spec` is {title, subtitle, cta, targets, layout, ip}; returns per
+        target {name, width, height, dpi, layout, png, svg} (paths for `output()`)."""
+        body = dict(spec)
+        if output is not None:
+            body["output"] = output
+        if image is not None:
+            body["image"] = base64.b64encode(image).decode()
+        return (await self._json("POST", "/v1/posters", body=body))["posters"]
+
     async def models(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/v1/models"))["models"]
 

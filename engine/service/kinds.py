@@ -21,6 +21,7 @@ from engine.diffusion.grid import xyz_request
 from engine.diffusion.params import GenerationParams, from_request
 from engine.diffusion.registry import Registry
 from engine.service.devices import visible_gpu_count, worker_devices
+from engine.service.finishing import check_spec
 from engine.training.params import check_train_request
 from engine.training.versions import Versions
 from posterbot.config import Config
@@ -59,9 +60,12 @@ def batch_key(model: str | None, params: GenerationParams) -> str:
 
 
 def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
-    """A poster: the params as the worker will check them, plus the model and LoRA files."""
+    """A poster: the params as the worker will check them, plus the model and LoRA files, and
+    the finished posters' spec when the request asks for them (`poster`)."""
     request = dict(request)
     model = request.pop("model", None)
+    poster = request.pop("poster", None)
+    spec = check_spec(poster, config).to_dict() if poster is not None else None
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise Refusal("model", f"must be a checkpoint name or null, not {model!r}")
     if model == registry.checkpoint(None).name:
@@ -71,7 +75,8 @@ def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -
     params = from_request(request, config.generation, config.limits)
     for lora in params.all_loras()[1]:
         registry.lora(lora.name)
-    return Checked({**params.to_dict(), "model": model}, batch_key(model, params))
+    checked = {**params.to_dict(), "model": model} | ({"poster": spec} if spec else {})
+    return Checked(checked, batch_key(model, params))
 
 
 def check_train(config: Config, registry: Registry, params: dict[str, Any]) -> Checked:

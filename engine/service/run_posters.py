@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.diffusion.outputs import save_png
 from engine.diffusion.params import GenerationParams, from_request, resolve_seeds
+from engine.service.finishing import check_spec, finish
 from engine.service.queue_common import Job
 from engine.service.worker import StepGate, Worker
 from posterbot.config import Config
@@ -32,6 +33,7 @@ def job_params(job: Job, config: Config) -> tuple[str | None, GenerationParams]:
     """The model name and checked params a job asks for (ValueError naming a bad field)."""
     request = dict(job.params)
     model = request.pop("model", None)
+    request.pop("poster", None)  # finished after rendering, in save_results
     return model, from_request(request, config.generation, config.limits)
 
 
@@ -74,7 +76,19 @@ def save_results(worker: Worker, jobs: list[Job], results: list[Any]) -> None:
             continue
         paths = [save_png(outputs_dir, seed, result.png(i)) for i, seed in enumerate(result.seeds)]
         relative = [path.relative_to(outputs_dir).as_posix() for path in paths]
-        if not worker.end(job, "complete", outputs=relative, info=result.info()):
+        info = result.info()
+        if "poster" in job.params:  # each picture finished at every size asked for
+            spec = check_spec(job.params["poster"], worker.config)
+            info["posters"] = [
+                finish(worker.config, path.read_bytes(), spec, path.stem) for path in paths
+            ]
+            paths += [
+                outputs_dir / p[kind]
+                for ps in info["posters"]
+                for p in ps
+                for kind in ("png", "svg")
+            ]
+        if not worker.end(job, "complete", outputs=relative, info=info):
             for path in paths:
                 path.unlink(missing_ok=True)
 

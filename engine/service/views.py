@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from engine.diffusion.params import check_range
+from engine.service.finishing import check_spec, decode_upload, finish
 from engine.service.http import blocking, read_json, service
 from engine.service.kinds import job_kind
 from engine.service.queue_common import FINAL_STATES, Priority, State
@@ -102,13 +103,40 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                 return stream
 
 
+OUTPUT_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}  # results and posters' SVGs
+
+
 async def get_output(request: web.Request) -> web.StreamResponse:
-    """A result PNG; 404 for anything outside the outputs folder."""
+    """A result PNG or a poster's SVG; 404 for anything outside the outputs folder."""
     root = service(request).config.outputs_dir.resolve()
     path = (root / request.match_info["path"]).resolve()
-    if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
+    kind = OUTPUT_TYPES.get(path.suffix.lower())
+    if not path.is_relative_to(root) or kind is None or not path.is_file():
         raise web.HTTPNotFound(text=f"path: no output {request.match_info['path']!r}")
-    return web.FileResponse(path, headers={"Content-Type": "image/png"})
+    return web.FileResponse(path, headers={"Content-Type": kind})
+
+
+async def finish_poster(request: web.Request) -> web.Response:
+    """Lay copy out on a picture (a stored output, or an upload) at each size asked for:
+    201 with the posters' PNG and SVG paths. No generation: a new title, layout or size of the
+    same picture takes a fraction of a second."""
+    svc = service(request)
+    body = await read_json(request)
+    picture = body.pop("output", None)
+    upload = body.pop("image", None)
+    if (picture is None) == (upload is None):
+        raise Refusal("output", "give either output (a result's path) or image (base64)")
+    spec = check_spec(body, svc.config)
+    if picture is not None:
+        root = svc.config.outputs_dir.resolve()
+        path = (root / str(picture)).resolve()
+        if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
+            raise Refusal("output", f"no output {picture!r}")
+        data, label = await blocking(path.read_bytes), path.stem
+    else:
+        data, label = decode_upload(upload), "upload"
+    posters = await blocking(finish, svc.config, data, spec, label)
+    return web.json_response({"posters": posters}, status=201)
 
 
 async def list_models(request: web.Request) -> web.Response:
