@@ -7,6 +7,7 @@ the commands, so the CLI starts on hosts without it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import typing
 from pathlib import Path
@@ -69,6 +70,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("-o", "--output-dir", type=Path, help="default: <data_dir>/outputs")
     generate.set_defaults(handler=generate_command)
 
+    poster = commands.add_parser(
+        "poster",
+        help="a finished poster from a picture: title, logo, the channel's exact size",
+        description=poster_command.__doc__,
+    )
+    poster.add_argument("image", type=Path, help="a PNG, JPEG or WEBP picture")
+    poster.add_argument("--title", default="", help="the title (Chinese line breaking)")
+    poster.add_argument("--subtitle", default="")
+    poster.add_argument("--cta", default="", help="a call to action or date line")
+    poster.add_argument(
+        "--size",
+        action="append",
+        required=True,
+        help="a channel (小红书, 抖音, 公众号头图, A4 ...), WxH, WxH@DPI or W:H; repeatable",
+    )
+    poster.add_argument("--layout", default="auto", help="auto, top, bottom or side")
+    poster.add_argument("--ip", default="", help="whose brand kit (default: the default IP)")
+    poster.add_argument("-o", "--output-dir", type=Path, help="default: <data_dir>/outputs")
+    poster.set_defaults(handler=poster_command)
+
+    info = commands.add_parser(
+        "info", help="what a PNG says: infotext and poster copy", description=info_command.__doc__
+    )
+    info.add_argument("file", type=Path)
+    info.set_defaults(handler=info_command)
+
     demo = commands.add_parser(
         "demo-model", help="write the tiny offline model", description=demo_model_command.__doc__
     )
@@ -111,6 +138,42 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     output_dir = args.output_dir or config.outputs_dir
     for index, seed in enumerate(result.seeds):
         print(save_png(output_dir, seed, result.png(index)))
+    return 0
+
+
+def poster_command(args: argparse.Namespace, config: Config) -> int:
+    """Lay copy out on a picture at each size and print the PNG and SVG files written."""
+    from engine.service.finishing import check_spec, finish
+    from prompts.sizes import channel_target
+
+    targets = [dataclasses.asdict(channel_target(size)) for size in args.size]
+    request = {"title": args.title, "subtitle": args.subtitle, "cta": args.cta}
+    spec = check_spec(request | {"targets": targets, "layout": args.layout, "ip": args.ip}, config)
+    folder = args.output_dir or config.outputs_dir
+    for poster in finish(config, args.image.read_bytes(), spec, args.image.stem, folder):
+        print(folder / poster["png"])
+        print(folder / poster["svg"])
+    return 0
+
+
+def info_command(args: argparse.Namespace, config: Config) -> int:
+    """Print a PNG's WebUI infotext and, for a finished poster, its copy, layout and fonts."""
+    from engine.diffusion.infotext import read_png
+    from poster.output import read_poster_chunk
+
+    data = args.file.read_bytes()
+    print(read_png(data) or "(no generation parameters)")
+    if (chunk := read_poster_chunk(data)) is not None:
+        copy = chunk["copy"]
+        print(f"Poster: {chunk['size'][0]}x{chunk['size'][1]}, layout {chunk['layout']}")
+        for element in chunk["elements"]:
+            if element["lines"]:
+                text = " / ".join(element["lines"])
+                print(
+                    f"  {element['kind']}: {text} ({element['family']} {element['weight']}, "
+                    f"{element['size']} px, {element['colour']}, contrast {element['contrast']})"
+                )
+        print(f"  copy: {copy}")
     return 0
 
 

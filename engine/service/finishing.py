@@ -156,13 +156,15 @@ def decode_upload(text: Any) -> bytes:
 
 
 def finish(
-    config: Config, picture_png: bytes, spec: PosterSpec, label: str
+    config: Config, picture_png: bytes, spec: PosterSpec, label: str, folder: Path | None = None
 ) -> list[dict[str, Any]]:
-    """Lay the spec's copy out on the picture at each target size and save PNG + SVG.
+    """Lay the spec's copy out on the picture at each target size and save PNG + SVG under
+    `folder` (default: the outputs folder), in a posters/YYYY-MM-DD/ folder.
 
     Returns, per target, {"name", "width", "height", "dpi", "layout", "png", "svg"} with paths
-    relative to the outputs folder.
+    relative to `folder`.
     """
+    folder = folder or config.outputs_dir
     picture, parameters = read_picture(picture_png)
     brand = brand_of(config, spec.ip)
     finished = []
@@ -172,9 +174,9 @@ def finish(
         )
         png = png_bytes(poster, spec.copy, parameters=parameters, dpi=target.dpi)
         name = f"{label}-{target.width}x{target.height}-{poster.layout}"
-        path = save_png(config.outputs_dir / POSTERS_DIR, name, png)
+        path = save_png(folder / POSTERS_DIR, name, png)
         atomic_write_text(path.with_suffix(".svg"), svg_text(poster))
-        relative = path.relative_to(config.outputs_dir).as_posix()
+        relative = path.relative_to(folder).as_posix()
         finished.append(
             {
                 **asdict(target),
