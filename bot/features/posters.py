@@ -3,12 +3,10 @@ the original file. Also how candidates and HD posters reach the chat."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from bot.core import Core
+from bot.core import Core, job_button
 from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import t
@@ -22,8 +20,6 @@ from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
 from prompts.syntax import LoraTag
 from prompts.template import split_count
-
-JobButton = Callable[[Core, Press, JobRecord, int], Awaitable[str | None]]
 
 
 class OverLimit(ValueError):
@@ -225,27 +221,6 @@ def chosen_keyboard(language: str, job_id: str, index: int) -> Keyboard:
         [button("edit"), button("file")],
         [Button(t(language, "button_back"), f"back:{job_id}:{index}")],
     ]
-
-
-def job_button(handler: JobButton) -> Callable[[Core, Press, list[str]], Awaitable[str | None]]:
-    """A button under a job's results (`action:job_id[:index]`): the job and the candidate
-    resolved; only the requester or an admin may press it."""
-
-    @functools.wraps(handler)
-    async def pressed(core: Core, press: Press, args: list[str]) -> str | None:
-        language = core.language(press.user)
-        job_id, index_text = [*args, "", ""][:2]
-        record = core.store.job(job_id)
-        if record is None or (index_text and not index_text.isdigit()):
-            return t(language, "job_unknown")
-        if press.user.id != record.user_id and not core.is_admin(press.user.id):
-            return t(language, "not_your_job")
-        index = int(index_text or 0)
-        if index >= max(len(record.seeds), 1):
-            return t(language, "job_unknown")
-        return await handler(core, press, record, index)
-
-    return pressed
 
 
 async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
