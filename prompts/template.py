@@ -48,6 +48,9 @@ SENTENCE_CATEGORIES = ("action", "scene", "festival", "season")
 # Finished sizes are resized by the poster step (Pillow), not generated, so they may exceed
 # limits.max_side; this keeps a typo (20000x20000) from filling memory. 易拉宝 at 100 dpi is 7874.
 MAX_TARGET_SIDE = 8192
+# A poster with a title: ask the model for room and keep it from drawing its own letters.
+COPY_SPACE_TAGS = ("copy space", "simple background")
+COPY_SPACE_NEGATIVE = ("text", "watermark", "letters")
 
 _CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
 _EXTRA_NETWORK = re.compile(r"<[^<>]*>")
@@ -443,18 +446,27 @@ def _unique(words: list[str]) -> list[str]:
 
 
 def finish(draft: Draft, source: str = "template", notes: list[Note] | None = None) -> PosterPrompt:
-    """Render a draft: trigger, sentence, tags (content, style, quality), LoRA."""
+    """Render a draft: trigger, sentence, tags (content, style, room for the title, quality),
+    LoRA."""
     all_notes = [*draft.notes, *(notes or [])]
+    # The poster step lays the title over the picture: it needs a quiet area and no letters.
+    copy_space = bool(draft.title) and not draft.raw_prompt
     if draft.raw_prompt:
         tags, prompt = draft.content_tags, draft.raw_prompt
     else:
-        tags = _unique([*draft.content_tags, *draft.style_tags, *draft.quality_tags])
+        room = list(COPY_SPACE_TAGS) if copy_space else []
+        tags = _unique([*draft.content_tags, *draft.style_tags, *room, *draft.quality_tags])
         prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
         if source == "template" and draft.untranslated:
             all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
+        if copy_space:
+            all_notes.append(Note("copy_space"))
     # Words the request said no to go first, unless the negative prompt already has them.
     already = {part.strip().lower() for part in draft.settings.negative_prompt.split(",")}
-    extra = [tag for tag in _unique(draft.negative_tags) if tag.lower() not in already]
+    no_letters = list(COPY_SPACE_NEGATIVE) if copy_space else []
+    extra = [
+        tag for tag in _unique([*draft.negative_tags, *no_letters]) if tag.lower() not in already
+    ]
     negative = ", ".join(part for part in [*extra, draft.settings.negative_prompt] if part)
     return PosterPrompt(
         **(draft.settings.settings() | {"negative_prompt": negative}),

@@ -197,6 +197,34 @@ CASES = [
     # the call to action / date line: kept out of the picture like the title
     ("按钮「立即下单」，送快递", {"cta": "立即下单", "title": "", "no_tags": ["copy space"]}),
     ("日期：12月25日，圣诞", {"cta": "12月25日", "has_tags": ["christmas"]}),
+    # a title asks the model for room and for no letters of its own
+    (
+        "标题「圣诞快乐」，圣诞，不要文字",
+        {
+            "tags": [
+                "christmas",
+                "christmas tree",
+                "gift boxes",
+                "red and green",
+                "3d render",
+                "c4d",
+                "copy space",
+                "simple background",
+                "masterpiece",
+                "best quality",
+            ],
+            "negative": ["text", "watermark", "letters"],
+            "notes": ["leave room for the title"],
+        },
+    ),
+    (
+        "圣诞，不要文字",
+        {"no_tags": ["copy space", "simple background"], "no_negative": ["letters"]},
+    ),
+    (
+        'title "Happy Holidays", subtitle "Free delivery"',
+        {"title": "Happy Holidays", "subtitle": "Free delivery"},
+    ),
     # --- English requests
     (
         "dada knight delivering parcels in the snow, christmas poster, portrait, 4 images",
