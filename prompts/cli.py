@@ -54,8 +54,13 @@ def prompt_command(args: argparse.Namespace, config: Config) -> int:
 def describe(prompt: PosterPrompt) -> str:
     """The prompt as WebUI users read it: prompt, negative prompt, then the parameters line."""
     size = f"{prompt.width}x{prompt.height}"
-    if prompt.target_width:
-        size += f" -> {prompt.target_width}x{prompt.target_height}"
+    if prompt.targets:
+        # A typed 1080x1920 is named by its size already; a channel shows both.
+        named = [
+            t.name if t.name.startswith(f"{t.width}x") else f"{t.name} {t.width}x{t.height}"
+            for t in prompt.targets
+        ]
+        size += " -> " + ", ".join(named)
     lines = [prompt.prompt]
     if prompt.negative_prompt:
         lines.append(f"Negative prompt: {prompt.negative_prompt}")
@@ -64,7 +69,7 @@ def describe(prompt: PosterPrompt) -> str:
         f"Seed: {prompt.seed}, Size: {size}, Batch: {prompt.batch_size}x{prompt.n_iter}, "
         f"Hires: {'on' if prompt.enable_hr else 'off'}, Source: {prompt.source}"
     )
-    if prompt.title or prompt.subtitle:
-        lines.append(f"Title: {prompt.title}  Subtitle: {prompt.subtitle}")
+    if prompt.title or prompt.subtitle or prompt.cta:
+        lines.append(f"Title: {prompt.title}  Subtitle: {prompt.subtitle}  CTA: {prompt.cta}")
     lines += [f"Note: {note}" for note in prompt.notes]
     return "\n".join(lines)

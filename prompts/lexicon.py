@@ -19,13 +19,14 @@ from typing import Any
 
 import jieba
 
+from prompts.spec import Target
+
 BUILTIN_DIR = Path(__file__).with_name("glossary")
 CATEGORIES = ("festival", "season", "scene", "action", "prop", "style", "mood", "shot", "quality")
 ORIENTATIONS = ("portrait", "landscape", "square")
 # Added words must beat jieba's own split of the same characters; its dictionary's common words
 # have frequencies in the tens of thousands.
 _JIEBA_FREQ = 1_000_000
-_SIZE = re.compile(r"(\d{2,5})\s*[x×*]\s*(\d{2,5})", re.I)
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _TAG = re.compile(r"[a-z0-9][a-z0-9 '&.+\-]*")  # plain English words: no weights, no commas
 
@@ -61,7 +62,8 @@ class Glossary:
     negations: frozenset[str] = frozenset()
     replacements: frozenset[str] = frozenset()  # "换成 X": X replaces what was said before
     orientations: dict[str, str] = field(default_factory=dict)  # word -> portrait|landscape|square
-    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # word -> final (w, h)
+    # lower-case channel name or alias -> its finished size, named by the channel
+    channels: dict[str, Target] = field(default_factory=dict)
     hires_words: frozenset[str] = frozenset()
 
     @cached_property
@@ -138,11 +140,11 @@ def _as_term(word: str, category: str, value: Any, where: str) -> tuple[Term, li
     return Term(word, category, tuple(tags), phrase), [word, *also]
 
 
-def _parse_size(text: str, where: str) -> tuple[int, int]:
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"{where}: {text!r} is not WIDTHxHEIGHT")
-    return int(match.group(1)), int(match.group(2))
+def _channel(name: str, size: Any, where: str) -> Target:
+    target = Target.parse(size, name) if isinstance(size, str) else None
+    if target is None:
+        raise ValueError(f"{where}: {size!r} is not WIDTHxHEIGHT or WIDTHxHEIGHT@DPI")
+    return target
 
 
 def read_glossary(paths: list[Path]) -> Glossary:
@@ -155,7 +157,8 @@ def read_glossary(paths: list[Path]) -> Glossary:
     negations: set[str] = set()
     replacements: set[str] = set()
     orientations: dict[str, str] = {}
-    sizes: dict[str, tuple[int, int]] = {}
+    channels: dict[str, Target] = {}
+    aliases: list[tuple[str, str, str]] = []  # (where, alias, channel), read after every file
     hires_words: set[str] = set()
     for path in paths:
         try:
@@ -181,16 +184,22 @@ def read_glossary(paths: list[Path]) -> Glossary:
             if orientation not in ORIENTATIONS:
                 raise ValueError(f"{path}: orientation must be one of {ORIENTATIONS}")
             orientations.update((word.lower(), orientation) for word in words)
-        for word, size in data.get("sizes", {}).items():
-            sizes[word.lower()] = _parse_size(size, f"{path}: sizes.{word}")
+        for name, size in data.get("channels", {}).items():
+            channels[name.lower()] = _channel(name, size, f"{path}: channels.{name}")
+        aliases += [(str(path), a, c) for a, c in data.get("channel_aliases", {}).items()]
         hires_words.update(word.lower() for word in data.get("hires", {}).get("words", []))
+    # An admin's file may alias one of our channels, so aliases are resolved once all are read.
+    for where, alias, channel in aliases:
+        if channel.lower() not in channels:
+            raise ValueError(f"{where}: channel_aliases.{alias}: no channel {channel!r}")
+        channels[alias.lower()] = channels[channel.lower()]
     return Glossary(
         terms,
         frozenset(ignore),
         frozenset(negations),
         frozenset(replacements),
         orientations,
-        sizes,
+        channels,
         frozenset(hires_words),
     )
 

@@ -24,6 +24,7 @@ NOTE_TEXTS = {
     "numbers_ignored": "ignored numbers: {numbers}",
     "untranslated": "not translated (add them to the glossary): {words}",
     "extra_poster_text": "ignored extra poster text {text}",
+    "copy_space": "asked the model to leave room for the title",
     "llm_skipped": "LLM step skipped, used the template: {reason}",
     "llm_fields_ignored": "ignored LLM fields: {fields}",
     "llm_tags_removed": "removed trigger words or LoRA names from the LLM's tags",

@@ -17,24 +17,43 @@ from posterbot.config import GenerationSettings
 from posterbot.errors import Refusal
 from prompts.lexicon import Glossary
 from prompts.notes import Note
-from prompts.spec import check_sampler
+from prompts.sizes import ratio_target
+from prompts.spec import Target, check_sampler
 
 # One or two lines at poster size; longer text belongs in the message, not on the image.
 MAX_TITLE_CHARS = 40
 MAX_SUBTITLE_CHARS = 80
+MAX_CTA_CHARS = 40  # one button or date line
+# A ratio typed on its own must be one of these, so a time (9:30) is not read as a size; after
+# 比例/ratio any W:H is. 1:1 is left to the orientation words (square, no finished size).
+COMMON_RATIOS = {(2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4), (9, 16), (16, 9), (21, 9)}
+COMMON_RATIOS |= {(1, 2), (2, 1), (1, 3), (3, 1)}
 
 QUOTES = {"「": "」", "『": "』", "“": "”", '"': '"', "《": "》", "【": "】"}
 _OPENING = re.escape("".join(QUOTES))
 _QUOTED = "|".join(f"{re.escape(o)}([^{re.escape(c)}]*){re.escape(c)}" for o, c in QUOTES.items())
-# 副标题 before 标题 so the longer keyword wins; unquoted text runs to the next punctuation.
+# 副标题 before 标题 (按钮文字 before 按钮) so the longer keyword wins; unquoted text runs to the
+# next punctuation.
+_SUBTITLE_KEYWORDS = ("副标题", "小标题", "subtitle")
+_CTA_KEYWORDS = ("行动号召", "按钮文字", "按钮", "活动时间", "日期", "cta")
 _TITLE_KEYWORD = re.compile(
-    rf"(副标题|小标题|标题|文案|subtitle|title|slogan)(?:\s*[:：=是为]\s*|\s+|(?=[{_OPENING}]))"
+    rf"({'|'.join(_SUBTITLE_KEYWORDS + _CTA_KEYWORDS)}|标题|文案|title|slogan)"
+    rf"(?:\s*[:：=是为]\s*|\s+|(?=[{_OPENING}]))"
     rf"(?:{_QUOTED}|([^，,。；;！!？?\n]+))",
     re.I,
 )
 _BARE_QUOTE = re.compile(_QUOTED)
 _OPTIONS_START = re.compile(r"(?:^|\s)--[a-z]", re.I)
 _SIZE = re.compile(r"(?<!\d)(\d{2,5})\s*[x×*]\s*(\d{2,5})(?!\d)", re.I)
+# In running text: 1080x1920 (a print size may add @300), or a ratio: 比例 3:4, or 3:4 standing
+# alone (no digit or colon around it, so 9:30:00 and 1.5:1 are not read as ratios).
+_SIZE_IN_TEXT = re.compile(
+    r"(?<![\d.])(?P<pixels>[1-9]\d{1,4}\s*[x×*]\s*[1-9]\d{1,4}"
+    r"(?:\s*@\s*[1-9]\d{1,3}\s*(?:dpi)?)?)(?!\d)"
+    r"|(?:(?P<keyword>比例|宽高比|ratio)\s*[:：=]?\s*|(?<![\d:：.]))"
+    r"(?P<ratio_width>[1-9]\d?)\s*[:：]\s*(?P<ratio_height>[1-9]\d?)(?![\d:：.])",
+    re.I,
+)
 _CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 _CN_DIGITS |= {"六": 6, "七": 7, "八": 8, "九": 9}
 _EN_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -167,13 +186,13 @@ def extend_request(request: str, addition: str) -> str:
     return f"{request[:cut].rstrip()}，{addition.strip()} {request[cut:].strip()}".strip()
 
 
-def extract_titles(text: str) -> tuple[str, str, str, list[Note]]:
-    """Find the poster's title and subtitle; return (title, subtitle, text, notes).
+def extract_titles(text: str) -> tuple[str, str, str, str, list[Note]]:
+    """Find the poster's copy; return (title, subtitle, cta, text, notes).
 
     After 标题/title and a colon, 是, a space or a quote, the text (quoted, or up to the next
-    punctuation) is the title; after
-    副标题/subtitle the subtitle; after 文案/slogan the title if there is none yet, else the
-    subtitle. Otherwise the first quoted text is the title and the second the subtitle.
+    punctuation) is the title; after 副标题/subtitle the subtitle; after 文案/slogan the title if
+    there is none yet, else the subtitle; after 按钮/日期/活动时间/行动号召/cta the call to action
+    or date line. Otherwise the first quoted text is the title and the second the subtitle.
     """
     found: dict[str, str] = {}
     notes: list[Note] = []
@@ -192,28 +211,28 @@ def extract_titles(text: str) -> tuple[str, str, str, list[Note]]:
     while match := _TITLE_KEYWORD.search(text):
         keyword = match.group(1).lower()
         value = next(group for group in match.groups()[1:] if group is not None)
-        kind = "subtitle" if keyword in ("副标题", "小标题", "subtitle") else "title"
-        place(kind, value)
+        if keyword in _SUBTITLE_KEYWORDS:
+            place("subtitle", value)
+        else:
+            place("cta" if keyword in _CTA_KEYWORDS else "title", value)
         text = _replace(text, match)
     while match := _BARE_QUOTE.search(text):
         place("title", next(group for group in match.groups() if group is not None))
         text = _replace(text, match)
 
-    title, subtitle = found.get("title", ""), found.get("subtitle", "")
-    for name, value, limit in (
-        ("title", title, MAX_TITLE_CHARS),
-        ("subtitle", subtitle, MAX_SUBTITLE_CHARS),
-    ):
-        if len(value) > limit:
+    limits = {"title": MAX_TITLE_CHARS, "subtitle": MAX_SUBTITLE_CHARS, "cta": MAX_CTA_CHARS}
+    for name, limit in limits.items():
+        count = len(found.get(name, ""))
+        if count > limit:
             raise Refusal(
                 name,
-                f"{len(value)} characters, the poster fits {limit}",
+                f"{count} characters, the poster fits {limit}",
                 "text_too_long",
                 field=name,
-                count=len(value),
+                count=count,
                 limit=limit,
             )
-    return title, subtitle, text, notes
+    return found.get("title", ""), found.get("subtitle", ""), found.get("cta", ""), text, notes
 
 
 def _words_pattern(words: list[str]) -> re.Pattern | None:
@@ -223,25 +242,47 @@ def _words_pattern(words: list[str]) -> re.Pattern | None:
     return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])", re.I)
 
 
-def extract_size(text: str, glossary: Glossary) -> tuple[tuple[int, int] | None, str | None, str]:
-    """Find an explicit size (1080x1920 or a named one like 手机壁纸) and an orientation word.
+def _sizes_named(text: str, glossary: Glossary) -> list[tuple[re.Match, Target]]:
+    """Every size written in `text` (1080x1920, 3:4, 小红书), with where it is, in reading order."""
+    found = []
+    for match in _SIZE_IN_TEXT.finditer(text):
+        if match.group("pixels"):
+            found.append((match, Target.parse(match.group("pixels"))))
+            continue
+        width, height = int(match.group("ratio_width")), int(match.group("ratio_height"))
+        if width != height and (match.group("keyword") or (width, height) in COMMON_RATIOS):
+            found.append((match, ratio_target(width, height)))
+    # A channel word that is also a glossary term (海报) describes the picture in a request.
+    channels = _words_pattern([word for word in glossary.channels if word not in glossary.terms])
+    if channels:
+        found += [(m, glossary.channels[m.group(0).lower()]) for m in channels.finditer(text)]
+    return sorted(found, key=lambda pair: pair[0].start())
 
-    Returns ((width, height) or None, orientation or None, text).
+
+def extract_size(text: str, glossary: Glossary) -> tuple[list[Target], str | None, str]:
+    """Find the finished sizes asked for (1080x1920, 3:4, 小红书 ...) and an orientation word.
+
+    Returns (targets in the order named, orientation or None, text). A size named twice (抖音和
+    手机壁纸: both 1080x1920) is kept once: the two posters would be the same file.
     """
-    size = None
-    if match := _SIZE.search(text):
-        size = int(match.group(1)), int(match.group(2))
-        text = _replace(text, match)
-    named = _words_pattern(list(glossary.sizes))
-    if named and (match := named.search(text)):
-        size = size or glossary.sizes[match.group(0).lower()]
+    targets: list[Target] = []
+    taken: list[re.Match] = []
+    for match, target in _sizes_named(text, glossary):
+        if taken and match.start() < taken[-1].end():
+            continue  # inside a size already read
+        taken.append(match)
+        if all(
+            (t.width, t.height, t.dpi) != (target.width, target.height, target.dpi) for t in targets
+        ):
+            targets.append(target)
+    for match in reversed(taken):
         text = _replace(text, match)
     orientation = None
     words = _words_pattern(list(glossary.orientations))
     while words and (match := words.search(text)):
         orientation = orientation or glossary.orientations[match.group(0).lower()]
         text = _replace(text, match)
-    return size, orientation, text
+    return targets, orientation, text
 
 
 def extract_hires(text: str, glossary: Glossary) -> tuple[bool, str]:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
+
+from posterbot.errors import Refusal
+from prompts.lexicon import Glossary, load_glossary
+from prompts.spec import Target
 
 # The VAE shrinks the image 8x and the UNet halves that three more times, so sides that are
 # multiples of 64 avoid padding and cropping (kohya buckets and WebUI users round to 64 as well).
 SIZE_MULTIPLE = 64
 PORTRAIT_RATIO = 1.5  # 2:3, the designers' usual 512x768
+# A typed ratio (3:4) becomes a size with this short side: phone screens and most channels have it.
+RATIO_SHORT_SIDE = 1080
+_RATIO = re.compile(r"([1-9]\d?)\s*[:：]\s*([1-9]\d?)")
 
 
 def round_to_multiple(value: float) -> int:
@@ -37,3 +45,45 @@ def generation_size(final_width: int, final_height: int, max_area: int) -> tuple
         raise ValueError(f"size: {final_width}x{final_height} must be positive")
     scale = min(1.0, math.sqrt(max_area / (final_width * final_height)))
     return round_to_multiple(final_width * scale), round_to_multiple(final_height * scale)
+
+
+def orientation_of(width: int, height: int) -> str:
+    """`portrait`, `landscape` or `square`: the orientation word a size agrees with."""
+    return "portrait" if height > width else "landscape" if width > height else "square"
+
+
+def ratio_target(width: int, height: int) -> Target:
+    """A typed ratio as a finished size with a 1080 short side: 3:4 -> 1080x1440."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size: {width}:{height} must be positive")
+    scale = RATIO_SHORT_SIDE / min(width, height)
+    return Target(f"{width}:{height}", round(width * scale), round(height * scale))
+
+
+def channel_target(text: str, glossary: Glossary | None = None) -> Target:
+    """The finished size `text` names: a channel or alias (小红书, 头图), `WxH`, `WxH@DPI` or `W:H`.
+
+    Raises Refusal `size_unknown` naming the text (the CLI's `--size`, a size button's value).
+    """
+    glossary = glossary or load_glossary()
+    if channel := glossary.channels.get(text.strip().lower()):
+        return channel
+    if target := Target.parse(text):
+        return target
+    if match := _RATIO.fullmatch(text.strip()):
+        return ratio_target(int(match.group(1)), int(match.group(2)))
+    names = ", ".join(channel_names(glossary))
+    raise Refusal(
+        "size",
+        f"{text!r} is not a channel ({names}), WIDTHxHEIGHT, WIDTHxHEIGHT@DPI or W:H",
+        "size_unknown",
+        size=text,
+    )
+
+
+def channel_names(glossary: Glossary | None = None) -> list[str]:
+    """The channels' own names (no aliases), in the glossary's order: for help and keyboards."""
+    glossary = glossary or load_glossary()
+    return [
+        target.name for word, target in glossary.channels.items() if word == target.name.lower()
+    ]

@@ -8,6 +8,7 @@ the order is part of the format. `PosterPrompt.to_dict()` is the JSON of `poster
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ UNSUPPORTED_SAMPLERS = {
     "DPM adaptive": "diffusers has no DPM adaptive sampler",
 }
 SOURCES = ("template", "llm")
+_PIXEL_SIZE = re.compile(
+    r"([1-9]\d{0,4})\s*[x×*]\s*([1-9]\d{0,4})(?:\s*@\s*([1-9]\d{0,3})\s*(?:dpi)?)?", re.I
+)
 RANDOM_SEED = -1  # WebUI's "pick a new seed"
 MAX_SEED = 2**32 - 1  # WebUI seeds are unsigned 32-bit
 
@@ -67,6 +71,40 @@ def render_prompt(
     return ", ".join(part for part in parts if part)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A finished size asked for: a channel (小红书 1242x1660), a typed `WxH` or a ratio (`3:4`).
+
+    `dpi` is set for print sizes only (易拉宝, A4 ...): the poster PNG carries it, so a print
+    shop reads the physical size from the file.
+    """
+
+    name: str
+    width: int
+    height: int
+    dpi: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"size: {self.width}x{self.height} must be positive")
+        if self.dpi is not None and self.dpi <= 0:
+            raise ValueError(f"dpi: {self.dpi} must be positive")
+
+    @classmethod
+    def parse(cls, text: str, name: str = "") -> Target | None:
+        """`1080x1920` or `3150x7874@100` (`×`, `*` too) as a Target named `name` (default: the
+        size as written here); None when `text` is not in that form."""
+        match = _PIXEL_SIZE.fullmatch(text.strip())
+        if not match:
+            return None
+        width, height = int(match.group(1)), int(match.group(2))
+        dpi = int(match.group(3)) if match.group(3) else None
+        return cls(name or f"{width}x{height}" + (f"@{dpi}" if dpi else ""), width, height, dpi)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PosterPrompt(GenerationSettings):
     """A request turned into everything a txt2img call needs, plus the poster's text.
@@ -82,11 +120,12 @@ class PosterPrompt(GenerationSettings):
     prompt: str  # the rendered WebUI prompt, sent as-is to the engine
     title: str = ""
     subtitle: str = ""
+    cta: str = ""  # the call to action or date line (按钮「立即下单」), laid out like the title
     source: str = "template"
-    # The size the user asked for when it is not a generation size (1080x1920): the engine
-    # resizes the finished image to it. None = the generation size (or hires of it) is final.
-    target_width: int | None = None
-    target_height: int | None = None
+    # The finished sizes asked for, in the order named (the first is the main one and gave the
+    # generation size its shape): the poster step fits the picture to each. Empty = the
+    # generation size (or hires of it) is final.
+    targets: list[Target] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)  # what was guessed, dropped or untranslated
 
     def __post_init__(self) -> None:

@@ -36,8 +36,8 @@ from prompts.request import (
     extract_titles,
     split_options,
 )
-from prompts.sizes import generation_size, orientation_size
-from prompts.spec import MAX_SEED, PosterPrompt, render_prompt
+from prompts.sizes import generation_size, orientation_of, orientation_size
+from prompts.spec import MAX_SEED, PosterPrompt, Target, render_prompt
 from prompts.syntax import LoraTag, extract_loras, has_trigger
 
 DEFAULT_SUBJECT = "a cute mascot character"  # when the IP has no description in config
@@ -45,6 +45,12 @@ MAX_CFG_SCALE = 30.0  # WebUI's slider maximum; higher values burn the image
 MAX_ATTENTION_WEIGHT = 2.0  # beyond this a word takes over the whole image
 MAX_SENTENCE_PHRASES = 2  # per part of the sentence; more reads as a list, and tags carry them
 SENTENCE_CATEGORIES = ("action", "scene", "festival", "season")
+# Finished sizes are resized by the poster step (Pillow), not generated, so they may exceed
+# limits.max_side; this keeps a typo (20000x20000) from filling memory. 易拉宝 at 100 dpi is 7874.
+MAX_TARGET_SIDE = 8192
+# A poster with a title: ask the model for room and keep it from drawing its own letters.
+COPY_SPACE_TAGS = ("copy space", "simple background")
+COPY_SPACE_NEGATIVE = ("text", "watermark", "letters")
 
 _CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
 _EXTRA_NETWORK = re.compile(r"<[^<>]*>")
@@ -65,9 +71,10 @@ class Draft:
     negative_tags: list[str]  # words the request said "不要" to
     settings: GenerationSettings
     style_tags: list[str]
-    target: tuple[int, int] | None
+    targets: list[Target]
     title: str = ""
     subtitle: str = ""
+    cta: str = ""
     raw_prompt: str = ""  # a WebUI prompt passed through unchanged
     notes: list[Note] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
@@ -218,26 +225,30 @@ def _read_tokens(
 
 def _size(
     settings: GenerationSettings,
-    explicit: tuple[int, int] | None,
+    targets: list[Target],
     orientation: str | None,
     notes: list[Note],
-) -> tuple[GenerationSettings, tuple[int, int] | None]:
-    """Apply the request's size: an explicit size maps to a 64-multiple generation size of the same
-    shape near the default area, remembering the explicit one as the target."""
-    if explicit:
+) -> tuple[GenerationSettings, list[Target]]:
+    """Apply the request's sizes: the first finished size gives the generation size its shape
+    (64-multiples near the default area); an orientation word alone keeps the default's short
+    side. Returns the settings and the targets still to fit (none when the generation size is
+    the one finished size)."""
+    if not targets:
         if orientation:
-            size = f"{explicit[0]}x{explicit[1]}"
-            notes.append(Note("size_over_orientation", {"size": size, "orientation": orientation}))
-        width, height = generation_size(*explicit, max_area=settings.width * settings.height)
-        target = explicit if explicit != (width, height) else None
-        if target:
-            final = f"{target[0]}x{target[1]}"
-            notes.append(Note("resized", {"generated": f"{width}x{height}", "final": final}))
-        return replace(settings, width=width, height=height), target
-    if orientation:
-        width, height = orientation_size(orientation, settings.width, settings.height)
-        return replace(settings, width=width, height=height), None
-    return settings, None
+            width, height = orientation_size(orientation, settings.width, settings.height)
+            return replace(settings, width=width, height=height), []
+        return settings, []
+    main = targets[0]
+    if orientation and orientation != orientation_of(main.width, main.height):
+        notes.append(Note("size_over_orientation", {"size": main.name, "orientation": orientation}))
+    area = settings.width * settings.height
+    width, height = generation_size(main.width, main.height, max_area=area)
+    if targets == [Target(main.name, width, height)]:
+        targets = []  # 512x512 asked for and generated: nothing left to fit
+    else:
+        final = ", ".join(f"{target.width}x{target.height}" for target in targets)
+        notes.append(Note("resized", {"generated": f"{width}x{height}", "final": final}))
+    return replace(settings, width=width, height=height), targets
 
 
 def _raw_draft(text: str, options: Options, settings_layers: list, config: Config) -> Draft:
@@ -288,7 +299,7 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
         negative_tags=[],
         settings=settings,
         style_tags=style_tags,
-        target=None,
+        targets=[],
         raw_prompt=text.strip(),
         notes=notes,
     )
@@ -332,16 +343,16 @@ def parse_request(
     width, height = request_settings.pop("width", None), request_settings.pop("height", None)
     if (width is None) != (height is None):
         raise Refusal("--width/--height", "give both, or --size WIDTHxHEIGHT", "option_size")
-    explicit_size = (width, height) if width is not None else None
+    option_targets = [Target(f"{width}x{height}", width, height)] if width is not None else []
     if is_raw_prompt(text, config):
         request_layer = Preset(settings=request_settings)
         draft = _raw_draft(text, options, [request_layer, template], config)
-        return _finish_parameters(draft, explicit_size, None, None, config)
+        return _finish_parameters(draft, option_targets, None, None, config)
 
     # 3. the parts that are not picture: poster text, seed, size, hires, count
-    title, subtitle, text, notes = extract_titles(text)
+    title, subtitle, cta, text, notes = extract_titles(text)
     seed, text = extract_seed(text)
-    size, orientation, text = extract_size(text, glossary)
+    targets, orientation, text = extract_size(text, glossary)
     hires, text = extract_hires(text, glossary)
     count, text = extract_count(text)
     if seed is not None:
@@ -383,25 +394,26 @@ def parse_request(
         negative_tags=negated,
         settings=settings,
         style_tags=style_tags,
-        target=None,
+        targets=[],
         title=title,
         subtitle=subtitle,
+        cta=cta,
         notes=notes,
         untranslated=untranslated,
     )
-    return _finish_parameters(draft, explicit_size or size, orientation, count, config)
+    return _finish_parameters(draft, option_targets or targets, orientation, count, config)
 
 
 def _finish_parameters(
     draft: Draft,
-    size: tuple[int, int] | None,
+    targets: list[Target],
     orientation: str | None,
     count: int | None,
     config: Config,
 ) -> Draft:
     """Size, batch and limits, the same for chat requests and raw prompts."""
     notes = list(draft.notes)
-    settings, target = _size(draft.settings, size, orientation, notes)
+    settings, targets = _size(draft.settings, targets, orientation, notes)
     if count:  # "来4张" in the words; `--batch-size`/`--n-iter` are in the settings already
         batch_size, n_iter = split_count(count, config.limits.max_batch_size)
         if n_iter > config.limits.max_n_iter:
@@ -416,15 +428,16 @@ def _finish_parameters(
             )
         settings = replace(settings, batch_size=batch_size, n_iter=n_iter)
     check_limits(settings, config.limits)
-    if target and max(target) > config.limits.max_side:
-        raise Refusal(
-            "size",
-            f"{target[0]}x{target[1]} is larger than limits.max_side {config.limits.max_side}",
-            "size_too_large",
-            width=target[0],
-            height=target[1],
-        )
-    return replace(draft, settings=settings, target=target, notes=notes)
+    for target in targets:
+        if max(target.width, target.height) > MAX_TARGET_SIDE:
+            raise Refusal(
+                "size",
+                f"{target.width}x{target.height} is larger than {MAX_TARGET_SIDE} pixels a side",
+                "size_too_large",
+                width=target.width,
+                height=target.height,
+            )
+    return replace(draft, settings=settings, targets=targets, notes=notes)
 
 
 def _unique(words: list[str]) -> list[str]:
@@ -433,18 +446,27 @@ def _unique(words: list[str]) -> list[str]:
 
 
 def finish(draft: Draft, source: str = "template", notes: list[Note] | None = None) -> PosterPrompt:
-    """Render a draft: trigger, sentence, tags (content, style, quality), LoRA."""
+    """Render a draft: trigger, sentence, tags (content, style, room for the title, quality),
+    LoRA."""
     all_notes = [*draft.notes, *(notes or [])]
+    # The poster step lays the title over the picture: it needs a quiet area and no letters.
+    copy_space = bool(draft.title) and not draft.raw_prompt
     if draft.raw_prompt:
         tags, prompt = draft.content_tags, draft.raw_prompt
     else:
-        tags = _unique([*draft.content_tags, *draft.style_tags, *draft.quality_tags])
+        room = list(COPY_SPACE_TAGS) if copy_space else []
+        tags = _unique([*draft.content_tags, *draft.style_tags, *room, *draft.quality_tags])
         prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
         if source == "template" and draft.untranslated:
             all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
+        if copy_space:
+            all_notes.append(Note("copy_space"))
     # Words the request said no to go first, unless the negative prompt already has them.
     already = {part.strip().lower() for part in draft.settings.negative_prompt.split(",")}
-    extra = [tag for tag in _unique(draft.negative_tags) if tag.lower() not in already]
+    no_letters = list(COPY_SPACE_NEGATIVE) if copy_space else []
+    extra = [
+        tag for tag in _unique([*draft.negative_tags, *no_letters]) if tag.lower() not in already
+    ]
     negative = ", ".join(part for part in [*extra, draft.settings.negative_prompt] if part)
     return PosterPrompt(
         **(draft.settings.settings() | {"negative_prompt": negative}),
@@ -456,9 +478,9 @@ def finish(draft: Draft, source: str = "template", notes: list[Note] | None = No
         prompt=prompt,
         title=draft.title,
         subtitle=draft.subtitle,
+        cta=draft.cta,
         source=source,
-        target_width=draft.target[0] if draft.target else None,
-        target_height=draft.target[1] if draft.target else None,
+        targets=draft.targets,
         notes=all_notes,
     )
 

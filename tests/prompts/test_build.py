@@ -23,7 +23,8 @@ async def test_llm_writes_the_sentence_and_content_tags(config, llm_stub):
     assert prompt.natural_language.startswith("a cute mascot delivering parcels through")
     assert prompt.tags[:2] == ["christmas", "snowfall"]
     # Style and quality tags, trigger, LoRA, size, count and title still come from config/request.
-    assert prompt.tags[-4:] == ["3d render", "c4d", "masterpiece", "best quality"]
+    room = ["copy space", "simple background"]  # the request has a title
+    assert prompt.tags[-6:] == ["3d render", "c4d", *room, "masterpiece", "best quality"]
     assert prompt.prompt.startswith("dadaknight, a cute mascot delivering parcels")
     assert prompt.prompt.endswith("<lora:dada_v3:0.8>")
     assert (prompt.width, prompt.height, prompt.batch_size, prompt.title) == (

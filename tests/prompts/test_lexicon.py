@@ -97,7 +97,8 @@ def test_admin_files_add_and_override_words(tmp_path):
             '"米饭" = { tags = ["rice"], also = ["饭"] }\n',
             "'饭' appears twice",
         ),
-        ('[sizes]\n"海报" = "big"\n', "not WIDTHxHEIGHT"),
+        ('[channels]\n"海报" = "big"\n', "channels.海报: 'big' is not WIDTHxHEIGHT"),
+        ('[channel_aliases]\n"红书" = "nowhere"\n', "channel_aliases.红书: no channel 'nowhere'"),
         ("category = [", "not valid TOML"),
     ],
 )
@@ -112,3 +113,9 @@ def test_bad_glossary_files_name_the_file_and_word(tmp_path, content, message):
 def test_missing_glossary_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"prompts\.glossary_dir: .* is not a folder"):
         load_glossary(str(tmp_path / "nope"))
+
+
+def test_an_admins_file_can_alias_our_channels(tmp_path):
+    (tmp_path / "mine.toml").write_text('[channel_aliases]\n"xhs" = "小红书"\n', encoding="utf-8")
+    glossary = read_glossary([*sorted(BUILTIN_DIR.glob("*.toml")), tmp_path / "mine.toml"])
+    assert glossary.channels["xhs"] == glossary.channels["小红书"]

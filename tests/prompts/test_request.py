@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from posterbot.errors import Refusal
 from prompts.lexicon import load_glossary
 from prompts.notes import Note
 from prompts.request import (
@@ -83,7 +84,7 @@ def test_bad_options_name_the_option(text, message):
     ],
 )
 def test_titles_and_subtitles(text, title, subtitle):
-    found_title, found_subtitle, rest, _ = extract_titles(text)
+    found_title, found_subtitle, _, rest, _ = extract_titles(text)
     assert (found_title, found_subtitle) == (title, subtitle)
     if title:
         assert title not in rest  # poster text is not drawn as picture words
@@ -95,20 +96,65 @@ def test_a_third_quote_is_noted_not_lost():
 
 
 @pytest.mark.parametrize(
-    ("text", "size", "orientation"),
+    ("text", "cta", "title"),
     [
-        ("竖版海报", None, "portrait"),
-        ("banner", None, "landscape"),
-        ("头像", None, "square"),
-        ("1080x1920 竖版", (1080, 1920), "portrait"),
-        ("1920 × 1080", (1920, 1080), None),
-        ("小红书配图", (1242, 1660), None),
-        ("2x3", None, None),  # too short to be a size
+        ("按钮「立即下单」", "立即下单", ""),
+        ("按钮文字：马上抢", "马上抢", ""),
+        ("日期：12月25日，标题「圣诞快乐」", "12月25日", "圣诞快乐"),
+        ("活动时间 12月1日-12月3日", "12月1日-12月3日", ""),
+        ("行动号召“扫码领券”", "扫码领券", ""),
+        ("cta: Order now", "Order now", ""),
+        ("「圣诞快乐」", "", "圣诞快乐"),
     ],
 )
-def test_sizes(text, size, orientation):
-    found_size, found_orientation, _ = extract_size(text, load_glossary())
-    assert (found_size, found_orientation) == (size, orientation)
+def test_call_to_action(text, cta, title):
+    found_title, _, found_cta, rest, _ = extract_titles(text)
+    assert (found_cta, found_title) == (cta, title)
+    if cta:
+        assert cta not in rest  # never drawn by the model
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "count"),
+    [
+        ("标题「" + "长" * 41 + "」", "title", 41),
+        ("副标题「" + "长" * 81 + "」", "subtitle", 81),
+        ("按钮「" + "长" * 41 + "」", "cta", 41),
+    ],
+)
+def test_too_long_copy_is_refused_with_a_code(text, field, count):
+    with pytest.raises(Refusal) as refused:
+        extract_titles(text)
+    assert refused.value.code == "text_too_long"
+    assert refused.value.values["field"] == field and refused.value.values["count"] == count
+
+
+@pytest.mark.parametrize(
+    ("text", "sizes", "orientation"),
+    [
+        ("竖版海报", [], "portrait"),
+        ("横版", [], "landscape"),
+        ("banner", [("banner", 1920, 640)], None),  # a channel now, not only "landscape"
+        ("横版横幅", [("banner", 1920, 640)], "landscape"),
+        ("头像", [], "square"),
+        ("1080x1920 竖版", [("1080x1920", 1080, 1920)], "portrait"),
+        ("1920 × 1080", [("1920x1080", 1920, 1080)], None),
+        ("3508x4961@300dpi", [("3508x4961@300", 3508, 4961)], None),
+        ("小红书配图", [("小红书", 1242, 1660)], None),
+        ("小红书和抖音各一张", [("小红书", 1242, 1660), ("抖音", 1080, 1920)], None),
+        ("xiaohongshu, douyin", [("小红书", 1242, 1660), ("抖音", 1080, 1920)], None),
+        ("2x3", [], None),  # too short to be a size
+        ("3:4", [("3:4", 1080, 1440)], None),
+        ("比例：5:7", [("5:7", 1080, 1512)], None),  # any ratio after 比例
+        ("9:30 出发", [], None),  # a time, not a ratio
+        ("16:00", [], None),
+        ("1:1", [], "square"),  # the orientation word
+    ],
+)
+def test_sizes(text, sizes, orientation):
+    targets, found_orientation, _ = extract_size(text, load_glossary())
+    assert [(t.name, t.width, t.height) for t in targets] == sizes
+    assert found_orientation == orientation
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,96 @@ from __future__ import annotations
 
 import pytest
 
-from prompts.sizes import generation_size, orientation_size, round_to_multiple
+from posterbot.errors import Refusal
+from prompts.sizes import (
+    channel_names,
+    channel_target,
+    generation_size,
+    orientation_of,
+    orientation_size,
+    round_to_multiple,
+)
+from prompts.spec import Target
+
+# Every channel and alias ops staff name, and the exact size its poster must have
+# (/work/shared/reference.md, "Posters"; print sizes: cm / 2.54 x dpi).
+CHANNELS = [
+    ("朋友圈", "朋友圈", 1080, 1920, None),
+    ("朋友圈海报", "朋友圈", 1080, 1920, None),
+    ("海报", "朋友圈", 1080, 1920, None),
+    ("朋友圈单图", "朋友圈单图", 1080, 1080, None),
+    ("小红书", "小红书", 1242, 1660, None),
+    ("小红书封面", "小红书", 1242, 1660, None),
+    ("红书", "小红书", 1242, 1660, None),
+    ("xiaohongshu", "小红书", 1242, 1660, None),
+    ("抖音", "抖音", 1080, 1920, None),
+    ("视频号", "抖音", 1080, 1920, None),
+    ("快手", "抖音", 1080, 1920, None),
+    ("story", "抖音", 1080, 1920, None),
+    ("Douyin", "抖音", 1080, 1920, None),
+    ("公众号头图", "公众号头图", 900, 383, None),
+    ("公众号封面", "公众号头图", 900, 383, None),
+    ("头图", "公众号头图", 900, 383, None),
+    ("公众号次图", "公众号次图", 500, 500, None),
+    ("次图", "公众号次图", 500, 500, None),
+    ("微博", "微博", 1920, 1080, None),
+    ("weibo", "微博", 1920, 1080, None),
+    ("banner", "banner", 1920, 640, None),
+    ("横幅", "banner", 1920, 640, None),
+    ("网页横幅", "banner", 1920, 640, None),
+    ("易拉宝", "易拉宝", 3150, 7874, 100),
+    ("电梯广告", "电梯广告", 3543, 5315, 150),
+    ("A4", "A4", 2480, 3508, 300),
+    ("a3", "A3", 3508, 4961, 300),
+    ("手机壁纸", "手机壁纸", 1080, 1920, None),
+    ("电脑壁纸", "电脑壁纸", 1920, 1080, None),
+    ("开屏", "开屏", 1080, 1920, None),
+    ("Instagram", "instagram", 1080, 1080, None),
+]
+
+
+@pytest.mark.parametrize(("text", "name", "width", "height", "dpi"), CHANNELS)
+def test_every_channel_resolves_to_its_exact_size(text, name, width, height, dpi):
+    assert channel_target(text) == Target(name, width, height, dpi)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1080x1920", Target("1080x1920", 1080, 1920)),
+        (" 900×383 ", Target("900x383", 900, 383)),
+        ("2480x3508@300", Target("2480x3508@300", 2480, 3508, 300)),
+        ("3:4", Target("3:4", 1080, 1440)),
+        ("16:9", Target("16:9", 1920, 1080)),
+        ("9：16", Target("9:16", 1080, 1920)),
+        ("1:1", Target("1:1", 1080, 1080)),
+    ],
+)
+def test_typed_sizes_and_ratios_resolve(text, expected):
+    assert channel_target(text) == expected
+
+
+@pytest.mark.parametrize("text", ["报纸", "", "0x100", "1080x", "0:4", "big banner"])
+def test_unknown_sizes_are_refused_with_a_code(text):
+    with pytest.raises(Refusal, match="size: ") as refused:
+        channel_target(text)
+    assert (refused.value.code, refused.value.values) == ("size_unknown", {"size": text})
+
+
+def test_channel_names_list_each_channel_once_without_aliases():
+    names = channel_names()
+    assert {"朋友圈", "小红书", "抖音", "公众号头图", "banner", "易拉宝", "A4"} <= set(names)
+    assert not {"红书", "story", "横幅", "海报"} & set(names)
+    assert len(names) == len(set(names))
+    assert all(channel_target(name).name == name for name in names)
+
+
+@pytest.mark.parametrize(
+    ("size", "orientation"),
+    [((1080, 1920), "portrait"), ((1920, 640), "landscape"), ((500, 500), "square")],
+)
+def test_orientation_of(size, orientation):
+    assert orientation_of(*size) == orientation
 
 
 def test_round_to_multiple():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from prompts.spec import SAMPLER_NAMES, PosterPrompt, check_sampler, render_prompt
+from prompts.spec import SAMPLER_NAMES, PosterPrompt, Target, check_sampler, render_prompt
 from prompts.syntax import LoraTag, extract_loras
 
 
@@ -50,8 +50,37 @@ def test_json_shape():
     data = json.loads(json.dumps(_prompt().to_dict(), ensure_ascii=False))
     assert data["lora"] == {"name": "dada_v3", "weight": 0.8}
     assert data["source"] == "template" and data["notes"] == []
-    assert (data["target_width"], data["target_height"]) == (None, None)
+    assert data["targets"] == [] and data["cta"] == ""
     assert _prompt(lora=None).to_dict()["lora"] is None
+    targets = [Target("小红书", 1242, 1660), Target("A4", 2480, 3508, 300)]
+    assert _prompt(targets=targets, cta="立即下单").to_dict()["targets"] == [
+        {"name": "小红书", "width": 1242, "height": 1660, "dpi": None},
+        {"name": "A4", "width": 2480, "height": 3508, "dpi": 300},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1080x1920", Target("1080x1920", 1080, 1920)),
+        ("1080 × 1920", Target("1080x1920", 1080, 1920)),
+        ("3150x7874@100", Target("3150x7874@100", 3150, 7874, 100)),
+        ("2480*3508 @ 300dpi", Target("2480x3508@300", 2480, 3508, 300)),
+        ("0x100", None),
+        ("big", None),
+    ],
+)
+def test_target_parses_pixel_sizes(text, expected):
+    assert Target.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("x", 0, 10), "size: 0x10 must be positive"), (("x", 10, 10, 0), "dpi: 0 must be")],
+)
+def test_target_names_the_bad_argument(args, message):
+    with pytest.raises(ValueError, match=message):
+        Target(*args)
 
 
 def test_txt2img_fields_use_webui_names():

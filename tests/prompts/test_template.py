@@ -12,7 +12,8 @@ from prompts.template import split_count, template_prompt
 
 # (request, what the structured prompt must hold). Keys are PosterPrompt fields (equal), or:
 # has_tags / no_tags (in or not in `tags`), sentence (substrings of natural_language),
-# negative (substrings of negative_prompt), notes (substrings found in some note).
+# negative / no_negative (words in or not in negative_prompt), notes (substrings found in some
+# note), sizes (the targets as (name, width, height), in order).
 CASES = [
     # --- the example and its parts
     (
@@ -132,7 +133,12 @@ CASES = [
     ),
     ("超清光影", {"has_tags": ["ultra high res", "dramatic lighting"]}),
     # --- sizes
-    ("横版banner，送快递", {"width": 768, "height": 512}),
+    ("横版，送快递", {"width": 768, "height": 512, "sizes": []}),
+    # banner is a channel (3:1); 横版 agrees with it, so no note about the orientation word
+    ("横版banner，送快递", {"width": 1088, "height": 384, "sizes": [("banner", 1920, 640)]}),
+    ("横幅", {"sizes": [("banner", 1920, 640)]}),
+    ("竖版，小红书", {"width": 512, "height": 704, "sizes": [("小红书", 1242, 1660)]}),
+    ("竖版，微博", {"width": 832, "height": 448, "notes": ["ignored the word for portrait"]}),
     ("头像", {"width": 512, "height": 512}),
     ("方图", {"width": 512, "height": 512}),
     ("手机海报", {"width": 512, "height": 768}),
@@ -141,15 +147,44 @@ CASES = [
         {
             "width": 448,
             "height": 832,
-            "target_width": 1080,
-            "target_height": 1920,
+            "sizes": [("1080x1920", 1080, 1920)],
             "notes": ["resized to 1080x1920"],
         },
     ),
-    ("1080*1080 朋友圈", {"width": 640, "height": 640, "target_width": 1080}),
-    ("公众号封面", {"target_width": 900, "target_height": 383}),
-    ("512x512", {"width": 512, "height": 512, "target_width": None}),
-    ("手机壁纸 高清", {"target_width": 1080, "target_height": 1920, "enable_hr": True}),
+    ("1080*1080 朋友圈单图", {"width": 640, "height": 640, "sizes": [("1080x1080", 1080, 1080)]}),
+    ("公众号封面", {"sizes": [("公众号头图", 900, 383)]}),
+    ("512x512", {"width": 512, "height": 512, "sizes": []}),  # the generation size is final
+    ("手机壁纸 高清", {"sizes": [("手机壁纸", 1080, 1920)], "enable_hr": True}),
+    # a poster is a kind of picture: 海报 alone asks for no size
+    ("圣诞海报", {"width": 512, "height": 768, "sizes": [], "has_tags": ["poster"]}),
+    ("朋友圈海报", {"sizes": [("朋友圈", 1080, 1920)]}),
+    # several channels: in the order named, the first one gives the shape
+    (
+        "小红书和抖音各一张",
+        {
+            "width": 512,
+            "height": 704,
+            "batch_size": 1,
+            "sizes": [("小红书", 1242, 1660), ("抖音", 1080, 1920)],
+            "notes": ["resized to 1242x1660, 1080x1920"],
+        },
+    ),
+    (
+        "抖音、小红书、公众号头图",
+        {
+            "width": 448,
+            "height": 832,
+            "sizes": [("抖音", 1080, 1920), ("小红书", 1242, 1660), ("公众号头图", 900, 383)],
+        },
+    ),
+    ("抖音和手机壁纸", {"sizes": [("抖音", 1080, 1920)]}),  # the same size is one poster
+    ("易拉宝", {"width": 384, "height": 960, "sizes": [("易拉宝", 3150, 7874)]}),
+    # typed ratios: a 1080 short side; a time stays words
+    ("3:4", {"width": 512, "height": 704, "sizes": [("3:4", 1080, 1440)]}),
+    ("比例 16:9", {"width": 832, "height": 448, "sizes": [("16:9", 1920, 1080)]}),
+    ("9:16 竖屏", {"sizes": [("9:16", 1080, 1920)]}),
+    ("晚上9:30送达", {"width": 512, "height": 768, "sizes": [], "notes": ["numbers: 9, 30"]}),
+    ("1:1", {"width": 512, "height": 512, "sizes": []}),  # the square orientation word
     # --- counts
     ("来两张", {"batch_size": 2, "n_iter": 1}),
     ("生成十二张", {"batch_size": 6, "n_iter": 2}),
@@ -159,6 +194,33 @@ CASES = [
     ("标题：全场五折，副标题：仅限今天", {"title": "全场五折", "subtitle": "仅限今天"}),
     ("文案“双十一狂欢”", {"title": "双十一狂欢", "no_tags": ["double 11 shopping festival"]}),
     ("「新年快乐」「万事如意」", {"title": "新年快乐", "subtitle": "万事如意"}),
+    # the call to action / date line: kept out of the picture like the title
+    ("按钮「立即下单」，送快递", {"cta": "立即下单", "title": "", "no_tags": ["copy space"]}),
+    ("日期：12月25日，圣诞", {"cta": "12月25日", "has_tags": ["christmas"]}),
+    # a title asks the model for room and for no letters of its own
+    (
+        "标题「圣诞快乐」，圣诞，不要文字",
+        {
+            "tags": [
+                "christmas",
+                "christmas tree",
+                "gift boxes",
+                "red and green",
+                "3d render",
+                "c4d",
+                "copy space",
+                "simple background",
+                "masterpiece",
+                "best quality",
+            ],
+            "negative": ["text", "watermark", "letters"],
+            "notes": ["leave room for the title"],
+        },
+    ),
+    (
+        "圣诞，不要文字",
+        {"no_tags": ["copy space", "simple background"], "no_negative": ["letters"]},
+    ),
     (
         'title "Happy Holidays", subtitle "Free delivery"',
         {"title": "Happy Holidays", "subtitle": "Free delivery"},
@@ -266,9 +328,12 @@ def _check(prompt, expected: dict) -> None:
         elif key == "sentence":
             for part in want:
                 assert part in prompt.natural_language, prompt.natural_language
-        elif key == "negative":
-            for part in want:
-                assert part in prompt.negative_prompt, prompt.negative_prompt
+        elif key in ("negative", "no_negative"):
+            words = [word.strip() for word in prompt.negative_prompt.split(",")]
+            for word in want:
+                assert (words.count(word) == 1) == (key == "negative"), prompt.negative_prompt
+        elif key == "sizes":
+            assert [(t.name, t.width, t.height) for t in prompt.targets] == want, prompt.targets
         elif key == "notes":
             for part in want:
                 assert any(part in str(note) for note in prompt.notes), prompt.notes
@@ -333,7 +398,8 @@ def test_template_fills_what_the_request_leaves_out(config):
         ("来999张", "count: 999 images cannot be made in at most 16 batches of up to 8"),
         ("达达 --preset nope", "preset: no preset named 'nope' (known: draft, final)"),
         ("达达 --ip nobody", "ip: no IP named 'nobody' (known: dada, joy)"),
-        ("20000x20000", "size: 20000x20000 is larger than limits.max_side"),
+        ("20000x20000", "size: 20000x20000 is larger than 8192 pixels a side"),
+        ("按钮「" + "买" * 41 + "」", "cta: 41 characters, the poster fits 40"),
         ("dadaknight, <lora:dada_v3:5>", "prompt: <lora:dada_v3:5.0> weight is outside"),
         ("dadaknight, (snow:9)", "prompt: attention weight 9 is outside 0 to 2"),
         ("dadaknight, <lora:dada_v3:heavy>", "has a weight that is not a number"),
