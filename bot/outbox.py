@@ -104,6 +104,7 @@ class TelegramOutbox:
             caption=shorten(picture.caption),
             parse_mode=ParseMode.HTML,
             message_thread_id=place.thread_id,
+            reply_markup=markup(picture.keyboard),
         )
         return message.message_id
 
@@ -115,6 +116,7 @@ class TelegramOutbox:
             caption=shorten(picture.caption),
             parse_mode=ParseMode.HTML,
             message_thread_id=place.thread_id,
+            reply_markup=markup(picture.keyboard),
             disable_content_type_detection=True,
         )
         return message.message_id

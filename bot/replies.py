@@ -35,9 +35,11 @@ class Reply:
 
 @dataclass(frozen=True)
 class Picture:
-    png: bytes  # PNG with its infotext; adapters send it as a photo or as a file
+    png: bytes  # PNG with its infotext; adapters send it as a photo or as a file (a file may be
+    # another format, e.g. a poster's editable SVG)
     caption: str  # HTML
     filename: str
+    keyboard: Keyboard = field(default_factory=list)  # under the photo or file (not in albums)
 
 
 @dataclass(frozen=True)
