@@ -21,7 +21,6 @@ from prompts.spec import PosterPrompt
 
 LAYOUT_CYCLE = ("top", "bottom", "side")  # what 换版式 steps through; "side" only in landscape
 SHORT_SIDE = 1080  # a picture asked for no channel is finished at its own shape, phone width
-MAX_PHOTO_SIDES = 10_000  # Telegram's sendPhoto limit on width + height; larger goes as a file
 SIZE_ROW = 3  # channel buttons per row under 换尺寸 (their names are long)
 
 
@@ -117,8 +116,8 @@ async def send_posters(
     posters: list[dict[str, Any]],
     documents: bool,
 ) -> None:
-    """Each poster as a photo with the finishing buttons under the first (a print size past
-    Telegram's photo limit as its PNG file only); with `documents`, each PNG file as well."""
+    """Each poster as a photo with the finishing buttons under the first (a print size past the
+    chat's photo limits as its PNG file only); with `documents`, each PNG file as well."""
     send, buttons = core.outbox, keyboard(language, record.job_id, index, finished=True)
     for number, poster in enumerate(posters):
         picture = Picture(
@@ -127,9 +126,8 @@ async def send_posters(
             filename=f"poster-{record.seeds[index]}-{poster['width']}x{poster['height']}.png",
             keyboard=buttons if number == 0 else [],
         )
-        fits = poster["width"] + poster["height"] <= MAX_PHOTO_SIDES
-        sends = [send.send_photo] if fits else []
-        sends += [send.send_document] if documents or not fits else []
+        sends = [send.send_photo] if picture.fits_photo else []
+        sends += [send.send_document] if documents or not picture.fits_photo else []
         for send_one in sends:
             message_id = await core.follower.retrying(functools.partial(send_one, place, picture))
             core.store.remember_message(place.chat_id, message_id, record.job_id, index)

@@ -55,6 +55,10 @@ async def test_a_titled_request_gets_finished_posters_laid_out_again_without_gen
 
     photo = await retitle(telegram, choose.result, buttons["title"], "新年快乐")
     assert size_and_title(photo.files["photo"]) == ((main.width, main.height), "新年快乐")
+    layout = read_poster_chunk(photo.files["photo"])["layout"]
+    photo = await press_and_wait(telegram, photo.result, buttons["layout"], "sendPhoto")
+    following = {"top": "bottom", "bottom": "top", "side": "top"}[layout]  # portrait: no side
+    assert read_poster_chunk(photo.files["photo"])["layout"] == following
 
     sizes = await press_and_wait(telegram, choose.result, buttons["resize"], "sendMessage")
     channels = [b for row in sizes.params["reply_markup"]["inline_keyboard"] for b in row]
@@ -66,6 +70,24 @@ async def test_a_titled_request_gets_finished_posters_laid_out_again_without_gen
     svg = await press_and_wait(telegram, choose.result, buttons["svg"], "sendDocument")
     assert ElementTree.fromstring(svg.files["document"]).tag.endswith("svg")
     assert await jobs_of_user(bot_config) == jobs  # no generation for any of it
+
+
+async def test_hd_of_a_poster_for_two_channels_sends_each_size_as_photo_and_file(bot, telegram):
+    telegram.send_text(
+        USER, "达达骑士在雪地里送快递，标题「圣诞快乐」，小红书和抖音各一张 --steps 1"
+    )
+    choose = await telegram.wait_for(
+        lambda: [c for c in telegram.sent("sendMessage", USER) if "reply_markup" in c.params]
+    )
+    sizes = [(t.width, t.height) for t in (channel_target("小红书"), channel_target("抖音"))]
+    (candidate,) = telegram.sent("sendPhoto", USER)  # "各一张": one picture, its main size shown
+    assert size_and_title(candidate.files["photo"])[0] == sizes[0]
+    telegram.press(USER, choose[-1].result, (await pick(telegram, choose[-1], 0))["hd"])
+    await telegram.wait_for(lambda: len(telegram.sent("sendDocument", USER)) == 2)  # the last
+    photos, files = telegram.sent("sendPhoto", USER)[1:], telegram.sent("sendDocument", USER)
+    assert [size_and_title(call.files["photo"])[0] for call in photos] == sizes
+    assert [size_and_title(call.files["document"])[0] for call in files] == sizes
+    assert "reply_markup" in photos[0].params  # the finishing buttons under the first size
 
 
 async def test_a_picture_without_copy_gets_a_title_added(bot, telegram):
