@@ -94,5 +94,8 @@ async def test_a_picture_without_copy_gets_a_title_added(bot, telegram):
     _, choose = await request_candidates(telegram, "达达骑士在雪地里送快递 --steps 1")
     buttons = await pick(telegram, choose, 0)
     assert {"layout", "resize", "svg"}.isdisjoint(buttons)  # nothing to lay out yet
+    await press_and_wait(telegram, choose.result, buttons["title"], "sendMessage")
+    telegram.send_text(USER, "长" * 41)  # too long: said with the numbers, nothing laid out
+    await telegram.wait_for(lambda: any("41 个字，最多 40 个" in t for t in telegram.texts(USER)))
     photo = await retitle(telegram, choose.result, buttons["title"], "冬日送达")
     assert size_and_title(photo.files["photo"])[1] == "冬日送达"
