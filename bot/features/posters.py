@@ -239,10 +239,8 @@ async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str |
     """Pick a candidate: show what can be done with it (or go HD straight away)."""
     if user_settings(core, press.user.id).hd:
         return await hd(core, press, record, index)
-    language, finished = (
-        core.language(press.user),
-        bool(core.store.posters(record.job_id, index)[1]),
-    )
+    language = core.language(press.user)
+    finished = bool(core.store.posters(record.job_id, index)[1])
     reply = Reply(
         t(language, "chosen", number=index + 1, seed=record.seeds[index]),
         chosen_keyboard(language, record.job_id, index, finished),
