@@ -34,6 +34,7 @@ from poster.output import PARAMETERS_KEY, png_bytes, svg_text
 from posterbot.config import Config
 from posterbot.errors import Refusal
 from posterbot.files import atomic_write_text
+from prompts.spec import Target
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 MAX_TARGETS = 4  # sizes per request; more is a mistake, and each one is a full composition
@@ -41,16 +42,6 @@ MAX_PICTURE_PIXELS = 40_000_000  # an uploaded picture beyond this is refused, n
 PICTURE_FORMATS = ["PNG", "JPEG", "WEBP"]
 POSTERS_DIR = "posters"
 COPY_LIMITS = {"title": MAX_TITLE_CHARS, "subtitle": MAX_SUBTITLE_CHARS, "cta": MAX_CTA_CHARS}
-
-
-@dataclass(frozen=True)
-class Target:
-    """One finished size: a channel's name, pixels, and dpi for print."""
-
-    name: str
-    width: int
-    height: int
-    dpi: int | None = None
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,33 @@ def test_saved_tokenizer_files_give_the_pipeline_token_ids(tiny_model):
     text = "dadaknight, a delivery rider in the snow, 圣诞, (christmas:1.2)"
     assert from_files(text).input_ids == from_folder(text).input_ids
     assert len(from_folder(text).input_ids) > 10
+
+
+def test_poster_prints_a_finished_png_and_svg_per_channel_and_info_reads_it(tmp_path):
+    from poster.output import read_poster_chunk
+    from tests.poster.conftest import mascot_picture
+
+    picture = tmp_path / "picture.png"
+    mascot_picture().save(picture)
+    env = {"POSTERBOT_DATA_DIR": str(tmp_path / "data")}
+    run = posterbot(
+        "poster", str(picture), "--title", "圣诞快乐", "--subtitle", "达达送福到家",
+        "--size", "小红书", "--size", "A4", "-o", str(tmp_path / "out"), env_extra=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    printed = run.stdout.split()
+    assert [p.rsplit(".", 1)[1] for p in printed] == ["png", "svg", "png", "svg"]
+    with Image.open(printed[0]) as xiaohongshu, Image.open(printed[2]) as a4:
+        assert xiaohongshu.size == (1242, 1660) and a4.size == (2480, 3508)
+        assert round(a4.info["dpi"][0]) == 300
+    with open(printed[0], "rb") as file:
+        assert read_poster_chunk(file.read())["copy"]["title"] == "圣诞快乐"
+    info = posterbot("info", printed[0], env_extra=env)
+    assert info.returncode == 0 and "title: 圣诞快乐" in info.stdout and "1242x1660" in info.stdout
+
+
+def test_poster_refuses_an_unknown_size_in_one_line(tmp_path):
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (64, 64)).save(picture)
+    run = posterbot("poster", str(picture), "--title", "x", "--size", "huge")
+    assert run.returncode != 0 and "size" in run.stderr and "Traceback" not in run.stderr
