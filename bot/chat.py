@@ -9,7 +9,17 @@ from __future__ import annotations
 import aiohttp
 
 from bot.core import Core
-from bot.features import access, datasets, grids, history, posters, settings, training, versions
+from bot.features import (
+    access,
+    datasets,
+    finishing,
+    grids,
+    history,
+    posters,
+    settings,
+    training,
+    versions,
+)
 from bot.replies import Outbox
 from bot.router import Router
 from bot.store import Store
@@ -18,7 +28,7 @@ from posterbot.config import Config
 
 # Files go to the first feature that accepts them: a dataset session's PNG is a dataset file
 # before it is a PNG to read (/info).
-FEATURES = [access, settings, posters, versions, datasets, history, training, grids]
+FEATURES = [access, settings, posters, finishing, versions, datasets, history, training, grids]
 ROUTER = Router.of(FEATURES)
 
 

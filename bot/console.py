@@ -23,7 +23,7 @@ from pathlib import Path
 from bot.chat import ROUTER, start_chat
 from bot.core import Core
 from bot.i18n import plain, t
-from bot.replies import Button, Incoming, Picture, Place, Press, Reply, User
+from bot.replies import Button, Incoming, Keyboard, Picture, Place, Press, Reply, User
 from bot.store import Store
 from engine.service.client import EngineClient
 from posterbot.config import Config
@@ -51,8 +51,8 @@ class ConsoleOutbox:
         self._next_id += 1
         return self._next_id
 
-    def _offer(self, message_id: int, reply: Reply) -> None:
-        buttons = [button for row in reply.keyboard for button in row]
+    def _offer(self, message_id: int, keyboard: Keyboard) -> None:
+        buttons = [button for row in keyboard for button in row]
         if buttons:
             self.buttons, self.buttons_message = buttons, message_id
             choices = "  ".join(f"[{i}] {b.label}" for i, b in enumerate(buttons, 1))
@@ -62,7 +62,7 @@ class ConsoleOutbox:
         message_id = self._id()
         self.write(plain(reply.text))
         self._last_lines[message_id] = reply.text.rsplit("\n", 1)[-1]
-        self._offer(message_id, reply)
+        self._offer(message_id, reply.keyboard)
         return message_id
 
     async def edit(self, place: Place, message_id: int, reply: Reply) -> None:
@@ -71,7 +71,7 @@ class ConsoleOutbox:
         if reply.keyboard or last != self._last_lines.get(message_id):
             self.write(plain(last if not reply.keyboard else reply.text))
         self._last_lines[message_id] = last
-        self._offer(message_id, reply)
+        self._offer(message_id, reply.keyboard)
 
     async def send_album(self, place: Place, pictures: list[Picture]) -> list[int]:
         return [await self.send_photo(place, picture) for picture in pictures]
@@ -83,6 +83,7 @@ class ConsoleOutbox:
         path = self.folder / f"{self.session}-{message_id:03d}-{picture.filename}"
         path.write_bytes(picture.png)
         self.write(f"{plain(picture.caption)}\n  {t(self.language, 'console_saved', path=path)}")
+        self._offer(message_id, picture.keyboard)
         return message_id
 
     send_document = send_photo  # the terminal has no photo/file difference: both are saved

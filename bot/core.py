@@ -7,8 +7,9 @@ No Telegram here: the Telegram handlers and the terminal console are adapters th
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -18,7 +19,7 @@ from bot.i18n import pick_language, split_text, t
 from bot.refusals import refusal_text
 from bot.replies import Incoming, Outbox, Place, Press, Reply, User, engine_user
 from bot.roles import Role, Roles
-from bot.store import Store
+from bot.store import JobRecord, Store
 from engine.service.client import EngineBusy, EngineClient, EngineError, EngineUnavailable
 from posterbot.config import Config, IPConfig
 
@@ -120,3 +121,27 @@ class Core:
         if words and words[0] in names:
             return self.config.find_ip(words[0])
         return self.config.default_ip_config()
+
+
+JobButton = Callable[[Core, Press, JobRecord, int], Awaitable[str | None]]
+
+
+def job_button(handler: JobButton) -> Callable[[Core, Press, list[str]], Awaitable[str | None]]:
+    """A button under a job's results (`action:job_id[:index]`): the job and the candidate
+    resolved; only the requester or an admin may press it."""
+
+    @functools.wraps(handler)
+    async def pressed(core: Core, press: Press, args: list[str]) -> str | None:
+        language = core.language(press.user)
+        job_id, index_text = [*args, "", ""][:2]
+        record = core.store.job(job_id)
+        if record is None or (index_text and not index_text.isdigit()):
+            return t(language, "job_unknown")
+        if press.user.id != record.user_id and not core.is_admin(press.user.id):
+            return t(language, "not_your_job")
+        index = int(index_text or 0)
+        if index >= max(len(record.seeds), 1):
+            return t(language, "job_unknown")
+        return await handler(core, press, record, index)
+
+    return pressed

@@ -24,7 +24,6 @@ from bot.i18n import MAX_MESSAGE_CHARS, shorten, split_text
 from bot.ratelimit import Lane
 from bot.replies import Keyboard, Picture, Place, Reply
 
-MAX_PHOTO_BYTES = 10 * 2**20  # Telegram's sendPhoto limit; larger images go as files only
 MAX_ALBUM_SIZE = 10  # Telegram's media group limit (2 to 10 items)
 
 
@@ -72,7 +71,7 @@ class TelegramOutbox:
             )
 
     async def send_album(self, place: Place, pictures: list[Picture]) -> list[int]:
-        if len(pictures) == 1 or any(len(p.png) > MAX_PHOTO_BYTES for p in pictures):
+        if len(pictures) == 1 or not all(p.fits_photo for p in pictures):
             return [await self.send_photo(place, picture) for picture in pictures]
         message_ids = []
         for start in range(0, len(pictures), MAX_ALBUM_SIZE):
@@ -96,7 +95,7 @@ class TelegramOutbox:
         return message_ids
 
     async def send_photo(self, place: Place, picture: Picture) -> int:
-        if len(picture.png) > MAX_PHOTO_BYTES:
+        if not picture.fits_photo:
             return await self.send_document(place, picture)
         message = await self.bot.send_photo(
             place.chat_id,
@@ -104,6 +103,7 @@ class TelegramOutbox:
             caption=shorten(picture.caption),
             parse_mode=ParseMode.HTML,
             message_thread_id=place.thread_id,
+            reply_markup=markup(picture.keyboard),
         )
         return message.message_id
 
@@ -115,6 +115,7 @@ class TelegramOutbox:
             caption=shorten(picture.caption),
             parse_mode=ParseMode.HTML,
             message_thread_id=place.thread_id,
+            reply_markup=markup(picture.keyboard),
             disable_content_type_detection=True,
         )
         return message.message_id

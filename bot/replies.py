@@ -6,8 +6,13 @@ adapter turns them into Bot API calls, the console into printed text and saved f
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Protocol
+
+MAX_PHOTO_BYTES = 10 * 2**20  # Telegram's sendPhoto limit; larger images go as files only
+MAX_PHOTO_SIDES = 10_000  # Telegram's sendPhoto limit on width + height (print sizes pass it)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,19 @@ class Reply:
 
 @dataclass(frozen=True)
 class Picture:
-    png: bytes  # PNG with its infotext; adapters send it as a photo or as a file
+    png: bytes  # PNG with its infotext; adapters send it as a photo or as a file (a file may be
+    # another format, e.g. a poster's editable SVG)
     caption: str  # HTML
     filename: str
+    keyboard: Keyboard = field(default_factory=list)  # under the photo or file (not in albums)
+
+    @property
+    def fits_photo(self) -> bool:
+        """Whether chat apps take it as a photo (Telegram's limits); else it goes as a file."""
+        if len(self.png) > MAX_PHOTO_BYTES or not self.png.startswith(PNG_SIGNATURE):
+            return False
+        width, height = struct.unpack(">II", self.png[16:24])  # the IHDR chunk comes first
+        return width + height <= MAX_PHOTO_SIDES
 
 
 @dataclass(frozen=True)

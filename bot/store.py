@@ -6,6 +6,8 @@
 - jobs: engine job -> chat, status message, what was asked, and whether its result was delivered
   (posters, and the admins' trainings and grids)
 - messages: which sent message shows which job output (for /info)
+- posters: a picture's finished posters now and the spec that laid them out (copy, sizes, layout),
+  so the next "换版式 / 改标题 / 换尺寸" continues from them
 - dataset_sessions: an admin's open `/dataset new` session (its files are on the engine's disk)
 """
 
@@ -104,6 +106,11 @@ class Store:
             pk=("chat_id", "message_id"),
             if_not_exists=True,
         )
+        self.db["posters"].create(
+            {"job_id": str, "output": int, "spec": str, "posters": str},
+            pk=("job_id", "output"),
+            if_not_exists=True,
+        )
         self.db["dataset_sessions"].create(
             {"user_id": int, "session": str, "ip": str, "opened_by": str},
             pk="user_id",
@@ -189,6 +196,21 @@ class Store:
         where = "chat_id = ? and message_id = ?"
         rows = list(self.db["messages"].rows_where(where, [chat_id, message_id]))
         return (rows[0]["job_id"], rows[0]["output"]) if rows else None
+
+    # a picture's finished posters: the spec (poster option) and the engine's posters of it
+    def save_posters(
+        self, job_id: str, output: int, spec: dict[str, Any], posters: list[dict[str, Any]]
+    ) -> None:
+        row = {"job_id": job_id, "output": output, "spec": json.dumps(spec, ensure_ascii=False)}
+        row["posters"] = json.dumps(posters, ensure_ascii=False)
+        self.db["posters"].upsert(row, pk=("job_id", "output"))
+
+    def posters(self, job_id: str, output: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The spec and posters of a job's picture `output` ({} and [] when not finished)."""
+        rows = list(self.db["posters"].rows_where("job_id = ? and output = ?", [job_id, output]))
+        if not rows:
+            return {}, []
+        return json.loads(rows[0]["spec"]), json.loads(rows[0]["posters"])
 
     # open dataset sessions: user -> the engine's session id, the IP, the message that opened it
     def dataset_session(self, user_id: int) -> dict[str, Any] | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bot.core import Core
-from bot.features.posters import job_button, rerun
+from bot.core import Core, job_button
+from bot.features.posters import rerun
 from bot.i18n import lines, t
 from bot.replies import Button, Incoming, Keyboard, Press, Reply, rows
 from bot.status import progress_line

@@ -3,12 +3,11 @@ the original file. Also how candidates and HD posters reach the chat."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from bot.core import Core
+from bot.core import Core, job_button
+from bot.features import finishing
 from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import t
@@ -22,8 +21,6 @@ from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
 from prompts.syntax import LoraTag
 from prompts.template import split_count
-
-JobButton = Callable[[Core, Press, JobRecord, int], Awaitable[str | None]]
 
 
 class OverLimit(ValueError):
@@ -45,17 +42,24 @@ def wanted_count(request: str) -> bool:
 
 
 async def text(core: Core, message: Incoming) -> None:
-    """Plain text addressed to the bot: the changes for a pending "edit", else a request."""
+    """Plain text addressed to the bot: the answer to a pending "edit" or "title" (bot.db keeps
+    `action:job_id:index`), else a request."""
     pending = core.store.user(message.user.id)["edit"]
     if pending and await core.admitted(message):
         core.store.update_user(message.user.id, edit="")
-        job_id, index = pending.rsplit(":", 1)
-        parent = core.store.job(job_id)
-        if parent is not None:
-            request = extend_request(parent.request, message.text)
-            await poster(core, message, request, seed=parent.seeds[int(index)])
+        # A pending edit saved before titles could be asked for is `job_id:index`.
+        action, job_id, index = ["edit", *pending.split(":")][-3:]
+        record = core.store.job(job_id)
+        if record is not None:
+            await REPLIES[action](core, message, record, int(index))
             return
     await poster(core, message, message.text)
+
+
+async def edit_reply(core: Core, message: Incoming, record: JobRecord, index: int) -> None:
+    """The reply to "edit": the request with the changes, drawn on the candidate's seed."""
+    request = extend_request(record.request, message.text)
+    await poster(core, message, request, seed=record.seeds[index])
 
 
 async def poster_command(core: Core, message: Incoming, args: list[str]) -> None:
@@ -103,6 +107,8 @@ def candidate_params(
     if prompt.lora and settings.lora_weight is not None and prompt.natural_language:
         lora = LoraTag(prompt.lora.name, settings.lora_weight)
         params["prompt"] = render_prompt(prompt.trigger, prompt.natural_language, prompt.tags, lora)
+    if option := finishing.poster_option(prompt, params):
+        params["poster"] = option
     check_bot_limits(core, params)
     return params
 
@@ -214,38 +220,19 @@ def choose_keyboard(language: str, job_id: str, count: int) -> Keyboard:
     return [*rows(numbers), [Button(t(language, "button_reroll"), f"reroll:{job_id}")]]
 
 
-def chosen_keyboard(language: str, job_id: str, index: int) -> Keyboard:
-    """For the chosen candidate: what designers do next."""
+def chosen_keyboard(language: str, job_id: str, index: int, finished: bool) -> Keyboard:
+    """For the chosen candidate: what designers do next; a finished poster's file is its PNG
+    among the finishing buttons."""
 
     def button(action: str) -> Button:
         return Button(t(language, f"button_{action}"), f"{action}:{job_id}:{index}")
 
     return [
         [button("hd"), button("var")],
-        [button("edit"), button("file")],
-        [Button(t(language, "button_back"), f"back:{job_id}:{index}")],
+        [button("edit")] if finished else [button("edit"), button("file")],
+        *finishing.keyboard(language, job_id, index, finished),
+        [button("back")],
     ]
-
-
-def job_button(handler: JobButton) -> Callable[[Core, Press, list[str]], Awaitable[str | None]]:
-    """A button under a job's results (`action:job_id[:index]`): the job and the candidate
-    resolved; only the requester or an admin may press it."""
-
-    @functools.wraps(handler)
-    async def pressed(core: Core, press: Press, args: list[str]) -> str | None:
-        language = core.language(press.user)
-        job_id, index_text = [*args, "", ""][:2]
-        record = core.store.job(job_id)
-        if record is None or (index_text and not index_text.isdigit()):
-            return t(language, "job_unknown")
-        if press.user.id != record.user_id and not core.is_admin(press.user.id):
-            return t(language, "not_your_job")
-        index = int(index_text or 0)
-        if index >= max(len(record.seeds), 1):
-            return t(language, "job_unknown")
-        return await handler(core, press, record, index)
-
-    return pressed
 
 
 async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
@@ -253,9 +240,10 @@ async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str |
     if user_settings(core, press.user.id).hd:
         return await hd(core, press, record, index)
     language = core.language(press.user)
+    finished = bool(core.store.posters(record.job_id, index)[1])
     reply = Reply(
         t(language, "chosen", number=index + 1, seed=record.seeds[index]),
-        chosen_keyboard(language, record.job_id, index),
+        chosen_keyboard(language, record.job_id, index, finished),
     )
     await core.outbox.edit(press.place, press.message_id, reply)
     return None
@@ -278,6 +266,7 @@ async def hd(core: Core, press: Press, record: JobRecord, index: int) -> str | N
     # Jobs stored before every setting travelled with them get the defaults' hires settings.
     params = core.config.generation.settings() | record.params | locked_seed(record, index)
     params |= {"batch_size": 1, "n_iter": 1, "enable_hr": True}
+    params |= finishing.poster_option_of(core, record, index)  # as re-laid out since
     summary = t(language, "hd_summary", number=index + 1, seed=record.seeds[index])
     summary += "\n" + parameters_line(language, params)
     await submit(core, press, language, "final", record.request, params, summary, picked=index)
@@ -301,7 +290,7 @@ async def reroll(core: Core, press: Press, record: JobRecord, index: int) -> str
 async def edit(core: Core, press: Press, record: JobRecord, index: int) -> str | None:
     """Ask for the changes; the user's next message (a reply) is taken as them."""
     language = core.language(press.user)
-    core.store.update_user(press.user.id, edit=f"{record.job_id}:{index}")
+    core.store.update_user(press.user.id, edit=f"edit:{record.job_id}:{index}")
     text = t(language, "edit_ask", request=record.request, seed=record.seeds[index])
     await core.outbox.send(press.place, Reply(text, ask_reply=True))
     return None
@@ -353,13 +342,14 @@ async def results(
     record.subseeds = list(job["info"].get("all_subseeds") or [])
     record.outputs = list(job["outputs"])
     core.store.save_job(record)
+    shown = finishing.keep_posters(core, record, job)
     pictures = [
         Picture(
             png=await core.engine.output(path),
             caption=caption(record, index),
             filename=f"poster-{record.seeds[index]}.png",
         )
-        for index, path in enumerate(record.outputs)
+        for index, path in enumerate(shown)
     ]
     elapsed = job.get("finished_at", 0) - job.get("created_at", 0)
     await status.show(t(record.language, "job_done", seconds=f"{elapsed:.1f}"), force=True)
@@ -384,14 +374,19 @@ async def deliver_candidates(
 async def deliver_final(
     core: Core, record: JobRecord, job: dict[str, Any], status: StatusMessage
 ) -> None:
-    """The HD poster as a photo to look at and as the original PNG file."""
+    """The HD poster as a photo to look at and as the original PNG file; a finished one at each
+    size asked for, with the finishing buttons."""
     (picture,), place, send = await results(core, record, job, status), record.place, core.outbox
+    if posters := core.store.posters(record.job_id, 0)[1]:
+        await finishing.send_posters(core, place, record.language, record, 0, posters, True)
+        return
     photo = await core.follower.retrying(lambda: send.send_photo(place, picture))
     document = await core.follower.retrying(lambda: send.send_document(place, picture))
     for message_id in (photo, document):
         core.store.remember_message(place.chat_id, message_id, record.job_id, 0)
 
 
+REPLIES = {"edit": edit_reply, "title": finishing.title_reply}  # what a pending reply answers
 TEXT = text
 COMMANDS = {"poster": poster_command}
 BUTTONS = {

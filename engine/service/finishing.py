@@ -20,7 +20,15 @@ from typing import Any
 from PIL import Image
 
 from engine.diffusion.outputs import save_png
-from poster.compose import Brand, Copy, check_copy, compose_poster
+from poster.compose import (
+    MAX_CTA_CHARS,
+    MAX_SUBTITLE_CHARS,
+    MAX_TITLE_CHARS,
+    Brand,
+    Copy,
+    check_copy,
+    compose_poster,
+)
 from poster.layout import LAYOUTS
 from poster.output import PARAMETERS_KEY, png_bytes, svg_text
 from posterbot.config import Config
@@ -33,6 +41,7 @@ MAX_TARGETS = 4  # sizes per request; more is a mistake, and each one is a full 
 MAX_PICTURE_PIXELS = 40_000_000  # an uploaded picture beyond this is refused, not decoded
 PICTURE_FORMATS = ["PNG", "JPEG", "WEBP"]
 POSTERS_DIR = "posters"
+COPY_LIMITS = {"title": MAX_TITLE_CHARS, "subtitle": MAX_SUBTITLE_CHARS, "cta": MAX_CTA_CHARS}
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ def check_spec(data: Any, config: Config) -> PosterSpec:
         check_copy(copy, brand.footer)
     except ValueError as exc:
         field, _, detail = str(exc).partition(": ")
-        raise Refusal(f"poster.{field}", detail, "text_too_long", field=field) from None
+        values = {"field": field, "count": len(getattr(copy, field)), "limit": COPY_LIMITS[field]}
+        raise Refusal(f"poster.{field}", detail, "text_too_long", **values) from None
     targets = data.get("targets")
     if not isinstance(targets, list) or not 1 <= len(targets) <= MAX_TARGETS:
         raise Refusal("poster.targets", f"must list 1 to {MAX_TARGETS} sizes")

@@ -17,6 +17,17 @@ def test_jobs_survive_reopening_and_undelivered_ones_are_found(tmp_path):
     assert reopened.job("j1").place == Place(-100, 7, True)
 
 
+def test_a_pictures_latest_finished_posters_survive_reopening(tmp_path):
+    store = Store(tmp_path / "bot.db")
+    assert store.posters("j1", 0) == ({}, [])  # a picture never finished
+    spec = {"title": "圣诞快乐", "layout": "auto", "targets": [{"name": "小红书"}]}
+    store.save_posters("j1", 0, spec, [{"layout": "top", "png": "a.png"}])
+    store.save_posters("j1", 0, spec | {"title": "新年快乐"}, [{"layout": "top", "png": "b.png"}])
+    spec, posters = Store(tmp_path / "bot.db").posters("j1", 0)
+    assert spec["title"] == "新年快乐" and posters[0]["png"] == "b.png"
+    assert store.posters("j1", 1) == ({}, [])
+
+
 def test_trainings_are_kept_apart_from_a_users_posters(tmp_path):
     store = Store(tmp_path / "bot.db")
     store.save_job(JobRecord("p1", 5, Place(5), "candidates", "雪地", {}, "zh"))
