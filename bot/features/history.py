@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -110,9 +111,10 @@ async def info(core: Core, message: Incoming, args: list[str]) -> None:
         await core.say(message.place, language, "info_usage")
         return
     try:
-        fields = await core.engine.png_info(data)
+        answer = await core.engine.png_info(data)
     except EngineRejected:  # not a PNG
-        fields = {}
+        answer = {"parameters": {}, "items": {}}
+    fields = answer["parameters"]
     if not fields:
         await core.say(message.place, language, "info_none")
         return
@@ -125,6 +127,17 @@ async def info(core: Core, message: Incoming, args: list[str]) -> None:
         negative=fields.get("Negative prompt") or "-",
         parameters="\n".join(parameters),
     )
+    if poster := answer["items"].get("poster"):  # a finished poster: its copy and layout
+        layout = json.loads(poster)
+        width, height = layout["size"]
+        await core.say(
+            message.place,
+            language,
+            "info_poster",
+            size=f"{width}×{height}",
+            layout=layout["layout"],
+            **layout["copy"],
+        )
 
 
 async def info_file(core: Core, message: Incoming) -> None:

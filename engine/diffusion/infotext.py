@@ -87,5 +87,10 @@ def png_bytes(image: Image.Image, infotext: str) -> bytes:
 
 def read_png(data: bytes) -> str | None:
     """The infotext of a PNG file's bytes, or None when it has none."""
+    return read_png_texts(data).get(PNG_KEY)
+
+
+def read_png_texts(data: bytes) -> dict[str, str]:
+    """Every text chunk of a PNG file's bytes (the infotext, a finished poster's `poster` …)."""
     with Image.open(BytesIO(data), formats=["PNG"]) as image:
-        return image.text.get(PNG_KEY) if hasattr(image, "text") else None
+        return dict(image.text) if hasattr(image, "text") else {}

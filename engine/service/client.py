@@ -153,11 +153,12 @@ class EngineClient:
         """A result file's bytes (`path` as listed in a job's `outputs`)."""
         return await self._send("GET", f"/v1/outputs/{path}")
 
-    async def png_info(self, png: bytes) -> dict[str, str]:
-        """A PNG's generation parameters as WebUI's PNG Info reads them (`Prompt`, `Negative
-        prompt`, then each parameter); empty when it has none. EngineRejected: not a PNG."""
+    async def png_info(self, png: bytes) -> dict[str, Any]:
+        """What WebUI's PNG Info reads in a PNG: `parameters` (`Prompt`, `Negative prompt`, then
+        each parameter; empty when it has none) and `items` (every text chunk, a finished
+        poster's `poster` JSON among them). EngineRejected: not a PNG."""
         body = {"image": base64.b64encode(png).decode()}
-        return (await self._json("POST", "/sdapi/v1/png-info", body=body))["parameters"]
+        return await self._json("POST", "/sdapi/v1/png-info", body=body)
 
     async def finish_poster(
         self, spec: dict[str, Any], *, output: str | None = None, image: bytes | None = None

@@ -294,13 +294,14 @@ async def webui_png_info(request: web.Request) -> web.Response:
     if not data:
         raise ValueError("image: required, a base64 PNG")
     try:
-        text = infotext.read_png(base64.b64decode(data.split(",", 1)[-1], validate=True))
+        texts = infotext.read_png_texts(base64.b64decode(data.split(",", 1)[-1], validate=True))
     except (binascii.Error, OSError, SyntaxError) as exc:
         raise ValueError(f"image: not a base64 PNG ({exc})") from None
+    text = texts.get(infotext.PNG_KEY)
     return web.json_response(
         {
             "info": text or "",
-            "items": {"parameters": text} if text else {},
+            "items": texts,  # every text chunk, as WebUI lists them (a poster's copy among them)
             "parameters": infotext.parse(text) if text else {},
         }
     )

@@ -99,3 +99,19 @@ async def test_a_picture_without_copy_gets_a_title_added(bot, telegram):
     await telegram.wait_for(lambda: any("41 个字，最多 40 个" in t for t in telegram.texts(USER)))
     photo = await retitle(telegram, choose.result, buttons["title"], "冬日送达")
     assert size_and_title(photo.files["photo"])[1] == "冬日送达"
+
+
+async def test_a_finished_poster_sent_as_a_file_shows_its_copy_under_its_parameters(
+    bot, telegram, tmp_path
+):
+    from poster.compose import Copy, compose_poster
+    from poster.output import png_bytes
+    from tests.poster.conftest import mascot_picture
+
+    copy = Copy("圣诞快乐", "达达送福到家")
+    finished = compose_poster(mascot_picture(), copy, 1242, 1660)
+    data = png_bytes(finished, copy, parameters="dadaknight, snow\nSteps: 4, Seed: 7, Size: 64x64")
+    telegram.send_text(USER, "", document=data, filename="poster.png")
+    said = await telegram.wait_for(lambda: [t for t in telegram.texts(USER) if "海报" in t])
+    assert "1242×1660" in said[0] and "标题：圣诞快乐" in said[0]
+    assert any("dadaknight, snow" in t for t in telegram.texts(USER))  # the parameters, first
