@@ -58,7 +58,9 @@ class TrainParams:
     max_grad_norm: float = 1.0
     min_snr_gamma: float = 0.0  # 0 = off; 5 is the usual value (Min-SNR weighting)
     noise_offset: float = 0.0  # 0.05-0.1 helps very dark/bright images
-    mixed_precision: str = "fp16"  # no | fp16 | bf16 (fp16 needs a GPU)
+    # auto = bf16 on a GPU that has it, else fp16 on a GPU, no on the CPU (decided by the
+    # worker that runs it); no | fp16 | bf16 choose (fp16 needs a GPU)
+    mixed_precision: str = "auto"
     gradient_checkpointing: bool = False  # less memory, ~20% slower
     seed: int = 42
     # outputs
@@ -137,7 +139,7 @@ LR_SCHEDULERS = (
     "cosine_with_restarts",
     "polynomial",
 )
-MIXED_PRECISION = ("no", "fp16", "bf16")  # fp16 needs a GPU
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")  # fp16 needs a GPU
 MAX_NETWORK_DIM = 1024  # ranks beyond this are larger than the layers they adapt
 
 
@@ -197,7 +199,7 @@ def check_params(p: TrainParams) -> None:
         (
             p.mixed_precision in MIXED_PRECISION,
             "mixed_precision",
-            f"{p.mixed_precision!r} is not one of no, fp16, bf16",
+            f"{p.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}",
         ),
         (
             p.optimizer in OPTIMIZERS,
@@ -216,6 +218,16 @@ def check_params(p: TrainParams) -> None:
         if not ok:
             value = getattr(p, name, None)
             raise Refusal(name, rule, "train_param_invalid", name=name, value=value)
+
+
+def resolve_precision(asked: str, device_type: str, bf16_supported: bool) -> str:
+    """The precision a run uses on `device_type`: `auto` becomes bf16 on a GPU that supports
+    it, fp16 on other GPUs and no (float32) on the CPU, where half precision does not train."""
+    if asked != "auto":
+        return asked
+    if device_type != "cuda":
+        return "no"
+    return "bf16" if bf16_supported else "fp16"
 
 
 def check_runnable(p: TrainParams, device_types: set[str]) -> None:

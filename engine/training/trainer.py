@@ -27,6 +27,7 @@ give training a worker of its own (a device that takes only "train" jobs).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import logging
@@ -53,6 +54,7 @@ from engine.training.params import (
     TrainParams,
     check_train_request,
     dataset_folder,
+    resolve_precision,
     sdxl_refusal,
 )
 from posterbot.config import Config, IPConfig
@@ -442,6 +444,11 @@ def train(
     # 1. sanity checks before the first step (precision and optimizer: check_runnable): data
     device, _ = pick_device(config.models)
     make_optimizer(p.optimizer, [{"params": [torch.zeros(1, requires_grad=True)]}])
+    # `auto` is decided here, on the device that trains; the version keeps the params as asked.
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    p = dataclasses.replace(
+        p, mixed_precision=resolve_precision(p.mixed_precision, device.type, bf16)
+    )
     autocast_dtype = DTYPES[p.mixed_precision]
     weight_dtype = autocast_dtype if device.type == "cuda" else torch.float32
     examples = load_examples(folder, p)

@@ -16,7 +16,7 @@ from tests.training.conftest import mascot_images, mascot_zip
 
 QUICK = (
     "epochs=2 repeats=1 batch_size=1 resolution=64 min_bucket_reso=64 max_bucket_reso=128"
-    " network_dim=4 network_alpha=4 mixed_precision=no sample_steps=2 unet_lr=1e-3"
+    " network_dim=4 network_alpha=4 sample_steps=2 unet_lr=1e-3"
 )
 
 

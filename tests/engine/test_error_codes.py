@@ -12,6 +12,7 @@ import pytest
 
 from engine.service.kinds import KINDS
 from engine.service.state import Service
+from engine.training.params import resolve_precision
 from engine.training.versions import Versions
 from tests.engine.conftest import AUTH
 from tests.training.conftest import config_for, mascot_zip
@@ -139,7 +140,7 @@ async def test_a_training_the_workers_would_refuse_is_refused_at_submit_and_leav
     client, config, params, field, code, values
 ):
     await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
-    request = {"ip": "dada", "dataset": "dada", "mixed_precision": "no", **params}
+    request = {"ip": "dada", "dataset": "dada", **params}
     response = await submit(client, request, kind="train", priority="training")
     assert response.status == 400
     body = await response.json()
@@ -151,8 +152,31 @@ async def test_a_training_the_workers_would_refuse_is_refused_at_submit_and_leav
 async def test_fp16_training_is_accepted_when_a_worker_has_a_gpu(client, config, with_config):
     await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
     gpu = with_config(config, "engine", devices=["cuda:0"])
-    job, _ = Service(gpu, client.queue).submit("train", {"ip": "dada", "dataset": "dada"}, "u")
+    request = {"ip": "dada", "dataset": "dada", "mixed_precision": "fp16"}
+    job, _ = Service(gpu, client.queue).submit("train", request, "u")
     assert job.params["mixed_precision"] == "fp16"
+
+
+async def test_the_default_precision_trains_on_a_cpu_only_service(client):
+    """First run on a laptop: /train with no precision is accepted, and runs in float32."""
+    await client.post("/v1/datasets?name=dada&ip=dada", data=mascot_zip(), headers=AUTH)
+    response = await submit(client, {"ip": "dada", "dataset": "dada"}, kind="train")
+    assert response.status == 201, await response.text()
+    assert (await response.json())["params"]["mixed_precision"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("asked", "device", "bf16", "used"),
+    [
+        ("auto", "cpu", False, "no"),
+        ("auto", "cuda", False, "fp16"),
+        ("auto", "cuda", True, "bf16"),
+        ("fp16", "cuda", True, "fp16"),
+        ("no", "cuda", True, "no"),
+    ],
+)
+def test_auto_precision_is_what_the_device_trains_best_in(asked, device, bf16, used):
+    assert resolve_precision(asked, device, bf16) == used
 
 
 @pytest.mark.parametrize(
