@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator
 
@@ -24,7 +26,7 @@ from engine.service.http import blocking
 from engine.service.queue_sqlite import open_queue
 from engine.service.state import Service
 from engine.service.supervisor import Supervisor
-from posterbot.config import Config
+from posterbot.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ async def running_service(
     Runs in the caller's event loop, so `posterbot run` hosts the bot beside it. On exit HTTP
     stops first, then the workers get SIGTERM (their batches go back to the queue).
     """
-    # 1. credentials from the environment only
+    # 1. credentials from the environment only, and a port that is free
     token, api_auth = check_credentials(host, dict(os.environ if environ is None else environ))
+    check_port_free(host, port)
     # 2. the queue and one worker process per device, supervised from a thread
     devices = worker_devices(config.engine.devices, visible_gpu_count())
     queue = open_queue(config, workers=len(devices))
@@ -92,6 +95,24 @@ async def running_service(
         await blocking(supervising.join)
         await blocking(supervisor.stop)
         queue.close()
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError naming the setting when something already listens on `port`: one line for
+    the user, before any worker starts (a bind test; port 0 = any free port)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as aiohttp binds: a port left in TIME_WAIT by a stopped engine is free, a listener not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise ConfigError(
+                "engine.port",
+                f"port {port} on {host} is already in use (another posterbot engine?): stop it, "
+                "or set [engine] port in config.toml or POSTERBOT_ENGINE__PORT",
+            ) from None
 
 
 def serve(config: Config, host: str, port: int, environ: dict[str, str] | None = None) -> None:

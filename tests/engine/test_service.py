@@ -292,3 +292,34 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "State:\tZ" in status
+
+
+def test_a_port_in_use_is_one_line_naming_the_port_and_the_setting(tmp_path, tiny_model):
+    import socket
+
+    from tests.engine.conftest import write_config
+
+    config = write_config(tmp_path, tiny_model)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "posterbot",
+                "--config",
+                str(config),
+                "engine",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in run.stderr
+    assert "engine.port" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
