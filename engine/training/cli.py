@@ -70,8 +70,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _ip(config: Config, name: str | None):
-
-    return config.find_ip(name) if name else None
+    """The IP named by --ip, else the default IP (None when none is configured)."""
+    return config.find_ip(name) if name else config.default_ip_config()
 
 
 def dataset_check_command(args: argparse.Namespace, config: Config) -> int:

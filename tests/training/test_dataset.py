@@ -253,3 +253,6 @@ def test_dataset_check_cli_prints_json(training_config, tmp_path, capsys):
     assert data["images"] == 3 and data["trigger"] == TRIGGER and data["ok"]
     assert main(["--config", str(config_file), "dataset", "check", str(raw)]) == 0
     assert "数据集" in capsys.readouterr().out
+    # without --ip the default IP's trigger is the one captions are checked for
+    assert main(["--config", str(config_file), "dataset", "check", str(raw), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trigger"] == TRIGGER
