@@ -24,10 +24,8 @@ from PIL import Image, ImageDraw
 from poster import contrast, fonts, layout
 from poster.saliency import Box, mass_in, saliency_map, subject_box
 from poster.text import LINE_SPACING, FittedText, fit_text
+from posterbot.config import check_copy_length
 
-MAX_TITLE_CHARS = 40  # one or two lines at poster size
-MAX_SUBTITLE_CHARS = 80
-MAX_CTA_CHARS = 40
 MAX_SIDE = 10000  # Telegram's photo limit (width + height) is the first to bite anyway
 MAX_POSTER_PIXELS = 80_000_000  # an 80x200 cm roll-up at 100 dpi is 25 MP; more is a mistake
 WHITE, INK = (255, 255, 255), (26, 26, 26)
@@ -102,14 +100,9 @@ def _hex(colour: RGB) -> str:
 
 
 def check_copy(copy: Copy, footer: str = "") -> None:
-    """ValueError naming the field when a text is too long for a poster."""
-    for name, limit in (("title", MAX_TITLE_CHARS), ("subtitle", MAX_SUBTITLE_CHARS)):
-        if len(getattr(copy, name)) > limit:
-            raise ValueError(
-                f"{name}: {len(getattr(copy, name))} characters, a poster fits {limit}"
-            )
-    if len(copy.cta) > MAX_CTA_CHARS or len(footer) > MAX_CTA_CHARS:
-        raise ValueError(f"cta: more than {MAX_CTA_CHARS} characters")
+    """Refusal (`text_too_long`, naming the field) when a text is too long for a poster."""
+    for name, text in (*asdict(copy).items(), ("footer", footer)):
+        check_copy_length(name, text)
 
 
 def fit_picture(

@@ -169,6 +169,25 @@ class EngineConfig:
 # LoRA weights beyond this distort the mascot instead of strengthening it (WebUI's slider max).
 MAX_LORA_WEIGHT = 2.0
 
+# What fits on a poster, in characters: one or two title lines, a subtitle, one button or date
+# line, and a brand's fixed footer line. The prompt builder, the poster layer and the brand kit
+# all check against this one table.
+COPY_LIMITS = {"title": 40, "subtitle": 80, "cta": 40, "footer": 40}
+
+
+def check_copy_length(field: str, text: str) -> None:
+    """Refusal `text_too_long` naming `field` when `text` is longer than a poster fits."""
+    limit = COPY_LIMITS[field]
+    if len(text) > limit:
+        raise Refusal(
+            field,
+            f"{len(text)} characters, the poster fits {limit}",
+            "text_too_long",
+            field=field,
+            count=len(text),
+            limit=limit,
+        )
+
 
 LOGO_CORNERS = ("auto", "top-left", "top-right", "bottom-left", "bottom-right")
 _HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
@@ -204,7 +223,8 @@ class BrandConfig:
             f"{key}.band_colour",
             f"must be #rrggbb, not {self.band_colour!r}",
         )
-        _require(len(self.footer) <= 40, f"{key}.footer", "must be at most 40 characters")
+        limit = COPY_LIMITS["footer"]
+        _require(len(self.footer) <= limit, f"{key}.footer", f"must be at most {limit} characters")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from posterbot.config import GenerationSettings
+from posterbot.config import GenerationSettings, check_copy_length
 from posterbot.errors import Refusal
 from prompts.lexicon import Glossary
 from prompts.notes import Note
@@ -21,9 +21,6 @@ from prompts.sizes import ratio_target
 from prompts.spec import Target, check_sampler
 
 # One or two lines at poster size; longer text belongs in the message, not on the image.
-MAX_TITLE_CHARS = 40
-MAX_SUBTITLE_CHARS = 80
-MAX_CTA_CHARS = 40  # one button or date line
 # A ratio typed on its own must be one of these, so a time (9:30) is not read as a size; after
 # 比例/ratio any W:H is. 1:1 is left to the orientation words (square, no finished size).
 COMMON_RATIOS = {(2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4), (9, 16), (16, 9), (21, 9)}
@@ -220,18 +217,8 @@ def extract_titles(text: str) -> tuple[str, str, str, str, list[Note]]:
         place("title", next(group for group in match.groups() if group is not None))
         text = _replace(text, match)
 
-    limits = {"title": MAX_TITLE_CHARS, "subtitle": MAX_SUBTITLE_CHARS, "cta": MAX_CTA_CHARS}
-    for name, limit in limits.items():
-        count = len(found.get(name, ""))
-        if count > limit:
-            raise Refusal(
-                name,
-                f"{count} characters, the poster fits {limit}",
-                "text_too_long",
-                field=name,
-                count=count,
-                limit=limit,
-            )
+    for name in ("title", "subtitle", "cta"):
+        check_copy_length(name, found.get(name, ""))
     return found.get("title", ""), found.get("subtitle", ""), found.get("cta", ""), text, notes
 
 

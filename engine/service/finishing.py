@@ -21,9 +21,6 @@ from PIL import Image
 
 from engine.diffusion.outputs import save_png
 from poster.compose import (
-    MAX_CTA_CHARS,
-    MAX_SUBTITLE_CHARS,
-    MAX_TITLE_CHARS,
     Brand,
     Copy,
     check_copy,
@@ -41,7 +38,6 @@ MAX_TARGETS = 4  # sizes per request; more is a mistake, and each one is a full 
 MAX_PICTURE_PIXELS = 40_000_000  # an uploaded picture beyond this is refused, not decoded
 PICTURE_FORMATS = ["PNG", "JPEG", "WEBP"]
 POSTERS_DIR = "posters"
-COPY_LIMITS = {"title": MAX_TITLE_CHARS, "subtitle": MAX_SUBTITLE_CHARS, "cta": MAX_CTA_CHARS}
 
 
 @dataclass(frozen=True)
@@ -98,10 +94,9 @@ def check_spec(data: Any, config: Config) -> PosterSpec:
     brand = brand_of(config, ip)  # Refusal for an unknown IP
     try:
         check_copy(copy, brand.footer)
-    except ValueError as exc:
-        field, _, detail = str(exc).partition(": ")
-        values = {"field": field, "count": len(getattr(copy, field)), "limit": COPY_LIMITS[field]}
-        raise Refusal(f"poster.{field}", detail, "text_too_long", **values) from None
+    except Refusal as exc:  # the same refusal, named as this request's field
+        detail = str(exc).partition(": ")[2]
+        raise Refusal(f"poster.{exc.field}", detail, exc.code, **exc.values) from None
     targets = data.get("targets")
     if not isinstance(targets, list) or not 1 <= len(targets) <= MAX_TARGETS:
         raise Refusal("poster.targets", f"must list 1 to {MAX_TARGETS} sizes")
