@@ -74,13 +74,17 @@ def save_results(worker: Worker, jobs: list[Job], results: list[Any]) -> None:
                 "worker %s: lost the lease of %s; dropping its images", worker.worker_id, job.id
             )
             continue
-        paths = [save_png(outputs_dir, seed, result.png(i)) for i, seed in enumerate(result.seeds)]
+        pngs = [result.png(i) for i in range(len(result.seeds))]  # encoded once, saved, finished
+        paths = [
+            save_png(outputs_dir, seed, png) for seed, png in zip(result.seeds, pngs, strict=True)
+        ]
         relative = [path.relative_to(outputs_dir).as_posix() for path in paths]
         info = result.info()
         if "poster" in job.params:  # each picture finished at every size asked for
             spec = check_spec(job.params["poster"], worker.config)
             info["posters"] = [
-                finish(worker.config, path.read_bytes(), spec, path.stem) for path in paths
+                finish(worker.config, png, spec, path.stem)
+                for png, path in zip(pngs, paths, strict=True)
             ]
             paths += [
                 outputs_dir / p[kind]
