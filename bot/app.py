@@ -31,7 +31,7 @@ from bot.outbox import TelegramOutbox
 from bot.ratelimit import LaneRateLimiter
 from bot.store import Store
 from engine.service.client import EngineClient
-from posterbot.config import Config
+from posterbot.config import Config, engine_url
 from prompts.lexicon import load_glossary
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ MENU = {  # shown in Telegram's command menu
     "lang": "语言 / language",
     "help": "帮助 / help",
 }
-
-
-def engine_url(config: Config) -> str:
-    return config.bot.engine_url or f"http://{config.engine.host}:{config.engine.port}"
 
 
 def webhook_secret(token: str) -> str:

@@ -1,4 +1,4 @@
-"""`posterbot` subcommands owned by the bot: bot, console (`posterbot run` lives in posterbot/).
+"""`posterbot bot`, and the chats `posterbot run` and `posterbot console` (posterbot/run.py) start.
 
 telegram is imported inside the commands, so `posterbot --help` works on any host.
 """
@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 
-from posterbot.config import Config
+from posterbot.config import Config, engine_url
+from posterbot.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,6 @@ ENGINE_TOKEN_ENV = "POSTERBOT_ENGINE_TOKEN"
 def register(commands: argparse._SubParsersAction) -> None:
     bot = commands.add_parser("bot", help="run the Telegram bot", description=bot_command.__doc__)
     bot.set_defaults(handler=bot_command)
-    console = commands.add_parser(
-        "console", help="chat with the bot in the terminal", description=console_command.__doc__
-    )
-    console.set_defaults(handler=console_command)
 
 
 def bot_command(args: argparse.Namespace, config: Config) -> int:
@@ -34,13 +31,8 @@ def bot_command(args: argparse.Namespace, config: Config) -> int:
     if not token:
         print(f"posterbot bot: set {TOKEN_ENV} (from @BotFather)", file=sys.stderr)
         return 2
+    setup_logging(config.data_dir, terminal=True, verbose=args.verbose)
     asyncio.run(telegram_bot(config, token))
-    return 0
-
-
-def console_command(args: argparse.Namespace, config: Config) -> int:
-    """The same conversation as the Telegram bot, in the terminal (no Telegram, no token)."""
-    asyncio.run(console(config))
     return 0
 
 
@@ -51,12 +43,11 @@ async def telegram_bot(config: Config, token: str) -> None:
     await serve_forever(build_application(config, token, os.environ.get(ENGINE_TOKEN_ENV)))
 
 
-async def console(config: Config) -> None:
-    """The terminal chat until end of input."""
-    from bot.app import engine_url
+async def console(config: Config, no_token: bool = False) -> None:
+    """The terminal chat until end of input (`no_token`: it stands in for the Telegram bot)."""
     from bot.console import run_console
     from engine.service.client import EngineClient
 
     token = os.environ.get(ENGINE_TOKEN_ENV)
     async with EngineClient(engine_url(config), token=token) as engine:
-        await run_console(config, engine)
+        await run_console(config, engine, no_token=no_token)

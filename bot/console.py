@@ -27,6 +27,7 @@ from bot.replies import Button, Incoming, Keyboard, Picture, Place, Press, Reply
 from bot.store import Store
 from engine.service.client import EngineClient
 from posterbot.config import Config
+from posterbot.logs import log_path
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,11 @@ async def answer(core: Core, outbox: ConsoleOutbox, typed: Incoming, events: Ite
         await ROUTER.text(core, message)
 
 
-async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
-    """Chat in the terminal until end of input; `lines` (an iterator) replaces stdin in tests."""
+async def run_console(
+    config: Config, engine: EngineClient, lines=None, no_token: bool = False
+) -> None:
+    """Chat in the terminal until end of input; `lines` (an iterator) replaces stdin in tests;
+    `no_token`: the console stands in for the Telegram bot (`posterbot run` without a token)."""
     owners = [*config.access.owners, CONSOLE_USER_ID]
     config = dataclasses.replace(config, access=dataclasses.replace(config.access, owners=owners))
     folder = Path(config.bot.console_output_dir or config.data_dir / "console")
@@ -148,7 +152,9 @@ async def run_console(config: Config, engine: EngineClient, lines=None) -> None:
     origin = f"console-{uuid.uuid4().hex[:12]}"
     core = start_chat(config, store, engine, outbox, origin=origin)
     outbox.language = core.language(user)
-    print(t(outbox.language, "console_welcome"))
+    if no_token:
+        print(t(outbox.language, "console_no_token"))
+    print(t(outbox.language, "console_welcome", log=log_path(config.data_dir)))
     core.follower.resume()
     events = itertools.count(1)  # message and press ids, unique like Telegram's
     # next(lines, None): a StopIteration cannot cross to_thread's future (it would hang).

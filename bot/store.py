@@ -111,11 +111,23 @@ class Store:
             pk=("job_id", "output"),
             if_not_exists=True,
         )
+        self.db["notices"].create(
+            {"chat_id": int, "notice": str}, pk=("chat_id", "notice"), if_not_exists=True
+        )
         self.db["dataset_sessions"].create(
             {"user_id": int, "session": str, "ip": str, "opened_by": str},
             pk="user_id",
             if_not_exists=True,
         )
+
+    # notices said once per chat
+    def first_notice(self, chat_id: int, notice: str) -> bool:
+        """True the first time `notice` is asked for in this chat (then it is remembered)."""
+        with self.db.conn:
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO notices (chat_id, notice) VALUES (?, ?)", [chat_id, notice]
+            )
+        return cursor.rowcount == 1
 
     # users
     def user(self, user_id: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.training import cli as training_cli
 from posterbot.config import Config, GenerationSettings
+from posterbot.logs import setup_logging
 
 # Every generation setting is a flag named after its WebUI field (`cfg_scale` → `--cfg-scale`),
 # except these, spelled as WebUI users know them.
@@ -113,6 +114,7 @@ def engine_command(args: argparse.Namespace, config: Config) -> int:
     """
     from engine.service.lifecycle import serve
 
+    setup_logging(config.data_dir, terminal=True, verbose=args.verbose)
     serve(config, args.host or config.engine.host, args.port or config.engine.port)
     return 0
 

@@ -16,14 +16,14 @@ from posterbot.config import ConfigError, load_config
 def build_parser() -> argparse.ArgumentParser:
     from bot import cli as bot_cli
     from engine import cli as engine_cli
-    from posterbot import run
+    from posterbot import doctor, run
     from prompts import cli as prompts_cli
 
     parser = argparse.ArgumentParser(prog="posterbot", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="config file (default ./config.toml or $POSTERBOT_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (engine_cli, prompts_cli, bot_cli, run):
+    for module in (engine_cli, prompts_cli, bot_cli, run, doctor):
         module.register(commands)
     return parser
 

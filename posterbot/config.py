@@ -587,6 +587,15 @@ def _apply_env(table: dict[str, Any], environ: typing.Mapping[str, str]) -> dict
     return merged
 
 
+def engine_url(config: Config) -> str:
+    """Where the bot reaches the engine: [bot] engine_url, else [engine] host and port."""
+    return config.bot.engine_url or f"http://{config.engine.host}:{config.engine.port}"
+
+
+# Every key with a comment; also what a first run without config.toml uses.
+EXAMPLE_CONFIG = Path(__file__).with_name("config.example.toml")
+
+
 def default_config_path(environ: typing.Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     return Path(environ.get("POSTERBOT_CONFIG", "config.toml"))
@@ -595,16 +604,27 @@ def default_config_path(environ: typing.Mapping[str, str] | None = None) -> Path
 def load_config(
     path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None
 ) -> Config:
-    """Read `path` (default ./config.toml or $POSTERBOT_CONFIG; a missing default file is fine)."""
+    """Read `path` (default ./config.toml or $POSTERBOT_CONFIG). Without a default file the
+    example configuration is used, so a first run has the example's mascot (see `config_source`)."""
+    environ = os.environ if environ is None else environ
+    source = config_source(path, environ)
+    if source is None:
+        raise ConfigError(str(path or environ["POSTERBOT_CONFIG"]), "config file not found")
+    try:
+        table = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), f"not valid TOML: {exc}") from None
+    return _build(Config, _apply_env(table, environ))
+
+
+def config_source(
+    path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None
+) -> Path | None:
+    """The file `load_config` reads: `path`, $POSTERBOT_CONFIG or ./config.toml, else the bundled
+    example (`EXAMPLE_CONFIG`); None when a file named explicitly does not exist."""
     environ = os.environ if environ is None else environ
     explicit = path is not None or "POSTERBOT_CONFIG" in environ
     path = Path(path) if path is not None else default_config_path(environ)
-    table: dict[str, Any] = {}
     if path.exists():
-        try:
-            table = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    elif explicit:
-        raise ConfigError(str(path), "config file not found")
-    return _build(Config, _apply_env(table, environ))
+        return path
+    return None if explicit else EXAMPLE_CONFIG

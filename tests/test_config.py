@@ -24,9 +24,14 @@ def test_the_example_lists_every_generation_setting_with_its_default():
     assert table == GenerationSettings().settings()
 
 
-def test_a_missing_default_file_is_fine_but_a_named_one_is_not(tmp_path, monkeypatch):
+def test_without_a_config_file_the_example_is_used_but_a_named_missing_one_stops(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    assert load_config(environ={}).data_dir == Path("./data")
+    config = load_config(environ={})
+    assert config.data_dir == Path("./data")
+    assert config == load_config(EXAMPLE, environ={})  # a first run has the example's mascot
+    assert config.ips[0].name == "dada" and "达达" in config.ips[0].aliases
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(environ={"POSTERBOT_CONFIG": str(tmp_path / "nope.toml")})
 

@@ -20,7 +20,7 @@ PACKAGES = ("posterbot", "prompts", "poster", "engine", "bot")
 # libraries are checked separately below.
 # The wiring package: its version, config, errors and files sit below everything; the CLI and
 # `run` wire everything.
-BELOW_EVERYTHING = ("posterbot.config", "posterbot.errors", "posterbot.files")
+BELOW_EVERYTHING = ("posterbot.config", "posterbot.errors", "posterbot.files", "posterbot.logs")
 ALLOWED = {
     "prompts": (*BELOW_EVERYTHING, "prompts"),
     "poster": (*BELOW_EVERYTHING, "poster"),

@@ -3,6 +3,7 @@ the original file. Also how candidates and HD posters reach the chat."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engin
 from bot.settings import UserSettings
 from bot.status import StatusMessage
 from bot.store import JobRecord
+from engine.service.client import EngineError
 from prompts.build import build_prompt
 from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
@@ -82,6 +84,7 @@ async def poster(core: Core, message: Incoming, request: str, seed: int | None =
         prompt = await build_prompt(
             request, core.config, template=settings.to_template(core.config), session=core.http
         )
+        prompt, lora_note = await without_untrained_lora(core, message, language, prompt)
         params = candidate_params(core, prompt, settings, wanted_count(request))
     except OverLimit as exc:
         await core.say(message.place, language, exc.key, **exc.values)
@@ -90,8 +93,34 @@ async def poster(core: Core, message: Incoming, request: str, seed: int | None =
         reason = request_refusal(language, exc)
         await core.say(message.place, language, "bad_request", reason=reason)
         return
-    summary = describe(language, prompt, params)
+    summary = describe(language, prompt, params, [lora_note] if lora_note else [])
     await submit(core, message, language, "candidates", request, params, summary)
+
+
+async def without_untrained_lora(
+    core: Core, message: Incoming, language: str, prompt: PosterPrompt
+) -> tuple[PosterPrompt, str]:
+    """An IP whose LoRA file is not installed yet (a first run, before any training) draws
+    without it: the prompt without the tag, and the note saying so (how to train or register
+    it, once per chat; after that a short reminder). A LoRA typed in a WebUI prompt stays: the
+    engine refuses it by name, as asked."""
+    ip = core.config.find_ip(prompt.ip) if prompt.ip else None
+    typed = any(note.code == "raw_prompt" for note in prompt.notes)
+    if prompt.lora is None or ip is None or typed or prompt.lora.name != ip.lora:
+        return prompt, ""
+    try:
+        installed = {lora["name"] for lora in await core.engine.loras()}
+    except EngineError:
+        return prompt, ""  # the submit that follows says what is wrong with the engine
+    if ip.lora in installed:
+        return prompt, ""
+    text = render_prompt(prompt.trigger, prompt.natural_language, prompt.tags, None)
+    drawn = dataclasses.replace(prompt, lora=None, prompt=text)
+    values = {"ip": ip.name, "lora": ip.lora}
+    if not core.store.first_notice(message.place.chat_id, f"lora_not_trained:{ip.name}"):
+        return drawn, t(language, "lora_not_trained_again", **values)
+    admin = core.is_admin(message.user.id)
+    return drawn, t(language, "lora_not_trained_admin" if admin else "lora_not_trained", **values)
 
 
 def candidate_params(
@@ -183,8 +212,11 @@ def parameters_line(language: str, params: dict[str, Any]) -> str:
     )
 
 
-def describe(language: str, prompt: PosterPrompt, params: dict[str, Any]) -> str:
-    """The acknowledgement: the structured prompt as designers write it, and what was guessed."""
+def describe(
+    language: str, prompt: PosterPrompt, params: dict[str, Any], bot_notes: list[str] = ()
+) -> str:
+    """The acknowledgement: the structured prompt as designers write it, what was guessed, and
+    the bot's own notes (already in `language`)."""
     text = t(
         language,
         "ack",
@@ -194,8 +226,8 @@ def describe(language: str, prompt: PosterPrompt, params: dict[str, Any]) -> str
         tags=", ".join(prompt.tags) or "-",
     )
     text += "\n" + parameters_line(language, params)
-    if prompt.notes:
-        notes = [t(language, f"note_{note.code}", **note.values) for note in prompt.notes]
+    notes = [t(language, f"note_{note.code}", **note.values) for note in prompt.notes]
+    if notes := [*notes, *bot_notes]:
         text += "\n" + t(language, "notes", notes="; ".join(notes))
     return text
 

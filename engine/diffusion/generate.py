@@ -96,8 +96,21 @@ def pick_device(models: ModelsConfig) -> tuple[torch.device, torch.dtype]:
     return device, torch.float16 if device.type == "cuda" else torch.float32
 
 
+def quiet_model_libraries() -> None:
+    """No progress bars and no stderr handlers of their own in diffusers and transformers: their
+    messages go through the standard loggers, so to posterbot's log file (posterbot/logs.py)."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.disable_progress_bar()
+        library.disable_default_handler()
+        library.enable_propagation()
+
+
 def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype: torch.dtype):
     """Load a Stable Diffusion 1.x/2.x or SDXL text-to-image pipeline from `ref`."""
+    quiet_model_libraries()
     from diffusers import (
         AutoencoderKL,
         DiffusionPipeline,

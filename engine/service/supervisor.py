@@ -21,6 +21,7 @@ from engine.service.kinds import KINDS
 from engine.service.queue_common import Job, JobStateError, State
 from engine.service.queue_sqlite import JobQueue
 from engine.service.worker import worker_main
+from posterbot import logs
 from posterbot.config import Config
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Supervisor:
         slot.timed_out = None
         slot.process = self.context.Process(
             target=worker_main,
-            args=(self.config, slot.device, slot.worker_id, slot.ready),
+            args=(self.config, slot.device, slot.worker_id, slot.ready, logs.active()),
             name=f"posterbot-worker-{slot.index}",
         )
         slot.process.start()

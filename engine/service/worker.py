@@ -41,6 +41,7 @@ from engine.service.queue_common import Job, JobStateError
 from engine.service.queue_sqlite import JobQueue, open_queue
 from posterbot.config import Config
 from posterbot.errors import Failure, code_of
+from posterbot.logs import LogSetup, setup_worker
 
 log = logging.getLogger(__name__)
 
@@ -214,11 +215,12 @@ def _load_engine(config: Config, model: str | None) -> Any:
     return Engine(config, model=model)
 
 
-def worker_main(config: Config, device: str, worker_id: str, ready: Any = None) -> None:
-    """Process entry point (multiprocessing spawn target): run a worker until SIGTERM."""
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s worker {worker_id}: %(message)s"
-    )
+def worker_main(
+    config: Config, device: str, worker_id: str, ready: Any = None, logs: LogSetup | None = None
+) -> None:
+    """Process entry point (multiprocessing spawn target): run a worker until SIGTERM; its log
+    lines go where the service's do (`logs`)."""
+    setup_worker(logs, worker_id)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the service, which stops us
     worker = Worker(config, worker_id, device)
     worker.engine_for(None)  # until loaded, SIGTERM simply ends the process: nothing is claimed

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from posterbot.config import Config
@@ -102,7 +101,7 @@ def dataset_import_command(args: argparse.Namespace, config: Config) -> int:
 def train_command(args: argparse.Namespace, config: Config) -> int:
     """Train; a path that is not a dataset name is imported first. Prints progress and the
     result as JSON. Run the same command again after a crash to resume."""
-    from engine.training.intake import import_dataset
+    from engine.training.intake import import_dataset, source_digest
     from engine.training.trainer import run_training
     from prompts.syntax import key_values
 
@@ -110,8 +109,13 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
     dataset = args.dataset
     source = Path(dataset)
     if not (config.datasets_dir / dataset).is_dir() and source.exists():
-        dataset = f"{args.ip}-{time.strftime('%Y%m%d-%H%M%S')}"
-        import_dataset(source, dataset, config, config.find_ip(args.ip).trigger)
+        # Named by content: the same zip again is the same dataset, so the same command resumes.
+        dataset = f"{args.ip}-{source_digest(source)[:12]}"
+        if (config.datasets_dir / dataset).is_dir():
+            print(f"{source} was imported before as datasets/{dataset}", flush=True)
+        else:
+            import_dataset(source, dataset, config, config.find_ip(args.ip).trigger)
+            print(f"imported {source} as datasets/{dataset}", flush=True)
     params |= {"ip": args.ip, "dataset": dataset}
 
     def progress(epoch: int, step: int, total: int, loss: float, eta: float) -> None:

@@ -18,6 +18,7 @@ and the reason, by code, in English and Chinese.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from engine.diffusion.registry import sha256_file
 from engine.training.layout import (
     DEFAULT_REPEATS,
     IMAGE_FORMATS,
@@ -278,6 +280,18 @@ def _intake(source: Path, staging: Path, config: Config, concept: str) -> list[R
     if not rejections:
         rejections += kohya_layout(staging, concept, DEFAULT_REPEATS)
     return rejections
+
+
+def source_digest(source: str | Path) -> str:
+    """sha256 of a zip's bytes, or of a folder's file names and contents: what `train
+    --dataset PATH` names the imported dataset by, so the same files are imported once."""
+    source = Path(source)
+    if source.is_file():
+        return sha256_file(source)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(source).as_posix()}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()
 
 
 def import_dataset(

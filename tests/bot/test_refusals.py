@@ -3,7 +3,6 @@ reasons by their stable code; the engine's English (and its server paths) stay i
 
 from __future__ import annotations
 
-import dataclasses
 import string
 
 import pytest
@@ -117,9 +116,10 @@ async def test_the_bots_own_limits_are_refused_in_the_users_language(bot, telegr
 async def test_a_poster_whose_lora_is_missing_never_shows_a_server_path(
     bot_config, telegram, engine_config_file
 ):
-    ips = [dataclasses.replace(ip, lora="gone_lora") for ip in bot_config.ips]
-    async with running(build_application(dataclasses.replace(bot_config, ips=ips), TOKEN)):
-        telegram.send_text(USER, "达达骑士在雪地里送快递")
+    # A LoRA typed in a WebUI prompt is refused by name (an IP's own untrained LoRA is not: it
+    # draws without it, tests/bot/test_first_run.py).
+    async with running(build_application(bot_config, TOKEN)):
+        telegram.send_text(USER, "dadaknight, a rider in the snow <lora:gone_lora:0.8>")
         answer = await telegram.wait_for(
             lambda: [t for t in telegram.texts(USER) if "gone_lora" in t]
         )

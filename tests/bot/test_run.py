@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.bot.conftest import USER, free_port
+from tests.bot.conftest import USER, free_port, wait_healthy
 from tests.fakes.telegram_api import TOKEN
 
 RUN_TIMEOUT_S = 300  # the worker imports torch and loads the model on a busy 2-core box
@@ -46,6 +46,15 @@ def environment(token: str | None) -> dict[str, str]:
     return env | ({"TELEGRAM_BOT_TOKEN": token} if token else {})
 
 
+def assert_only_the_chat_on_screen(result: subprocess.CompletedProcess, data: Path) -> None:
+    """No log line, progress bar or traceback between the chat's lines: they are in the log."""
+    screen = result.stdout + result.stderr
+    for noise in ("INFO", "WARNING", "aiohttp", "Traceback", "it/s]", "Loading", "worker"):
+        assert noise not in screen, f"{noise!r} on screen"
+    log = (data / "logs" / "posterbot.log").read_text("utf-8")
+    assert "aiohttp.access" in log and "ready on cpu" in log  # the service's and workers' lines
+
+
 def test_run_without_a_token_chats_in_the_terminal_through_its_own_engine(tiny_model, tmp_path):
     config = write_config(tmp_path, tiny_model)
     # a request; then "1" picks the first candidate and "1" presses its first button, HD
@@ -59,7 +68,8 @@ def test_run_without_a_token_chats_in_the_terminal_through_its_own_engine(tiny_m
         timeout=RUN_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "TELEGRAM_BOT_TOKEN is not set" in result.stdout
+    assert "没有设置 TELEGRAM_BOT_TOKEN" in result.stdout
+    assert_only_the_chat_on_screen(result, tmp_path / "data")
     assert "[1] 1  [2] 2  [3] 3  [4] 4" in result.stdout  # the candidates' buttons as choices
     printed = [Path(p) for p in re.findall(r"(/\S+\.png)$", result.stdout, re.MULTILINE)]
     assert len(printed) == 6  # 4 candidates, then the HD poster as photo and as file
@@ -85,3 +95,64 @@ async def test_run_with_a_token_answers_a_private_request_in_telegram(
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 60)
     assert code == 0  # bot, engine and its worker stopped cleanly
+
+
+def console_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "posterbot", "--config", str(config), "console"]
+
+
+def test_console_alone_starts_its_engine_and_uses_a_running_one(tiny_model, tmp_path):
+    config = write_config(tmp_path, tiny_model)
+    alone = subprocess.run(
+        console_command(config),
+        input="达达骑士在雪地里送快递\n",
+        capture_output=True,
+        text=True,
+        env=environment(None),
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "✅ 完成" in alone.stdout
+    assert_only_the_chat_on_screen(alone, tmp_path / "data")
+    log = tmp_path / "data" / "logs" / "posterbot.log"
+    assert log.read_text("utf-8").count("started worker") == 1
+
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "posterbot", "--config", str(config), "engine"],
+        env=environment(None),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port = int(re.search(r"port = (\d+)", config.read_text())[1])
+        asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", engine))
+        started = log.read_text("utf-8").count("started worker")
+        beside = subprocess.run(
+            console_command(config),
+            input="达达骑士在雪地里送快递\n",
+            capture_output=True,
+            text=True,
+            env=environment(None),
+            timeout=RUN_TIMEOUT_S,
+        )
+    finally:
+        engine.terminate()
+        engine.wait(timeout=60)
+    assert beside.returncode == 0, beside.stderr[-3000:]
+    assert "✅ 完成" in beside.stdout
+    assert log.read_text("utf-8").count("started worker") == started  # no second engine
+
+
+def test_console_against_an_engine_elsewhere_says_how_to_start_it(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[bot]\nengine_url = "http://127.0.0.1:9"\n')  # nothing listens there
+    result = subprocess.run(
+        console_command(config),
+        input="",
+        capture_output=True,
+        text=True,
+        env=environment(None),
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "连不上" in result.stderr and "posterbot engine" in result.stderr
+    assert "Traceback" not in result.stderr

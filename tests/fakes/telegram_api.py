@@ -130,6 +130,9 @@ class FakeTelegram:
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        if request.match_info["token"] != TOKEN:  # as Telegram answers a revoked or wrong token
+            body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+            return web.json_response(body, status=401)
         params: dict[str, Any] = {}
         files: dict[str, bytes] = {}
         if request.content_type == "application/json":

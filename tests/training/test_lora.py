@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -282,3 +283,30 @@ def test_an_sdxl_base_is_refused_before_anything_is_queued_or_written(training_c
         check_train_request(config, {"ip": "dada", "dataset": "dada"}, {"cuda"})
     request = {"ip": "dada", "dataset": "dada"}
     assert check_train_request(training_config, request, {"cuda"}).ip == "dada"
+
+
+def test_train_with_a_zip_imports_it_once_so_the_same_command_finds_the_same_dataset(
+    training_config, tmp_path, capsys
+):
+    from posterbot.cli import main
+    from tests.training.conftest import mascot_zip
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(
+        f'data_dir = "{training_config.data_dir}"\n[models]\nbase = "{training_config.models.base}"'
+        f'\n[[ips]]\nname = "dada"\ntrigger = "{TRIGGER}"\n'
+    )
+    archive = tmp_path / "dada.zip"
+    archive.write_bytes(mascot_zip())
+    quick = {**QUICK, "epochs": 1, "repeats": 1, "sample_every_n_epochs": 0}
+    settings = [f"{k}={v}" for k, v in quick.items() if k not in ("ip", "dataset")]
+    command = ["--config", str(config_file), "train", "--ip", "dada", "--dataset", str(archive)]
+    datasets = []
+    for _ in range(2):
+        assert main([*command, *settings]) == 0
+        printed = capsys.readouterr().out
+        datasets.append(re.search(r" as datasets/(\S+)", printed)[1])
+        assert json.loads(printed[printed.index("{") :])["status"] == "done"
+    assert "was imported before as datasets/" + datasets[0] in printed
+    assert datasets[0] == datasets[1] and datasets[0].startswith("dada-")
+    assert [p.name for p in training_config.datasets_dir.iterdir()] == [datasets[0]]
