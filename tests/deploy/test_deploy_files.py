@@ -674,7 +674,6 @@ def test_the_bot_starts_with_the_base_install_and_the_bot_extra_only():
 # Commands being built on other branches: the guide may name only these flags until they land.
 UPCOMING = {
     ("models", "fetch"): {"--list", "--kind"},
-    ("doctor",): {"--json"},
 }
 KINDS = {"lora", "checkpoint", "vae", "esrgan", "controlnet", "gfpgan"}
 
