@@ -32,6 +32,7 @@ from bot.ratelimit import LaneRateLimiter
 from bot.store import Store
 from engine.service.client import EngineClient
 from posterbot.config import Config, engine_url
+from posterbot.logs import protect
 from prompts.lexicon import load_glossary
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,11 @@ MENU = {  # shown in Telegram's command menu
 
 
 def webhook_secret(token: str) -> str:
-    """A secret Telegram sends back with every webhook call (derived, so nothing to store)."""
-    return hashlib.sha256(f"posterbot-webhook:{token}".encode()).hexdigest()
+    """A secret Telegram sends back with every webhook call (derived, so nothing to store);
+    never shown in a log line."""
+    secret = hashlib.sha256(f"posterbot-webhook:{token}".encode()).hexdigest()
+    protect(secret)
+    return secret
 
 
 class AddressedToBot(filters.MessageFilter):

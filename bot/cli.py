@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from posterbot.config import Config, engine_url
+from posterbot.config import Config, ConfigError, engine_url
 from posterbot.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,23 @@ def bot_command(args: argparse.Namespace, config: Config) -> int:
 
 
 async def telegram_bot(config: Config, token: str) -> None:
-    """The Telegram bot until SIGINT/SIGTERM."""
+    """The Telegram bot until SIGINT/SIGTERM. A token Telegram refuses, or a Bot API server it
+    cannot reach, stops it with one line (the library's own text carries the token)."""
+    from telegram.error import InvalidToken, NetworkError
+
     from bot.app import build_application, serve_forever
 
-    await serve_forever(build_application(config, token, os.environ.get(ENGINE_TOKEN_ENV)))
+    try:
+        await serve_forever(build_application(config, token, os.environ.get(ENGINE_TOKEN_ENV)))
+    except InvalidToken:
+        raise ConfigError(
+            TOKEN_ENV, "Telegram refused this token: copy it again from @BotFather"
+        ) from None
+    except NetworkError:
+        log.warning("the Bot API at %s cannot be reached", config.telegram.base_url, exc_info=True)
+        raise ConfigError(
+            "telegram.base_url", f"cannot reach {config.telegram.base_url} (network, proxy?)"
+        ) from None
 
 
 async def console(config: Config, no_token: bool = False) -> None:

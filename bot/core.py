@@ -67,19 +67,28 @@ class Core:
 
     async def admitted(self, message: Incoming, role: Role = Role.USER) -> bool:
         """True when the sender may do this here; otherwise refuse politely, showing ids."""
-        language = self.language(message.user)
-        place = message.place
-        if role == Role.USER and self.roles.may_ask(message.user.id, place.chat_id, place.is_group):
+        refusal = self.refusal(message.user, message.place, role)
+        if refusal is None:
             return True
-        if role > Role.USER and self.roles.of(message.user.id) >= role:
-            return True
-        if place.is_group and role == Role.USER:
-            await self.say(place, language, "group_not_allowed", chat_id=place.chat_id)
-        elif self.roles.of(message.user.id) >= Role.USER:
-            await self.say(place, language, "admins_only")
-        else:
-            await self.say(place, language, "stranger", user_id=message.user.id)
+        key, values = refusal
+        await self.say(message.place, self.language(message.user), key, **values)
         return False
+
+    def refusal(
+        self, user: User, place: Place, role: Role = Role.USER
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Why `user` may not act in `place` (catalog key and values), or None when they may.
+        Messages and button presses both ask it: a press under an old result is checked
+        against the roles as they are now (a removed user, a group-only member in private)."""
+        if role == Role.USER and self.roles.may_ask(user.id, place.chat_id, place.is_group):
+            return None
+        if role > Role.USER and self.roles.of(user.id) >= role:
+            return None
+        if place.is_group and role == Role.USER:
+            return "group_not_allowed", {"chat_id": place.chat_id}
+        if self.roles.of(user.id) >= Role.USER:
+            return "admins_only", {}
+        return "stranger", {"user_id": user.id}
 
     async def ask(self, event: Incoming | Press, language: str, call: Awaitable[T]) -> T | None:
         """The engine's answer, or None after telling the asker why there is none."""

@@ -22,7 +22,7 @@ from types import ModuleType
 
 from bot.core import Core
 from bot.follower import Delivery
-from bot.i18n import t
+from bot.i18n import plain, t
 from bot.replies import Incoming, Press
 
 Command = Callable[[Core, Incoming, list[str]], Awaitable[None]]
@@ -67,7 +67,10 @@ class Router:
         await handler(core, message, message.text.split())
 
     async def press(self, core: Core, press: Press) -> str | None:
-        """A button: its data's prefix names the handler."""
+        """A button: its data's prefix names the handler; the presser is admitted first, as a
+        message's sender is (a short notice when not)."""
+        if refusal := core.refusal(press.user, press.place):
+            return plain(t(core.language(press.user), *refusal[:1], **refusal[1]))
         prefix, _, rest = press.data.partition(":")
         handler = self.buttons.get(prefix)
         if handler is None:

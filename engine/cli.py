@@ -129,7 +129,11 @@ def generate_command(args: argparse.Namespace, config: Config) -> int:
     request["prompt"] = args.prompt
     request["loras"] = [parse_lora_flag(text) for text in args.lora]
     params = from_request(request, config.generation, config.limits)  # fail before loading
-    engine = Engine(config, model=args.model)
+    if args.model:  # the command line names any model, as [models] base can
+        config = dataclasses.replace(
+            config, models=dataclasses.replace(config.models, base=args.model)
+        )
+    engine = Engine(config)
     result = engine.txt2img(params)
     if result.is_demo:
         print(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from posterbot.config import ConfigError, load_config
@@ -28,8 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What posterbot writes (bot.db with users' requests and roles, engine.db, pictures, datasets,
+# LoRA files, logs) is readable by the service's own user only: files 0600, folders 0700.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,15 @@ LOG_NAME = "posterbot.log"
 # can still open and send, and at most two of them on the data disk.
 MAX_LOG_BYTES = 20 * 2**20
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Environment variables holding secrets; no log line may show their values.
+SECRET_ENV = (
+    "TELEGRAM_BOT_TOKEN",
+    "POSTERBOT_ENGINE_TOKEN",
+    "POSTERBOT_LLM_API_KEY",
+    "POSTERBOT_API_AUTH",  # user:pass of the WebUI API
+)
+REDACTED = "[secret]"
+MIN_SECRET_CHARS = 6  # shorter values would blank ordinary words in every line
 # Libraries read these before they draw a progress bar (huggingface_hub, tqdm >= 4.66).
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
 
@@ -72,9 +82,48 @@ def setup_worker(setup: LogSetup | None, worker_id: str) -> None:
     _install(setup, fmt)
 
 
+class Redacting(logging.Formatter):
+    """Every secret this process holds is replaced in each formatted line, tracebacks included:
+    the HTTP client logs request URLs, and Telegram's carry the bot token."""
+
+    def __init__(self, fmt: str, secrets: list[str]) -> None:
+        super().__init__(fmt)
+        # Longest first: a token that contains another is replaced whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len)[::-1]
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for secret in [*self.secrets, *_protected]:
+            line = line.replace(secret, REDACTED)
+        return line
+
+
+_protected: list[str] = []
+
+
+def protect(secret: str) -> None:
+    """A secret made at run time (e.g. the webhook's) is redacted from log lines too."""
+    if len(secret) >= MIN_SECRET_CHARS and secret not in _protected:
+        _protected.append(secret)
+
+
+def secrets_in(environ: typing.Mapping[str, str]) -> list[str]:
+    """The secret values of SECRET_ENV (and the password part of user:pass values)."""
+    found = []
+    for name in SECRET_ENV:
+        if value := environ.get(name, "").strip():
+            found += [value, value.partition(":")[2]]
+    return found
+
+
 def _install(setup: LogSetup, fmt: str) -> None:
     os.environ.update(QUIET_ENV)
     handlers: list[logging.Handler] = [logging.FileHandler(setup.path, encoding="utf-8")]
     if setup.terminal:
         handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=setup.level, format=fmt, handlers=handlers, force=True)
+    formatter = Redacting(fmt, secrets_in(os.environ))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=setup.level, handlers=handlers, force=True)
+    # One INFO line per Bot API request is noise (and carried the token in its URL).
+    logging.getLogger("httpx").setLevel(logging.WARNING)

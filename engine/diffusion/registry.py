@@ -10,9 +10,11 @@ No torch here: listing and hashing work on any host.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +82,31 @@ class Registry:
         return self.config.checkpoints_dir / DEMO_MODEL_NAME
 
     def checkpoint(self, name: str | None = None) -> ModelRef:
-        """Resolve `name` (default: `[models] base`) to a loadable model."""
-        name = (name if name is not None else self.config.models.base).strip()
+        """The model to load: `[models] base` when `name` is None (a name, file, folder or hub
+        id, as the admin configured it), else a model a request names — only the base's own
+        name or one of the models in models/Stable-diffusion, by name. A request never reaches
+        another path or the network, and an unknown name's error says nothing about the disk."""
+        configured = self.config.models.base.strip()
+        if name is None or name.strip() == configured:
+            return self._resolve(configured)
+        wanted = name.strip().removesuffix(".safetensors")
+        for ref in self.checkpoints():
+            if wanted == ref.name:
+                return ref
+        with contextlib.suppress(ValueError):  # the base by its name, wherever it lies
+            if wanted == (base := self._resolve(configured)).name:
+                return base
+        log.warning("request named model %r, which is not in models/Stable-diffusion", name)
+        raise Refusal(
+            "model",
+            f"{name!r} is not a model in models/Stable-diffusion",
+            "model_missing",
+            name=name,
+        )
+
+    def _resolve(self, name: str) -> ModelRef:
+        """`[models] base` to a loadable model."""
+        name = name.strip()
         if not name or name == DEMO_MODEL_NAME:
             return ModelRef(DEMO_MODEL_NAME, str(self.demo_model_path()), "folder", is_demo=True)
         for candidate in (Path(name), self.config.checkpoints_dir / name):
@@ -141,10 +166,13 @@ class Registry:
         found = self.loras().get(name)
         if found is not None:
             return found
-        for suffix in PICKLE_SUFFIXES:
-            pickled = self.config.loras_dir / f"{name}{suffix}"
-            if pickled.exists():
-                refuse_pickle(pickled, f"lora {name!r}")
+        # A pickle of that name in models/Lora is refused as one; a name reaching elsewhere
+        # (`../x`) is only "not found", whatever exists there.
+        if re.fullmatch(r"[^/\\]+", name) and not name.startswith("."):
+            for suffix in PICKLE_SUFFIXES:
+                pickled = self.config.loras_dir / f"{name}{suffix}"
+                if pickled.exists():
+                    refuse_pickle(pickled, f"lora {name!r}")
         known = ", ".join(self.loras()) or "none"
         log.warning("LoRA %r not found in %s", name, self.config.loras_dir)
         raise Refusal("lora", f"{name!r} not found (available: {known})", "lora_missing", name=name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from tests.bot.conftest import GROUP, STRANGER, USER
+from tests.bot.conftest import GROUP, OWNER, STRANGER, USER
 from tests.fakes.telegram_api import BOT_USER, TOKEN
 
 
@@ -36,7 +36,9 @@ async def test_a_stranger_is_refused_with_their_id(bot, telegram):
     assert not telegram.sent("sendMediaGroup")
 
 
-async def test_a_stranger_pressing_someone_elses_button_is_refused(bot, telegram):
+async def test_a_user_pressing_someone_elses_button_is_refused(bot, telegram):
+    telegram.send_text(OWNER, f"/allow {STRANGER}")  # another user; strangers are refused first
+    await telegram.wait_for(lambda: telegram.texts(OWNER))
     telegram.send_text(USER, "/history")
     await telegram.wait_for(lambda: telegram.texts(USER))
     core = bot.bot_data["core"]

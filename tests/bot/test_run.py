@@ -116,6 +116,12 @@ def test_console_alone_starts_its_engine_and_uses_a_running_one(tiny_model, tmp_
     assert_only_the_chat_on_screen(alone, tmp_path / "data")
     log = tmp_path / "data" / "logs" / "posterbot.log"
     assert log.read_text("utf-8").count("started worker") == 1
+    data = tmp_path / "data"
+    private = [data / "bot.db", data / "engine.db", log, *(data / "console").glob("*.png")]
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in private)  # the service's only
+    assert all(
+        p.stat().st_mode & 0o777 == 0o700 for p in (data / "outputs").rglob("*") if p.is_dir()
+    )
 
     engine = subprocess.Popen(
         [sys.executable, "-m", "posterbot", "--config", str(config), "engine"],

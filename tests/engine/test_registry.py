@@ -36,16 +36,53 @@ def test_checkpoint_names_resolve_in_the_stable_diffusion_folder(registry):
     ref = registry.checkpoint("revAnimated_v122")
     assert (ref.kind, ref.name) == ("file", "revAnimated_v122")
     assert [c.name for c in registry.checkpoints()] == ["revAnimated_v122"]
-    assert registry.checkpoint("org/some-model").kind == "hub"
+    assert with_base(registry, "org/some-model").checkpoint().kind == "hub"  # the admin's choice
+
+
+def with_base(registry: Registry, base: str) -> Registry:
+    config = registry.config
+    return Registry(
+        dataclasses.replace(config, models=dataclasses.replace(config.models, base=base))
+    )
 
 
 def test_pickle_checkpoints_and_unknown_names_are_refused(registry):
     (registry.config.checkpoints_dir).mkdir(parents=True)
     (registry.config.checkpoints_dir / "old.ckpt").write_bytes(b"pickle")
     with pytest.raises(ValueError, match=r"old\.ckpt is a pickle file"):
-        registry.checkpoint("old.ckpt")
+        with_base(registry, "old.ckpt").checkpoint()
     with pytest.raises(ValueError, match="model: 'missing' not found"):
+        with_base(registry, "missing").checkpoint()
+    with pytest.raises(ValueError, match="model: 'missing' is not a model in models/Stable-diff"):
         registry.checkpoint("missing")
+
+
+def test_a_request_names_only_models_of_the_folder_never_a_path_or_a_hub_id(registry, tmp_path):
+    """Whatever exists elsewhere, a request naming it gets the same answer, naming no path."""
+    elsewhere = tmp_path / "elsewhere" / "model"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "model_index.json").write_text("{}")
+    write_safetensors(tmp_path / "secret.safetensors")
+    names = [str(elsewhere), str(tmp_path / "secret.safetensors"), "/etc/shadow"]
+    names += ["/nonexistent/x", "../secret", "org/some-model", "old.ckpt"]
+    answers = set()
+    for name in names:
+        with pytest.raises(ValueError) as refused:
+            registry.checkpoint(name)
+        answers.add(str(refused.value).replace(repr(name), "NAME"))
+    assert answers == {"model: NAME is not a model in models/Stable-diffusion"}
+
+
+def test_a_lora_name_reaching_outside_the_folder_is_only_not_found(registry, tmp_path):
+    (tmp_path / "pickled.ckpt").write_bytes(b"pickle")
+    (registry.config.loras_dir).mkdir(parents=True)
+    answers = set()
+    for name in ("../pickled", "../missing", "/etc/passwd", "..\\pickled"):
+        with pytest.raises(ValueError) as refused:
+            registry.lora(name)
+        assert refused.value.code == "lora_missing" and str(tmp_path) not in str(refused.value)
+        answers.add(str(refused.value).replace(repr(name), "NAME"))
+    assert len(answers) == 1  # whether a file exists there or not
 
 
 def test_model_hash_is_sha256_prefix_and_lora_hash_skips_the_header(registry):
