@@ -65,9 +65,10 @@ TEXT_ENCODER_MARKS = {
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """What diffusers' key inspection reads from a tensor: its shape (from the file's header)."""
+    """What diffusers' key inspection reads from a tensor (its shape), from the file's header."""
 
     shape: tuple[int, ...]
+    dtype: str = ""  # safetensors' name: F16, F32, BF16 ...
 
 
 def read_header(path: Path) -> dict[str, TensorInfo]:
@@ -81,7 +82,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     except (OSError, struct.error, ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"model: {path.name}: not a readable .safetensors file ({exc})") from None
     return {
-        name: TensorInfo(tuple(entry["shape"]))
+        name: TensorInfo(tuple(entry["shape"]), entry.get("dtype", ""))
         for name, entry in header.items()
         if name != "__metadata__"
     }

@@ -196,7 +196,7 @@ def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(tmp_path, e
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from engine.diffusion import single_file
+    from engine.diffusion import fetch, single_file
 
     configs = single_file.config_folder("v1", tmp_path / "configs")
     torch.manual_seed(0)
@@ -241,3 +241,10 @@ def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(tmp_path, e
     )
     assert np.array_equal(got, expected)
     assert (config.data_dir / "cache" / "single-file-configs" / "v1" / "unet").is_dir()
+    gc.collect()
+    # `posterbot models fetch` converts a fetched checkpoint once to a folder beside it
+    converted = fetch.convert_checkpoint(checkpoint, config.data_dir / "cache")
+    assert converted == checkpoint.with_suffix("")
+    assert _config(converted, "unet/config.json")["cross_attention_dim"] == 768
+    weights = converted / "unet" / "diffusion_pytorch_model.safetensors"
+    assert single_file.read_header(weights)["conv_in.weight"].dtype == "F16"  # kept fp16
