@@ -114,8 +114,11 @@ def test_missing_and_pickle_loras_are_refused_with_the_reason(lora_engine):
         image(lora_engine, "a cat <lora:mascot_kohya:lots>")
 
 
+# Names that share a prefix: two LoRAs of one IP, and a training run's epoch files, which its
+# sample images load one after another (they printed ~38 report lines per training).
+@pytest.mark.parametrize("names", [("x", "x_full"), ("dada-v1-000001", "dada-v1-000002")])
 def test_loras_whose_names_share_a_prefix_load_quietly_and_both_apply(
-    tmp_path, engine_config, with_config_module, capfd
+    names, tmp_path, engine_config, with_config_module, capfd
 ):
     import shutil
     import warnings
@@ -123,7 +126,7 @@ def test_loras_whose_names_share_a_prefix_load_quietly_and_both_apply(
     from diffusers import DiffusionPipeline
 
     config = with_config_module(engine_config, data_dir=tmp_path)
-    for name, seed in (("x", 5), ("x_full", 6)):
+    for name, seed in zip(names, (5, 6), strict=True):
         scratch = DiffusionPipeline.from_pretrained(config.models.base)
         kohya, _ = write_lora_pair(scratch, tmp_path / "scratch", name, seed=seed)
         config.loras_dir.mkdir(parents=True, exist_ok=True)
@@ -133,10 +136,10 @@ def test_loras_whose_names_share_a_prefix_load_quietly_and_both_apply(
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        x, _ = image(engine, "a cat <lora:x:1>")
-        both, result = image(engine, "a cat <lora:x:1> <lora:x_full:1>")
+        x, _ = image(engine, f"a cat <lora:{names[0]}:1>")
+        both, result = image(engine, f"a cat <lora:{names[0]}:1> <lora:{names[1]}:1>")
     output = capfd.readouterr()
     noise = output.out + output.err + "".join(str(w.message) for w in caught)
     assert "LOAD REPORT" not in noise and "MISSING" not in noise and "peft_config" not in noise
-    assert [lora.name for lora in result.loras] == ["x", "x_full"]
+    assert [lora.name for lora in result.loras] == list(names)
     assert np.abs(plain - x).mean() > 1 and np.abs(x - both).mean() > 1  # each one applies

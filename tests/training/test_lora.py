@@ -282,3 +282,21 @@ def test_an_sdxl_base_is_refused_before_anything_is_queued_or_written(training_c
         check_train_request(config, {"ip": "dada", "dataset": "dada"}, {"cuda"})
     request = {"ip": "dada", "dataset": "dada"}
     assert check_train_request(training_config, request, {"cuda"}).ip == "dada"
+
+
+def test_the_trainers_base_model_loads_with_no_load_report(training_config, capfd):
+    """The trainer loads the base model with `load_pipeline`; the tiny model saves every tensor
+    its text encoder has, so transformers reports nothing newly initialized. (The reports seen
+    during training came from its sample images loading epoch LoRAs one beside another:
+    tests/engine/test_lora.py checks those are quiet.)"""
+    from engine.diffusion.generate import load_pipeline
+    from engine.diffusion.registry import Registry
+
+    registry = Registry(training_config)
+    capfd.readouterr()
+    pipe = load_pipeline(registry.checkpoint(), registry, torch.device("cpu"), torch.float32)
+    output = capfd.readouterr()
+    assert "LOAD REPORT" not in output.out + output.err
+    assert "newly initialized" not in output.out + output.err
+    with safe_open(training_config.models.base + "/text_encoder/model.safetensors", "pt") as saved:
+        assert set(saved.keys()) == set(pipe.text_encoder.state_dict())  # nothing missing
