@@ -218,6 +218,7 @@ def load(path: Path, cache_dir: Path, dtype, config: str = "", txt2img: bool = T
     components (e.g. `vae=`) are used instead of the checkpoint's own.
     """
     import diffusers
+    import torch
     from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     # 1. which model the keys say it is, and whether every part is there
@@ -242,6 +243,15 @@ def load(path: Path, cache_dir: Path, dtype, config: str = "", txt2img: bool = T
     except SingleFileComponentError as exc:
         reason = str(exc.message or exc).splitlines()[0]
         raise ValueError(f"model: {path.name}: {reason}") from None
+    except (KeyError, ValueError, RuntimeError, OSError) as exc:
+        if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        setting = "its" if config else f"the {DESCRIPTIONS[kind]}"
+        raise ValueError(
+            f"model: {path.name}: does not fit {setting} config ({reason[:300]}); set "
+            "[models] single_file_config to the diffusers folder of the model it comes from"
+        ) from None
 
 
 def load_vae(path: Path, cache_dir: Path, dtype, sdxl: bool):

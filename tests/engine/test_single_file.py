@@ -52,6 +52,27 @@ def test_sdxl_is_told_from_the_files_without_loading(tmp_path, tiny_model):
 
 # --- offline configs chosen by the checkpoint's keys ------------------------------------------
 
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection beyond 127.0.0.1 fails the test (a hub request would be one)."""
+    import socket
+
+    local = ("127.0.0.1", "::1", "localhost")
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def connect_locally(sock, address):
+        assert address[0] in local, f"network use: {address}"
+        return connect(sock, address)
+
+    def resolve_locally(host, *args, **kwargs):
+        assert host in local, f"network use: {host}"
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect_locally)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve_locally)
+
+
 # The keys diffusers reads to tell the models apart, with tiny shapes where the shape matters.
 UNET_KEY = "model.diffusion_model.out.2.weight"
 V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
@@ -181,7 +202,9 @@ def test_a_checkpoint_missing_a_part_is_refused_naming_it(tmp_path, tiny_model, 
 
 
 @pytest.mark.slow
-def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(tmp_path, engine_config):
+def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(
+    tmp_path, engine_config, no_network
+):
     """The architecture of stable-diffusion-v1-5 (random weights, fp16: ~2 GB) as a WebUI file:
     it loads from the shipped configs alone and draws what its diffusers folder draws."""
     import gc
@@ -248,3 +271,20 @@ def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(tmp_path, e
     assert _config(converted, "unet/config.json")["cross_attention_dim"] == 768
     weights = converted / "unet" / "diffusion_pytorch_model.safetensors"
     assert single_file.read_header(weights)["conv_in.weight"].dtype == "F16"  # kept fp16
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_names_the_setting(
+    tmp_path, tiny_model, no_network
+):
+    """The tiny model's sizes are not SD 1.5's: one line that says which setting to use, and no
+    request to a hub."""
+    import torch
+
+    from engine.diffusion import single_file
+
+    path = write_single_file(tiny_model, tmp_path / "odd.safetensors")
+    with pytest.raises(ValueError) as caught:
+        single_file.load(path, tmp_path / "cache", torch.float32)
+    text = str(caught.value)
+    assert text.startswith("model: odd.safetensors: does not fit the Stable Diffusion 1.x config")
+    assert "[models] single_file_config" in text and "\n" not in text
