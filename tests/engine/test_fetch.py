@@ -128,3 +128,14 @@ def test_list_prints_the_catalogue(capsys):
     for name in fetch.catalogue():
         assert name in out
     assert "vae-ft-mse" in out and "MIT" in out and "stabilityai/sd-vae-ft-mse-original" in out
+
+
+def test_every_catalogue_entry_resolves_to_a_file_its_kind_may_load():
+    import re
+
+    for name, entry in fetch.catalogue().items():
+        source = fetch.resolve(name)
+        assert source.kind in fetch.KIND_FOLDERS, name
+        fetch.check_file_type(source.filename, source.kind)
+        assert re.fullmatch(r"|[0-9a-f]{64}", source.sha256), name
+        assert source.url.startswith("https://") and entry["licence"] and entry["size"], name
