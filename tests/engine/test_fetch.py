@@ -74,6 +74,7 @@ def test_a_download_lands_in_its_kinds_webui_folder(config):
     assert path == config.data_dir / "models" / "Lora" / "dada_style.safetensors"
     assert path.read_bytes() == PAYLOAD
     assert not path.with_name(path.name + ".part").exists()
+    assert fetch._progress_bar("x") is None  # stderr is not a terminal here: no bar
 
 
 def test_a_cut_download_resumes_with_a_range_request(config):
