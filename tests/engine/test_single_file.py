@@ -10,7 +10,7 @@ import pytest
 
 from engine.diffusion.generate import Engine
 from engine.diffusion.params import from_request
-from tests.fakes.single_file import write_single_file
+from tests.fakes.single_file import write_single_file, write_vae_file
 
 
 def test_single_file_checkpoint_in_the_models_folder_gives_the_same_image(
@@ -246,6 +246,7 @@ def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(
     del pipe, unet, vae, text_encoder
     config = dataclasses.replace(engine_config, data_dir=tmp_path / "data")
     config.checkpoints_dir.mkdir(parents=True)
+    config.vae_dir.mkdir(parents=True)
     checkpoint = write_single_file(folder, config.checkpoints_dir / "sd15-random.safetensors")
 
     params = from_request(
@@ -265,6 +266,12 @@ def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(
     assert np.array_equal(got, expected)
     assert (config.data_dir / "cache" / "single-file-configs" / "v1" / "unet").is_dir()
     gc.collect()
+    # a WebUI VAE file ([models] vae) loads offline too, with the SD 1.x VAE config
+    vae_file = write_vae_file(folder / "vae", config.vae_dir / "vae-random.safetensors")
+    vae = single_file.load_vae(vae_file, config.data_dir / "cache", torch.float32, sdxl=False)
+    expected_vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=torch.float32).state_dict()
+    assert all(torch.equal(t, expected_vae[k]) for k, t in vae.state_dict().items())
+    del vae, expected_vae
     # `posterbot models fetch` converts a fetched checkpoint once to a folder beside it
     converted = fetch.convert_checkpoint(checkpoint, config.data_dir / "cache")
     assert converted == checkpoint.with_suffix("")
@@ -288,3 +295,13 @@ def test_a_checkpoint_that_does_not_fit_its_config_names_the_setting(
     text = str(caught.value)
     assert text.startswith("model: odd.safetensors: does not fit the Stable Diffusion 1.x config")
     assert "[models] single_file_config" in text and "\n" not in text
+
+
+def test_a_vae_setting_that_names_no_vae_is_refused(tmp_path):
+    import torch
+
+    from engine.diffusion import single_file
+
+    path = _header_file(tmp_path / "unet-only.safetensors", TELLING_KEYS["v1"])
+    with pytest.raises(ValueError, match=r"^models\.vae: unet-only\.safetensors: not a VAE"):
+        single_file.load_vae(path, tmp_path / "cache", torch.float32, sdxl=False)
