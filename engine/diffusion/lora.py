@@ -109,6 +109,11 @@ class LoraSet:
             self._delete(next(iter(self._loaded)))
 
     def _delete(self, name: str) -> None:
+        # Deleting an active adapter makes peft pick another and warn that it did; `apply` sets
+        # the active set itself, so hand peft the others first.
+        others = [_adapter_name(n) for n in self._loaded if n != name]
+        if others:
+            self.pipe.set_adapters(others)
         self.pipe.delete_adapters([_adapter_name(name)])
         del self._loaded[name]
 
