@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -132,7 +133,7 @@ def fetch(
         _verify(target, source.filename, expected, remove=False)
     # 3. a base checkpoint becomes a diffusers folder once, so loads never need the network
     if kind == "checkpoint" and convert and target.suffix == ".safetensors":
-        convert_checkpoint(target, config.data_dir / "cache")
+        convert_checkpoint(target, config.data_dir / "cache", config.models.single_file_config)
     return target
 
 
@@ -232,9 +233,9 @@ def _progress_bar(name: str):
     return show
 
 
-def convert_checkpoint(path: Path, cache_dir: Path) -> Path:
+def convert_checkpoint(path: Path, cache_dir: Path, config: str = "") -> Path:
     """`models/Stable-diffusion/<name>/`: the diffusers folder of single-file checkpoint `path`,
-    written once (temp folder + rename) with the shipped offline configs."""
+    written once (temp folder + rename) with the shipped offline configs (or `config`)."""
     import torch
 
     from engine.diffusion import single_file
@@ -245,10 +246,18 @@ def convert_checkpoint(path: Path, cache_dir: Path) -> Path:
     tensors = single_file.read_header(path)
     half = any(t.dtype == "F16" for n, t in tensors.items() if n.startswith("model.diffusion_"))
     dtype = torch.float16 if half else torch.float32  # keep the file's precision (and size)
-    pipe = single_file.load(path, cache_dir, dtype, txt2img=False)
+    pipe = single_file.load(path, cache_dir, dtype, config=config, txt2img=False)
     staging = folder.with_name(f".{folder.name}.converting")
     shutil.rmtree(staging, ignore_errors=True)
     pipe.save_pretrained(staging, safe_serialization=True)
+    # save_pretrained writes every scheduler default (timestep_spacing ...), but a sampler built
+    # from the config keeps only what the config names: keep the file's, so both draw alike.
+    scheduler = pipe.scheduler.config
+    named = {
+        k: v for k, v in scheduler.items() if k not in scheduler.get("_use_default_values", [])
+    }
+    named.pop("_use_default_values", None)
+    (staging / "scheduler" / "scheduler_config.json").write_text(json.dumps(named, indent=2))
     staging.rename(folder)
     return folder
 

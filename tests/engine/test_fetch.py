@@ -21,11 +21,12 @@ PAYLOAD = save(
 
 
 class FileServer:
-    """Serves PAYLOAD at any path (Range requests honoured); `cut_after` bytes into the first
+    """Serves `payload` at any path (Range requests honoured); `cut_after` bytes into the first
     response it closes the connection, as a dropped download does. Records every request."""
 
-    def __init__(self, cut_after: int | None = None) -> None:
+    def __init__(self, cut_after: int | None = None, payload: bytes = PAYLOAD) -> None:
         self.cut_after = cut_after
+        self.payload = payload
         self.requests: list[tuple[str, str | None]] = []
         self.loop = asyncio.new_event_loop()
         self.runner: web.AppRunner | None = None
@@ -35,7 +36,7 @@ class FileServer:
         start = 0
         if (ranged := request.headers.get("Range")) is not None:
             start = int(ranged.removeprefix("bytes=").split("-")[0])
-        body = PAYLOAD[start:]
+        body = self.payload[start:]
         response = web.StreamResponse(status=206 if start else 200)
         response.content_length = len(body)
         await response.prepare(request)
@@ -140,3 +141,23 @@ def test_every_catalogue_entry_resolves_to_a_file_its_kind_may_load():
         fetch.check_file_type(source.filename, source.kind)
         assert re.fullmatch(r"|[0-9a-f]{64}", source.sha256), name
         assert source.url.startswith("https://") and entry["licence"] and entry["size"], name
+
+
+def test_a_fetched_checkpoint_is_converted_once_and_its_name_loads_the_folder(
+    config, tiny_model, engine, with_config, tmp_path
+):
+    from engine.diffusion.generate import Engine
+    from engine.diffusion.params import from_request
+    from tests.fakes.single_file import write_single_file
+
+    single = write_single_file(tiny_model, tmp_path / "tiny.safetensors").read_bytes()
+    config = with_config(config, "models", single_file_config=str(tiny_model))  # tiny sizes
+    with FileServer(payload=single) as url:
+        path = fetch.fetch(config, f"{url}/tinyAnime_v1.safetensors", kind="checkpoint")
+    folder = config.checkpoints_dir / "tinyAnime_v1"
+    assert (folder / "model_index.json").is_file() and path.is_file()  # the file is kept
+    converted = Engine(with_config(config, "models", base="tinyAnime_v1"))
+    assert converted.model.kind == "folder"
+    params = from_request({"prompt": "a cat", "seed": 5}, config.generation, config.limits)
+    got = np.asarray(converted.txt2img(params).images[0])
+    assert np.array_equal(got, np.asarray(engine.txt2img(params).images[0]))

@@ -275,6 +275,9 @@ def test_a_real_size_sd15_single_file_loads_offline_with_no_settings(
     # `posterbot models fetch` converts a fetched checkpoint once to a folder beside it
     converted = fetch.convert_checkpoint(checkpoint, config.data_dir / "cache")
     assert converted == checkpoint.with_suffix("")
+    with_converted = dataclasses.replace(config.models, base=converted.name)
+    drawn = Engine(dataclasses.replace(config, models=with_converted)).txt2img(params)
+    assert np.array_equal(np.asarray(drawn.images[0]), expected)  # the folder draws alike
     assert _config(converted, "unet/config.json")["cross_attention_dim"] == 768
     weights = converted / "unet" / "diffusion_pytorch_model.safetensors"
     assert single_file.read_header(weights)["conv_in.weight"].dtype == "F16"  # kept fp16
