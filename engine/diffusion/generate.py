@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,7 @@ def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype
 
     from engine.diffusion import single_file
 
+    _quiet_progress_bars()
     if ref.is_demo and not Path(ref.location).exists():
         from engine.diffusion.tiny import write_demo_model
 
@@ -144,6 +146,18 @@ def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     return pipe
+
+
+def _quiet_progress_bars() -> None:
+    """No loading bars ("Loading pipeline components", transformers' "Loading weights" at each
+    LoRA) unless stderr is a terminal: in a worker's log every redraw is a line of noise."""
+    if sys.stderr.isatty():
+        return
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -144,5 +144,6 @@ def test_loras_whose_names_share_a_prefix_load_quietly_and_both_apply(
     output = capfd.readouterr()
     noise = output.out + output.err + "".join(str(w.message) for w in caught)
     assert "LOAD REPORT" not in noise and "MISSING" not in noise and "peft_config" not in noise
+    assert "Loading weights" not in noise  # no progress bars in a log (stderr is no terminal)
     assert [lora.name for lora in result.loras] == list(names)
     assert np.abs(plain - x).mean() > 1 and np.abs(x - both).mean() > 1  # each one applies
