@@ -12,6 +12,7 @@ import sys
 import typing
 from pathlib import Path
 
+from engine.diffusion import fetch
 from engine.training import cli as training_cli
 from posterbot.config import Config, GenerationSettings
 from posterbot.logs import setup_logging
@@ -52,6 +53,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     training_cli.register(commands)  # dataset, train, versions, promote, xyz ...
+    fetch.register(commands)  # models fetch
     service = commands.add_parser(
         "engine", help="run the engine service (HTTP + workers)", description=engine_command.__doc__
     )

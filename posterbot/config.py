@@ -47,7 +47,7 @@ class ModelsConfig:
     # (a bare name is looked up in <data_dir>/models/Stable-diffusion).
     base: str = ""
     vae: str = ""  # "" = the checkpoint's own VAE; else a folder or file (see models/VAE)
-    # Diffusers config folder used to load single-file checkpoints offline ("" = infer / hub).
+    # Diffusers config folder for single-file checkpoints ("" = the shipped one its keys show).
     single_file_config: str = ""
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (float16 on GPU, float32 on CPU) | float16 | bfloat16 | float32

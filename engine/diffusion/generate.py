@@ -23,7 +23,7 @@ from engine.diffusion import hires, infotext
 from engine.diffusion.conditioning import encode_prompts
 from engine.diffusion.lora import AppliedLora, LoraSet
 from engine.diffusion.params import GenerationParams, check, resolve_seeds
-from engine.diffusion.registry import ModelRef, Registry
+from engine.diffusion.registry import ModelRef, Registry, is_sdxl
 from engine.diffusion.samplers import make_scheduler
 from posterbot import __version__
 from posterbot.config import Config, ModelsConfig
@@ -118,16 +118,28 @@ def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype
         StableDiffusionXLPipeline,
     )
 
+    from engine.diffusion import single_file
+
     if ref.is_demo and not Path(ref.location).exists():
         from engine.diffusion.tiny import write_demo_model
 
         log.warning("no model configured: writing the tiny demo model to %s", ref.location)
         write_demo_model(ref.location)
+    vae = None
+    vae_path = registry.vae()
+    if vae_path is not None and vae_path.is_file():
+        cache = registry.config.data_dir / "cache"
+        vae = single_file.load_vae(vae_path, cache, dtype, sdxl=bool(is_sdxl(ref)))
+    elif vae_path is not None:
+        vae = AutoencoderKL.from_pretrained(str(vae_path), dtype=dtype)
     if ref.kind == "file":
-        pipeline_class = StableDiffusionXLPipeline if _is_sdxl_file(ref.location) else None
-        pipeline_class = pipeline_class or StableDiffusionPipeline
-        config = registry.config.models.single_file_config or None
-        pipe = pipeline_class.from_single_file(ref.location, dtype=dtype, config=config)
+        pipe = single_file.load(
+            Path(ref.location),
+            registry.config.data_dir / "cache",
+            dtype,
+            config=registry.config.models.single_file_config,
+            **({"vae": vae} if vae is not None else {}),
+        )
     else:
         pipe = DiffusionPipeline.from_pretrained(ref.location, dtype=dtype)
     if not isinstance(pipe, StableDiffusionPipeline | StableDiffusionXLPipeline):
@@ -137,25 +149,14 @@ def load_pipeline(ref: ModelRef, registry: Registry, device: torch.device, dtype
         )
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # posters are reviewed by people; WebUI has none either
-    vae_path = registry.vae()
-    if vae_path is not None:
-        load = (
-            AutoencoderKL.from_single_file if vae_path.is_file() else AutoencoderKL.from_pretrained
-        )
-        pipe.vae = load(str(vae_path), dtype=dtype)
+    if vae is not None:
+        pipe.vae = vae
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     if registry.config.models.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     return pipe
-
-
-def _is_sdxl_file(path: str) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as checkpoint:
-        return any(key.startswith("conditioner.embedders.1") for key in checkpoint.keys())  # noqa: SIM118
 
 
 def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +100,8 @@ class LoraSet:
             self._delete(name)
         log.info("loading LoRA %s from %s", name, path)
         try:
-            self.pipe.load_lora_weights(str(path), adapter_name=_adapter_name(name))
+            with _quiet_beside_other_adapters(bool(self._loaded)):
+                self.pipe.load_lora_weights(str(path), adapter_name=_adapter_name(name))
         except (ValueError, KeyError, RuntimeError) as exc:
             raise ValueError(f"lora: {name!r} ({path.name}) could not be loaded: {exc}") from exc
         self._loaded[name] = (path, mtime)
@@ -105,5 +109,35 @@ class LoraSet:
             self._delete(next(iter(self._loaded)))
 
     def _delete(self, name: str) -> None:
+        # Deleting an active adapter makes peft pick another and warn that it did; `apply` sets
+        # the active set itself, so hand peft the others first.
+        others = [_adapter_name(n) for n in self._loaded if n != name]
+        if others:
+            self.pipe.set_adapters(others)
         self.pipe.delete_adapters([_adapter_name(name)])
         del self._loaded[name]
+
+
+@contextmanager
+def _quiet_beside_other_adapters(others_loaded: bool) -> Iterator[None]:
+    """Silence two false alarms of loading an adapter beside others, which both still apply.
+
+    transformers' `load_adapter` (integrations/peft.py, 5.x) counts as expected every parameter
+    whose name contains the adapter's name or the peft type "lora", so each adapter already on
+    the text encoder (`...lora_A.lora_x.weight` while loading `lora_x_full`) is reported as a
+    "LOAD REPORT ... MISSING" table. peft warns "Already found a `peft_config` attribute" for a
+    second adapter, which is what we want. The first adapter's load is left as it is, so a file
+    that really lacks keys is still reported.
+    """
+    if not others_loaded:
+        yield
+        return
+    report_logger = logging.getLogger("transformers.integrations.peft")
+    level = report_logger.level
+    report_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Already found a `peft_config`", UserWarning)
+            yield
+    finally:
+        report_logger.setLevel(level)

@@ -62,6 +62,12 @@ def _folder_ref(path: Path) -> ModelRef:
     return ModelRef(path.name, str(path), "folder", is_demo=(path / DEMO_MARKER).exists())
 
 
+def _converted(checkpoint: Path) -> bool:
+    """Whether `posterbot models fetch` wrote a diffusers folder beside this file: the folder
+    then stands for it (same name, and the name loads the folder)."""
+    return (checkpoint.with_suffix("") / "model_index.json").exists()
+
+
 def refuse_pickle(path: Path, what: str) -> None:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ValueError(
@@ -139,7 +145,7 @@ class Registry:
             for path in sorted(folder.iterdir()):
                 if path.is_dir() and (path / "model_index.json").exists():
                     found.append(_folder_ref(path))
-                elif path.suffix.lower() == ".safetensors":
+                elif path.suffix.lower() == ".safetensors" and not _converted(path):
                     found.append(ModelRef(path.stem, str(path), "file"))
         return found
 

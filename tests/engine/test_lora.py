@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -83,7 +84,10 @@ def test_a_changed_file_is_reloaded(lora_engine, tmp_path):
     try:
         path.write_bytes(replacement.read_bytes())
         os.utime(path, (1, 1))  # a different modification time, as a new version has
-        after, _ = image(lora_engine, "a cat <lora:mascot_kohya:1>")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            after, _ = image(lora_engine, "a cat <lora:mascot_kohya:1>")
+        assert not [w for w in caught if "deleted" in str(w.message)]  # no peft notice
         as_style, _ = image(lora_engine, "a cat <lora:style_kohya:1>")
         assert np.abs(after - as_style).max() <= 1
         assert not np.array_equal(before, after)
@@ -112,3 +116,34 @@ def test_missing_and_pickle_loras_are_refused_with_the_reason(lora_engine):
         image(lora_engine, "a cat <lora:evil:1>")
     with pytest.raises(ValueError, match="weight that is not a number"):
         image(lora_engine, "a cat <lora:mascot_kohya:lots>")
+
+
+# Names that share a prefix: two LoRAs of one IP, and a training run's epoch files, which its
+# sample images load one after another (they printed ~38 report lines per training).
+@pytest.mark.parametrize("names", [("x", "x_full"), ("dada-v1-000001", "dada-v1-000002")])
+def test_loras_whose_names_share_a_prefix_load_quietly_and_both_apply(
+    names, tmp_path, engine_config, with_config_module, capfd
+):
+    import shutil
+
+    from diffusers import DiffusionPipeline
+
+    config = with_config_module(engine_config, data_dir=tmp_path)
+    for name, seed in zip(names, (5, 6), strict=True):
+        scratch = DiffusionPipeline.from_pretrained(config.models.base)
+        kohya, _ = write_lora_pair(scratch, tmp_path / "scratch", name, seed=seed)
+        config.loras_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kohya, config.loras_dir / f"{name}.safetensors")
+    engine = Engine(config)
+    plain, _ = image(engine, "a cat")
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, _ = image(engine, f"a cat <lora:{names[0]}:1>")
+        both, result = image(engine, f"a cat <lora:{names[0]}:1> <lora:{names[1]}:1>")
+    output = capfd.readouterr()
+    noise = output.out + output.err + "".join(str(w.message) for w in caught)
+    assert "LOAD REPORT" not in noise and "MISSING" not in noise and "peft_config" not in noise
+    assert "Loading weights" not in noise  # no progress bars in a log (stderr is no terminal)
+    assert [lora.name for lora in result.loras] == list(names)
+    assert np.abs(plain - x).mean() > 1 and np.abs(x - both).mean() > 1  # each one applies

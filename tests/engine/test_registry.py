@@ -115,3 +115,14 @@ def test_vae_override_must_exist(registry):
     )
     with pytest.raises(ValueError, match=r"models\.vae: 'nope\.safetensors' not found"):
         Registry(config).vae()
+
+
+def test_a_checkpoint_converted_beside_its_file_is_listed_once_and_loads_as_the_folder(registry):
+    folder = registry.config.checkpoints_dir
+    write_safetensors(folder / "anything-v3.safetensors")
+    (folder / "anything-v3").mkdir()
+    (folder / "anything-v3" / "model_index.json").write_text("{}")
+    assert [(c.name, c.kind) for c in registry.checkpoints()] == [("anything-v3", "folder")]
+    assert registry.checkpoint("anything-v3").kind == "folder"
+    assert registry.checkpoint("anything-v3.safetensors").kind == "folder"  # requests: by name
+    assert with_base(registry, "anything-v3.safetensors").checkpoint().kind == "file"  # config

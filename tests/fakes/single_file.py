@@ -94,18 +94,30 @@ def _vae_key(key: str, levels: int) -> str:
     return f"{part}.{_VAE_FIXED.get(head, head)}.{tail}" if head else key
 
 
+def _vae_tensors(vae_folder: Path, prefix: str) -> dict:
+    vae_config = json.loads((vae_folder / "config.json").read_text())
+    levels = len(vae_config["up_block_types"])
+    tensors = {}
+    for key, tensor in load_file(vae_folder / "diffusion_pytorch_model.safetensors").items():
+        if ".mid_block.attentions." in key and key.endswith("weight") and tensor.ndim == 2:
+            tensor = tensor[:, :, None, None]  # the original VAE attention is 1x1 convolutions
+        tensors[prefix + _vae_key(key, levels)] = tensor
+    return tensors
+
+
+def write_vae_file(vae_folder: Path, path: Path) -> Path:
+    """A diffusers VAE folder as a WebUI VAE file (vae-ft-mse-840000-ema-pruned's layout)."""
+    save_file({k: v.contiguous() for k, v in _vae_tensors(vae_folder, "").items()}, path)
+    return path
+
+
 def write_single_file(folder: Path, path: Path) -> Path:
     """Convert the diffusers folder of a tiny SD 1.x model into one LDM-layout checkpoint."""
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
-    vae_config = json.loads((folder / "vae" / "config.json").read_text())
     checkpoint = {}
     for key, tensor in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items():
         checkpoint[UNET_PREFIX + _unet_key(key, unet_config)] = tensor
-    levels = len(vae_config["up_block_types"])
-    for key, tensor in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
-        if ".mid_block.attentions." in key and key.endswith("weight") and tensor.ndim == 2:
-            tensor = tensor[:, :, None, None]  # the original VAE attention is 1x1 convolutions
-        checkpoint[VAE_PREFIX + _vae_key(key, levels)] = tensor
+    checkpoint |= _vae_tensors(folder / "vae", VAE_PREFIX)
     for key, tensor in load_file(folder / "text_encoder" / "model.safetensors").items():
         name = key if key.startswith("text_model.") else "text_model." + key
         checkpoint[CLIP_PREFIX + name] = tensor

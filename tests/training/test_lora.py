@@ -310,3 +310,21 @@ def test_train_with_a_zip_imports_it_once_so_the_same_command_finds_the_same_dat
     assert "was imported before as datasets/" + datasets[0] in printed
     assert datasets[0] == datasets[1] and datasets[0].startswith("dada-")
     assert [p.name for p in training_config.datasets_dir.iterdir()] == [datasets[0]]
+
+
+def test_the_trainers_base_model_loads_with_no_load_report(training_config, capfd):
+    """The trainer loads the base model with `load_pipeline`; the tiny model saves every tensor
+    its text encoder has, so transformers reports nothing newly initialized. (The reports seen
+    during training came from its sample images loading epoch LoRAs one beside another:
+    tests/engine/test_lora.py checks those are quiet.)"""
+    from engine.diffusion.generate import load_pipeline
+    from engine.diffusion.registry import Registry
+
+    registry = Registry(training_config)
+    capfd.readouterr()
+    pipe = load_pipeline(registry.checkpoint(), registry, torch.device("cpu"), torch.float32)
+    output = capfd.readouterr()
+    assert "LOAD REPORT" not in output.out + output.err
+    assert "newly initialized" not in output.out + output.err
+    with safe_open(training_config.models.base + "/text_encoder/model.safetensors", "pt") as saved:
+        assert set(saved.keys()) == set(pipe.text_encoder.state_dict())  # nothing missing
