@@ -230,47 +230,35 @@ def check_checkpoint(doctor: Doctor, ref: Any) -> None:
             return
         doctor.say("model", "ok", "model_folder", name=ref.name, kind=kind)
         return
-    try:
-        keys = safetensors_keys(Path(ref.location))
-    except (OSError, ValueError) as exc:
-        doctor.say("model", "fail", "model_bad", "fix_model", name=ref.name, why=exc)
+    from engine.diffusion import single_file
+
+    path = Path(ref.location)
+    given = {"vae"} if doctor.config.models.vae else set()
+    try:  # what loading checks first, from the header alone
+        tensors = single_file.read_header(path)
+        kind = single_file.model_type(path, tensors)
+        single_file.check_components(path, kind, tensors, given)
+    except ValueError as exc:
+        why = str(exc).removeprefix(f"model: {path.name}: ")
+        doctor.say("model", "fail", "model_bad", "fix_model", name=ref.name, why=why)
         return
-    parts = {"unet": "model.diffusion_model.", "vae": "first_stage_model."}
-    lacking = [
-        part for part, prefix in parts.items() if not any(k.startswith(prefix) for k in keys)
-    ]
-    if not any(k.startswith(("cond_stage_model.", "conditioner.")) for k in keys):
-        lacking.append("text encoder")
-    if lacking:
-        why = ", ".join(lacking)
-        doctor.say("model", "fail", "model_incomplete", "fix_model", name=ref.name, why=why)
-        return
-    family = "SDXL" if any(k.startswith("conditioner.embedders.1.") for k in keys) else "SD 1.x/2.x"
-    size = Path(ref.location).stat().st_size / 2**30
+    size = path.stat().st_size / 2**30
+    family = single_file.DESCRIPTIONS[kind]
     doctor.say("model", "ok", "model_file", name=ref.name, kind=family, size=f"{size:.1f}")
 
 
 def check_lora(doctor: Doctor, ip: str, path: Path) -> None:
+    from engine.diffusion.single_file import read_header
+
     try:
-        keys = safetensors_keys(path)
-    except (OSError, ValueError) as exc:
-        doctor.say(f"lora:{ip}", "fail", "lora_bad", "fix_lora_bad", ip=ip, name=path.name, why=exc)
-        return
-    if not any("lora" in key for key in keys):
-        why = "no LoRA keys"
+        keys = read_header(path)
+        why = "" if any("lora" in key for key in keys) else "no LoRA keys"
+    except ValueError as exc:
+        why = str(exc).removeprefix(f"model: {path.name}: ")
+    if why:
         doctor.say(f"lora:{ip}", "fail", "lora_bad", "fix_lora_bad", ip=ip, name=path.name, why=why)
-        return
-    doctor.say(f"lora:{ip}", "ok", "lora", ip=ip, name=path.stem)
-
-
-def safetensors_keys(path: Path) -> list[str]:
-    """The tensor names in a .safetensors file's header (the weights are not read)."""
-    with open(path, "rb") as file:
-        length = int.from_bytes(file.read(8), "little")
-        if not 0 < length < 100 * 2**20:  # headers are kilobytes; anything else is not one
-            raise ValueError("not a safetensors file")
-        header = json.loads(file.read(length))
-    return [key for key in header if key != "__metadata__"]
+    else:
+        doctor.say(f"lora:{ip}", "ok", "lora", ip=ip, name=path.stem)
 
 
 def check_fonts(doctor: Doctor) -> None:

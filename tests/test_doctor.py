@@ -133,3 +133,22 @@ async def test_a_telegram_token_is_checked_with_getme(setup):
         refused["status"] == "fail" and "拒绝" in refused["text"] and "BotFather" in refused["fix"]
     )
     assert "123:revoked" not in bad.stdout  # the token is never printed
+
+
+def test_a_single_file_checkpoint_is_read_from_its_header_and_a_missing_part_named(setup):
+    from safetensors.numpy import load_file
+
+    from tests.fakes.single_file import write_single_file
+
+    whole = write_single_file(setup / "model", setup / "tinyAnime_v1.safetensors")
+    result = findings(doctor(write_config(setup, models={"base": str(whole)}), "--json"))
+    assert result["model"]["status"] == "ok" and "Stable Diffusion 1.x" in result["model"]["text"]
+
+    tensors = load_file(whole)
+    no_text_encoder = {k: v for k, v in tensors.items() if not k.startswith("cond_stage_model.")}
+    save_file(no_text_encoder, setup / "broken.safetensors")
+    config = write_config(setup, models={"base": str(setup / "broken.safetensors")})
+    broken = doctor(config, "--json")
+    assert broken.returncode == 1
+    model = findings(broken)["model"]
+    assert model["status"] == "fail" and "text encoder" in model["text"]
