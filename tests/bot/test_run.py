@@ -46,6 +46,18 @@ def environment(token: str | None) -> dict[str, str]:
     return env | ({"TELEGRAM_BOT_TOKEN": token} if token else {})
 
 
+def chat(command: list[str], script: str) -> subprocess.CompletedProcess:
+    """The terminal chat of `command` with `script` typed in, without a Telegram token."""
+    return subprocess.run(
+        command,
+        input=script,
+        capture_output=True,
+        text=True,
+        env=environment(None),
+        timeout=RUN_TIMEOUT_S,
+    )
+
+
 def assert_only_the_chat_on_screen(result: subprocess.CompletedProcess, data: Path) -> None:
     """No log line, progress bar or traceback between the chat's lines: they are in the log."""
     screen = result.stdout + result.stderr
@@ -59,14 +71,7 @@ def test_run_without_a_token_chats_in_the_terminal_through_its_own_engine(tiny_m
     config = write_config(tmp_path, tiny_model)
     # a request; then "1" picks the first candidate and "1" presses its first button, HD
     script = "达达骑士在雪地里送快递\n1\n1\n"
-    result = subprocess.run(
-        run_command(config),
-        input=script,
-        capture_output=True,
-        text=True,
-        env=environment(None),
-        timeout=RUN_TIMEOUT_S,
-    )
+    result = chat(run_command(config), script)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "没有设置 TELEGRAM_BOT_TOKEN" in result.stdout
     assert_only_the_chat_on_screen(result, tmp_path / "data")
@@ -103,14 +108,7 @@ def console_command(config: Path) -> list[str]:
 
 def test_console_alone_starts_its_engine_and_uses_a_running_one(tiny_model, tmp_path):
     config = write_config(tmp_path, tiny_model)
-    alone = subprocess.run(
-        console_command(config),
-        input="达达骑士在雪地里送快递\n",
-        capture_output=True,
-        text=True,
-        env=environment(None),
-        timeout=RUN_TIMEOUT_S,
-    )
+    alone = chat(console_command(config), "达达骑士在雪地里送快递\n")
     assert alone.returncode == 0, alone.stderr[-3000:]
     assert "✅ 完成" in alone.stdout
     assert_only_the_chat_on_screen(alone, tmp_path / "data")
@@ -119,9 +117,8 @@ def test_console_alone_starts_its_engine_and_uses_a_running_one(tiny_model, tmp_
     data = tmp_path / "data"
     private = [data / "bot.db", data / "engine.db", log, *(data / "console").glob("*.png")]
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in private)  # the service's only
-    assert all(
-        p.stat().st_mode & 0o777 == 0o700 for p in (data / "outputs").rglob("*") if p.is_dir()
-    )
+    folders = [data, data / "outputs", *(p for p in (data / "outputs").rglob("*") if p.is_dir())]
+    assert len(folders) >= 3 and all(p.stat().st_mode & 0o777 == 0o700 for p in folders)
 
     engine = subprocess.Popen(
         [sys.executable, "-m", "posterbot", "--config", str(config), "engine"],
@@ -132,14 +129,7 @@ def test_console_alone_starts_its_engine_and_uses_a_running_one(tiny_model, tmp_
         port = int(re.search(r"port = (\d+)", config.read_text())[1])
         asyncio.run(wait_healthy(f"http://127.0.0.1:{port}", engine))
         started = log.read_text("utf-8").count("started worker")
-        beside = subprocess.run(
-            console_command(config),
-            input="达达骑士在雪地里送快递\n",
-            capture_output=True,
-            text=True,
-            env=environment(None),
-            timeout=RUN_TIMEOUT_S,
-        )
+        beside = chat(console_command(config), "达达骑士在雪地里送快递\n")
     finally:
         engine.terminate()
         engine.wait(timeout=60)
