@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.diffusion.params import from_request
 from engine.service.queue_common import QueueFull
 from engine.service.queue_sqlite import MAX_RETRY_AFTER_S, JobQueue
 from tests.engine.conftest import AUTH
@@ -34,6 +35,35 @@ async def refusal(response, status: int = 400) -> dict:
 
 def request(**fields) -> dict:
     return {"prompt": "a cat", **fields}
+
+
+# -- 5. cancelling before the first step ------------------------------------------------------
+
+
+def test_a_cancel_before_the_first_step_stops_the_render(engine):
+    """Prompt encoding and LoRA loading come before step 1: a cancel then must not wait."""
+    from engine.diffusion.generate import Cancelled
+
+    steps = []
+    params = from_request(request(), engine.config.generation, engine.config.limits)
+    with pytest.raises(Cancelled):
+        engine.txt2img(params, lambda *step: steps.append(step), lambda: True)
+    assert steps == []  # stopped before the first denoising step
+
+
+def test_a_cancel_after_encoding_stops_before_sampling(engine):
+    from engine.diffusion.generate import Cancelled
+
+    checks, steps = [], []
+
+    def cancelled() -> bool:  # no to the check before LoRAs, yes to the one after encoding
+        checks.append(1)
+        return len(checks) > 1
+
+    params = from_request(request(), engine.config.generation, engine.config.limits)
+    with pytest.raises(Cancelled, match="after encoding"):
+        engine.txt2img(params, lambda *step: steps.append(step), cancelled)
+    assert steps == []
 
 
 # -- 14. Retry-After from measured throughput --------------------------------------------------
