@@ -423,6 +423,10 @@ class TrainingConfig:
     max_compression_ratio: int = 100
     # Decoded size per image: 8192×8192 covers any camera; bigger is a decompression bomb.
     max_image_pixels: int = 8192 * 8192
+    # Pixels of all images of one upload together, counted from their headers before any is
+    # decoded (decoding costs ~50 ms per megapixel): 200 MP is 50 images of 2048×2048, and
+    # training sees at most max_bucket_reso² of each anyway.
+    max_total_pixels: int = 200_000_000
     # The report flags images whose short side is below this (they train blurry).
     min_image_side: int = 512
     # Perceptual-hash (64-bit dHash) distance at or below which two images are near-duplicates.

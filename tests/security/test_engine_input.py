@@ -13,6 +13,7 @@ import io
 import string
 import struct
 import tomllib
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from engine.service.queue_sqlite import MAX_RETRY_AFTER_S, JobQueue
 from posterbot.config import GenerationSettings, LimitsConfig, TrainingConfig
 from prompts.syntax import estimate_chunks, estimate_tokens
 from tests.engine.conftest import AUTH
-from tests.training.conftest import config_for
+from tests.training.conftest import config_for, mascot_zip
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 JSON = {**AUTH, "Content-Type": "application/json"}
@@ -248,6 +249,66 @@ async def test_png_info_reads_text_chunks_without_decoding_pixels(client):
         assert (await refusal(await png_info(client, bad)))["field"] == "image"
 
 
+def encrypted(zip_bytes: bytes) -> bytes:
+    """The zip with every member flagged as encrypted (zipfile cannot write encryption)."""
+    data = bytearray(zip_bytes)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (start := data.find(signature, start)) != -1:
+            data[start + offset] |= 0x1
+            start += 4
+    return bytes(data)
+
+
+def zip_of(members: list[tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def png(size=(64, 64), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 255 if mode == "1" else (200, 80, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def upload(client, data: bytes, name: str = "up"):
+    return await client.post(f"/v1/datasets?name={name}&ip=dada", data=data, headers=AUTH)
+
+
+def leftovers(config) -> list[str]:
+    folder = config.datasets_dir
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+@pytest.mark.parametrize(
+    ("zip_bytes", "code"),
+    [
+        (encrypted(mascot_zip()), "encrypted"),
+        (zip_of([("a.png", png()), ("a.png/b.png", png())]), "path_conflict"),
+        (zip_of([("a.png/b.png", png()), ("a.png", png())]), "path_conflict"),
+    ],
+)
+async def test_hostile_zips_are_a_400_listing_the_file_and_nothing_is_kept(
+    client, config, zip_bytes, code
+):
+    body = await refusal(await upload(client, zip_bytes))
+    assert body["field"] == "dataset" and body["code"] == "dataset_rejected"
+    assert code in {r["code"] for r in body["rejections"]}, body["rejections"]
+    assert leftovers(config) == []
+
+
+async def test_a_zip_whose_top_folder_is_dot_flat_imports_like_any_folder(client, config):
+    members = [("white0.png", png()), ("white0.txt", b"dadaknight, solo")]
+    zip_bytes = zip_of([(f".flat/{name}", data) for name, data in members])
+    response = await upload(client, zip_bytes, name="flat")
+    assert response.status == 201, await response.text()
+    assert (config.datasets_dir / "flat" / "10_flat" / "white0.png").is_file()
+    assert leftovers(config) == ["flat"]
+
+
 # -- 7. what only the worker checked ----------------------------------------------------------
 
 
@@ -319,6 +380,35 @@ async def test_training_infinity_in_raw_json_is_a_400_naming_the_parameter(clien
     text = '{"kind": "train", "user": "tg:1", "params": {"ip": "dada", "epochs": Infinity}}'
     body = await refusal(await post_raw(client, "/v1/jobs", text))
     assert body["field"] == "epochs" and body["code"] == "train_param_invalid"
+
+
+# -- 10. a pixel budget for dataset intake -----------------------------------------------------
+
+
+async def test_four_8000_square_pngs_are_refused_from_their_headers_naming_the_limit(
+    client, config
+):
+    big = png((8000, 8000), mode="1")  # ~10 KB each: the whole zip is tiny
+    zip_bytes = zip_of([(f"big{i}.png", big) for i in range(4)])
+    assert len(zip_bytes) < 200_000
+    body = await refusal(await upload(client, zip_bytes))
+    [rejection] = body["rejections"]
+    assert rejection["code"] == "too_many_pixels_total"
+    assert "training.max_total_pixels" in rejection["reason"]
+    assert str(TrainingConfig().max_total_pixels) in rejection["reason"]
+    assert leftovers(config) == []
+
+
+def test_a_chat_session_counts_pixels_across_its_files(config, with_config):
+    svc_config = with_config(config, "training", max_total_pixels=64 * 64 + 100)
+    from engine.training import sessions
+
+    session = sessions.start_session(svc_config, "dada")
+    assert sessions.add_session_file(session, "a.png", png(), svc_config) == []
+    with pytest.raises(ValueError) as refused:
+        sessions.add_session_file(session, "b.png", png(), svc_config)
+    assert refused.value.rejections[0].code == "too_many_pixels_total"
+    assert sorted(p.name for p in session.iterdir()) == ["a.png"]
 
 
 # -- 14. Retry-After from measured throughput --------------------------------------------------
