@@ -130,7 +130,14 @@ class LimitsConfig:
     max_steps: int = 150
     max_batch_size: int = 8
     max_n_iter: int = 16
-    max_prompt_chars: int = 4000
+    max_prompt_chars: int = 4000  # prompt and negative prompt, each
+    # Each text field in UTF-8 bytes: 4000 CJK characters take 12000. Checked before anything
+    # reads the text further.
+    max_text_bytes: int = 16384
+    # 75-token chunks of a prompt or negative prompt (BREAK parts fill whole chunks), estimated
+    # on the high side without a tokenizer (prompts.syntax.estimate_chunks): each chunk is one
+    # more text-encoder pass and a longer cross-attention context in every denoising step.
+    max_prompt_chunks: int = 20
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -416,6 +423,10 @@ class TrainingConfig:
     max_compression_ratio: int = 100
     # Decoded size per image: 8192×8192 covers any camera; bigger is a decompression bomb.
     max_image_pixels: int = 8192 * 8192
+    # Pixels of all images of one upload together, counted from their headers before any is
+    # decoded (decoding costs ~50 ms per megapixel): 200 MP is 50 images of 2048×2048, and
+    # training sees at most max_bucket_reso² of each anyway.
+    max_total_pixels: int = 200_000_000
     # The report flags images whose short side is below this (they train blurry).
     min_image_side: int = 512
     # Perceptual-hash (64-bit dHash) distance at or below which two images are near-duplicates.
@@ -423,10 +434,22 @@ class TrainingConfig:
     # A training job running longer than this is stopped like any overlong job (engine.job_timeout_s
     # is for posters); a LoRA takes minutes on a big GPU and hours on a small one.
     job_timeout_s: int = 24 * 3600
+    # What one training run may ask for (checked at submission, before a version is recorded).
+    # A LoRA converges in tens of epochs of tens of repeats; far more only burns the GPU.
+    max_epochs: int = 200
+    max_repeats: int = 100  # images per epoch each (kohya's `<repeats>_<concept>`)
+    max_batch_size: int = 64  # a 24 GB GPU fits ~8-16 at 512 px
+    max_resolution: int = 2048  # resolution and max_bucket_reso, in pixels
+    # unet_lr, text_encoder_lr and learning_rate: AdamW uses ~1e-4, Prodigy/D-Adaptation 1.0.
+    max_learning_rate: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if f.name != "near_duplicate_distance":
+            if f.name == "max_learning_rate":
+                _require(
+                    self.max_learning_rate > 0, "training.max_learning_rate", "must be positive"
+                )
+            elif f.name != "near_duplicate_distance":
                 _require(getattr(self, f.name) >= 1, f"training.{f.name}", "must be at least 1")
         _require(
             0 <= self.near_duplicate_distance <= 64,

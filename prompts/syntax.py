@@ -35,6 +35,10 @@ _ATTENTION_TOKEN = re.compile(
     re.X,
 )
 _BREAK_WORD = re.compile(r"\s*\bBREAK\b\s*", re.S)
+CHUNK_TOKENS = 75  # WebUI's chunk: CLIP's 77 positions less the start and end tokens
+# CLIP's pre-tokenizer pieces, roughly: a run of ASCII letters, one digit, any other character.
+_TOKEN_PIECE = re.compile(r"[A-Za-z]+|[0-9]|\S")
+LETTERS_PER_TOKEN = 8  # a word of up to 7 letters counts 1 token, 8-15 letters 2, ...
 _EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
 
 
@@ -101,6 +105,31 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
         elif fragment_text or weight == -1.0:
             merged.append((fragment_text, weight))
     return merged or [("", 1.0)]
+
+
+def estimate_tokens(text: str) -> int:
+    """CLIP tokens of `text`, estimated on the high side without loading a tokenizer.
+
+    An English word is usually one token (common words are in CLIP's vocabulary), long rare
+    words split into a few: a letter run counts 1 + len // 8. Every digit is one token, as in
+    CLIP. Any other character (punctuation, brackets, CJK, emoji) counts one token per UTF-8
+    byte: CLIP's byte-level BPE never spends more than that.
+    """
+    tokens = 0
+    for match in _TOKEN_PIECE.finditer(text):
+        piece = match.group(0)
+        if piece.isascii() and piece.isalpha():
+            tokens += 1 + len(piece) // LETTERS_PER_TOKEN
+        else:
+            tokens += len(piece.encode("utf-8", "surrogatepass"))
+    return tokens
+
+
+def estimate_chunks(text: str) -> int:
+    """75-token chunks the text encoder runs for `text` as WebUI splits it: each BREAK-separated
+    part fills whole chunks (`estimate_tokens`, so an estimate); an empty prompt is one chunk."""
+    parts = _BREAK_WORD.split(text)
+    return max(1, sum(-(-estimate_tokens(part) // CHUNK_TOKENS) or 1 for part in parts))
 
 
 def extract_loras(prompt: str) -> tuple[str, list[LoraTag]]:

@@ -244,15 +244,17 @@ class Engine:
         seeds = [params.seeds() for params in jobs]
         texts = [params.all_loras()[0] for params in jobs]
 
+        shared = jobs[0]
+        steps_per_call = shared.steps + (shared.hires_steps() if shared.enable_hr else 0)
+        iterations = max(params.n_iter for params in jobs)
+        reporter = _StepReporter(progress, cancelled, iterations * steps_per_call)
+        reporter.check("before loading LoRAs")
+
         # 2. attach the LoRAs the prompts ask for (the same for every request in a batch)
         applied = self.loras.apply(jobs[0].all_loras()[1])
 
         # 3. render iteration by iteration, as WebUI's n_iter loop does
         images: list[list[Image.Image]] = [[] for _ in jobs]
-        shared = jobs[0]
-        steps_per_call = shared.steps + (shared.hires_steps() if shared.enable_hr else 0)
-        iterations = max(params.n_iter for params in jobs)
-        reporter = _StepReporter(progress, cancelled, iterations * steps_per_call)
         for iteration in range(iterations):
             members = [i for i, params in enumerate(jobs) if iteration < params.n_iter]
             call: dict[str, list] = {"prompts": [], "negatives": [], "seeds": [], "subseeds": []}
@@ -311,6 +313,8 @@ class Engine:
                 "negative_pooled_prompt_embeds": pooled[count:],
             }
 
+        steps.check("after encoding the prompts")
+
         # 2. per-image noise from per-image CPU generators
         factor = pipe.vae_scale_factor
         shape = (pipe.unet.config.in_channels, params.height // factor, params.width // factor)
@@ -339,6 +343,7 @@ class Engine:
             start = hires.upscale_latents(first, params.hr_upscaler, width, height, factor)
         else:
             start = hires.upscale_images(first, params.hr_upscaler, width, height, upscalers)
+        steps.check("after upscaling")
         img2img = self._img2img_pipeline()
         img2img.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
         strength = params.denoising_strength
@@ -411,13 +416,18 @@ class _StepReporter:
         self.total = total
         self.done = 0
 
+    def check(self, stage: str) -> None:
+        """Stop here (`Cancelled`) when asked to: between steps, and between the long parts
+        before the first step (LoRA loading, prompt encoding, upscaling)."""
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled(f"cancelled {stage} at step {self.done} of {self.total}")
+
     def callback(self, stage: str):
         def on_step_end(pipe, step: int, timestep, tensors: dict) -> dict:
             self.done += 1
             if self.progress is not None:
                 self.progress(stage, self.done, self.total)
-            if self.cancelled is not None and self.cancelled():
-                raise Cancelled(f"cancelled at step {self.done} of {self.total}")
+            self.check("after a step")
             return tensors
 
         return on_step_end

@@ -10,6 +10,7 @@ to the prompt, so a cell is exactly the poster that version would make.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,8 @@ def parse_axes(spec: dict[str, str]) -> dict[str, Axis]:
         kind = AXES[name][1]
         try:
             values = [kind(v.strip()) for v in str(text).split(",") if v.strip()]
+            if kind is float and not all(math.isfinite(v) for v in values):
+                raise ValueError  # nan and inf parse as floats but render black images
         except ValueError:
             raise ValueError(f"{name}: {text!r} is not a list of {kind.__name__}") from None
         if not values:
@@ -138,6 +141,33 @@ def xyz_request(
     }
 
 
+def cell_request(
+    prompt: str, settings: dict[str, Any], base: dict | None, lora: dict | None
+) -> dict[str, Any]:
+    """The txt2img request of one cell: its axis values over `base`, the LoRA tag appended."""
+    own = lora or {}
+    request = dict(base or {})
+    request["prompt"] = prompt
+    if lora_name := settings.get("versions") or own.get("name"):
+        weight = settings.get("weights", own.get("weight", 1.0))
+        request["prompt"] = f"{prompt} <lora:{lora_name}:{weight:g}>"
+    for name in ("seeds", "sampler", "steps", "cfg"):
+        if name in settings:
+            request[AXES[name][0]] = settings[name]
+    request.setdefault("seed", 0)
+    return request
+
+
+def cell_requests(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every cell's txt2img request of a checked `xyz_request`, as `render_xyz` renders them."""
+    varying, fixed = plan(parse_axes(request["axes"]))
+    combos = itertools.product(*[[(axis.name, v) for v in axis.values] for axis in varying])
+    return [
+        cell_request(request["prompt"], fixed | dict(combo), request["base"], request["lora"])
+        for combo in combos
+    ]
+
+
 def render_xyz(
     engine,
     prompt: str,
@@ -179,15 +209,7 @@ def render_xyz(
     own = lora or {}
     for combo in by_model:
         settings = settings_of[combo]
-        request = dict(base or {})
-        request["prompt"] = prompt
-        if lora_name := settings.get("versions") or own.get("name"):
-            weight = settings.get("weights", own.get("weight", 1.0))
-            request["prompt"] = f"{prompt} <lora:{lora_name}:{weight:g}>"
-        for name in ("seeds", "sampler", "steps", "cfg"):
-            if name in settings:
-                request[AXES[name][0]] = settings[name]
-        request.setdefault("seed", 0)
+        request = cell_request(prompt, settings, base, own)
         cell_engine = engine_for(settings["models"]) if "models" in settings else engine
         params = from_request(request, cell_engine.config.generation, cell_engine.config.limits)
         result = cell_engine.txt2img(params)

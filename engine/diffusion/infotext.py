@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 import re
+import struct
+import zlib
 from io import BytesIO
 from typing import Any
 
 from PIL import Image, PngImagePlugin
+
+from posterbot.errors import Refusal
 
 PNG_KEY = "parameters"
 NEGATIVE_PREFIX = "Negative prompt:"
@@ -90,7 +94,72 @@ def read_png(data: bytes) -> str | None:
     return read_png_texts(data).get(PNG_KEY)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_TEXT_CHUNK = 2**20  # as Pillow's PngImagePlugin.MAX_TEXT_CHUNK: an infotext is a few KB
+
+
 def read_png_texts(data: bytes) -> dict[str, str]:
-    """Every text chunk of a PNG file's bytes (the infotext, a finished poster's `poster` …)."""
-    with Image.open(BytesIO(data), formats=["PNG"]) as image:
-        return dict(image.text) if hasattr(image, "text") else {}
+    """Every text chunk of a PNG file's bytes (the infotext, a finished poster's `poster` …).
+
+    Read chunk by chunk (tEXt, zTXt, iTXt wherever they are): the pixels are never decoded, so a
+    decompression bomb costs nothing here; its header is still refused past Pillow's
+    `MAX_IMAGE_PIXELS`, as every reader that decodes it would. Refusal naming `image`.
+    """
+    if not data.startswith(PNG_SIGNATURE):
+        raise Refusal("image", "not a PNG file")
+    texts: dict[str, str] = {}
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body = data[offset + 8 : offset + 8 + length]
+        if len(body) < length:
+            raise Refusal("image", f"truncated PNG ({kind!r} chunk)")
+        if offset == len(PNG_SIGNATURE) and kind != b"IHDR":
+            raise Refusal("image", "not a PNG file (no IHDR header first)")
+        offset += length + 12  # length, type, data, CRC
+        if kind == b"IHDR":
+            _check_png_size(body)
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
+            key, text = _png_text(kind, body)
+            texts[key] = text
+        elif kind == b"IEND":
+            break
+    return texts
+
+
+def _check_png_size(header: bytes) -> None:
+    width, height = struct.unpack(">II", header[:8]) if len(header) >= 8 else (0, 0)
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    if limit and width * height > limit:
+        raise Refusal(
+            "image",
+            f"{width}x{height} is over {limit} pixels (a decompression bomb)",
+            "size_too_large",
+            width=width,
+            height=height,
+        )
+
+
+def _png_text(kind: bytes, body: bytes) -> tuple[str, str]:
+    """A text chunk's keyword and text (zTXt and compressed iTXt inflated, at most 1 MB)."""
+    key, _, rest = body.partition(b"\0")
+    if kind == b"tEXt":
+        return key.decode("latin-1"), rest.decode("latin-1")
+    if kind == b"zTXt":
+        return key.decode("latin-1"), _inflate(rest[1:]).decode("latin-1")
+    compressed, rest = rest[:1] == b"\1", rest[2:]  # compression flag, method
+    _language, _, rest = rest.partition(b"\0")
+    _translated, _, text = rest.partition(b"\0")
+    text = _inflate(text) if compressed else text
+    return key.decode("latin-1"), text.decode("utf-8", "replace")
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data, MAX_TEXT_CHUNK)
+    except zlib.error as exc:
+        raise Refusal("image", f"damaged PNG text chunk ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise Refusal("image", f"a PNG text chunk inflates past {MAX_TEXT_CHUNK} bytes")
+    return text

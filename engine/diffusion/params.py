@@ -9,15 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.diffusion.samplers import check_sampler
-from posterbot.config import GenerationSettings, LimitsConfig
+from posterbot.config import MAX_LORA_WEIGHT, GenerationSettings, LimitsConfig
 from posterbot.errors import Refusal
 from prompts.spec import MAX_SEED
-from prompts.syntax import LoraTag, extract_loras
+from prompts.syntax import LoraTag, estimate_chunks, extract_loras
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +119,29 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{name}: must be true or false, not {value!r}")
         return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise ValueError(f"{name}: must be a whole number, not {value!r}")
-        return int(value)
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name}: must be a number, not {value!r}")
-        return float(value)
+    if kind in ("int", "float"):
+        return number(name, value, whole=kind == "int")
     if not isinstance(value, str):
         raise ValueError(f"{name}: must be text, not {value!r}")
     return value
+
+
+def number(name: str, value: Any, whole: bool = False) -> int | float:
+    """A JSON number as an int (`whole`) or a float; Refusal naming `name` for anything else,
+    NaN and infinities included (JSON's `NaN`, `Infinity` and `1e400` parse as such)."""
+    what = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Refusal(name, f"must be {what}, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Refusal(name, f"must be a finite number, not {value!r}")
+    if whole:
+        if value != int(value):
+            raise Refusal(name, f"must be {what}, not {value!r}")
+        return int(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise Refusal(name, "is too large a number") from None
 
 
 def _lora(item: Any) -> LoraTag:
@@ -136,10 +149,17 @@ def _lora(item: Any) -> LoraTag:
         return item
     if isinstance(item, str):
         name, _, weight = item.partition(":")
-        item = {"name": name, "weight": float(weight) if weight else 1.0}
-    if not isinstance(item, dict) or not str(item.get("name", "")).strip():
+        try:
+            item = {"name": name, "weight": float(weight) if weight else 1.0}
+        except ValueError:
+            raise Refusal("loras", f"{item!r} is not NAME:WEIGHT") from None
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("name"), str)
+        or not item["name"].strip()
+    ):
         raise ValueError(f"loras: each entry needs a name, got {item!r}")
-    return LoraTag(str(item["name"]).strip(), float(item.get("weight", 1.0)))
+    return LoraTag(item["name"].strip(), number("loras", item.get("weight", 1.0)))
 
 
 def parse_lora_flag(text: str) -> LoraTag:
@@ -159,8 +179,8 @@ def from_request(
     unknown = sorted(set(request) - set(_FIELD_TYPES))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown field")
-    if "prompt" not in request:
-        raise ValueError("prompt: required")
+    if not isinstance(request.get("prompt"), str):
+        raise Refusal("prompt", f"required, text (not {request.get('prompt')!r})")
     given = {name: value for name, value in request.items() if value is not None}
     values = {name: _coerce(name, value) for name, value in (defaults.settings() | given).items()}
     values["sampler_name"] = check_sampler(values["sampler_name"])
@@ -172,10 +192,13 @@ def from_request(
 def check(params: GenerationParams, limits: LimitsConfig) -> None:
     """Raise ValueError naming the first field that is out of range."""
     check_sampler(params.sampler_name)
-    if len(params.prompt) > limits.max_prompt_chars:
-        limit = limits.max_prompt_chars
-        raise Refusal("prompt", f"longer than {limit} characters", "prompt_too_long", limit=limit)
-    params.all_loras()  # raises on a malformed <lora:> tag
+    check_text("prompt", params.prompt, limits)
+    check_text("negative_prompt", params.negative_prompt, limits)
+    _, tags = extract_loras(params.prompt)  # raises on a malformed <lora:> tag
+    for field_name, lora in [("prompt", tag) for tag in tags] + [
+        ("loras", t) for t in params.loras
+    ]:
+        check_lora_weight(field_name, lora)
     for name in ("width", "height"):
         value = getattr(params, name)
         if value < 64 or value % LATENT_FACTOR:
@@ -190,6 +213,8 @@ def check(params: GenerationParams, limits: LimitsConfig) -> None:
         ("n_iter", 1, limits.max_n_iter),
         ("clip_skip", 1, 12),
         ("hr_second_pass_steps", 0, limits.max_steps),
+        ("hr_resize_x", 0, limits.max_side),
+        ("hr_resize_y", 0, limits.max_side),
     ):
         check_range(name, getattr(params, name), low, high)
     for name, low, high in (
@@ -212,6 +237,39 @@ def check(params: GenerationParams, limits: LimitsConfig) -> None:
     if final_w * final_h > limits.max_pixels:
         detail = f"{final_w}x{final_h} exceeds the limit of {limits.max_pixels} pixels"
         raise Refusal("width/height", detail, "size_too_large", **size)
+
+
+def check_text(name: str, text: str, limits: LimitsConfig) -> None:
+    """Refuse a prompt longer than the limits in characters, in UTF-8 bytes, or in the 75-token
+    chunks the text encoder runs once each (estimated without a tokenizer: `estimate_chunks`)."""
+    if len(text) > limits.max_prompt_chars:
+        limit = limits.max_prompt_chars
+        raise Refusal(name, f"longer than {limit} characters", "prompt_too_long", limit=limit)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_text_bytes:
+        limit = limits.max_text_bytes
+        detail = f"{size} bytes is more than {limit} (limits.max_text_bytes)"
+        raise Refusal(name, detail, "text_too_many_bytes", field=name, bytes=size, limit=limit)
+    chunks = estimate_chunks(extract_loras(text)[0] if name == "prompt" else text)
+    if chunks > limits.max_prompt_chunks:
+        limit = limits.max_prompt_chunks
+        detail = f"about {chunks} chunks of 75 tokens, more than {limit} (limits.max_prompt_chunks)"
+        raise Refusal(
+            name, detail, "prompt_too_many_chunks", field=name, chunks=chunks, limit=limit
+        )
+
+
+def check_lora_weight(name: str, lora: LoraTag) -> None:
+    """Refuse a LoRA weight that is not finite or beyond ±MAX_LORA_WEIGHT (NaN renders black)."""
+    if not math.isfinite(lora.weight) or abs(lora.weight) > MAX_LORA_WEIGHT:
+        shown = lora.weight if math.isfinite(lora.weight) else str(lora.weight)
+        raise Refusal(
+            name,
+            f"{lora.name}'s weight {lora.weight} is outside ±{MAX_LORA_WEIGHT:g}",
+            "prompt_weight",
+            weight=shown,
+            limit=MAX_LORA_WEIGHT,
+        )
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:

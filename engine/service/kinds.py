@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.diffusion.grid import xyz_request
+from engine.diffusion.grid import cell_requests, xyz_request
+from engine.diffusion.hires import check_upscaler
 from engine.diffusion.params import GenerationParams, from_request
 from engine.diffusion.registry import Registry
 from engine.service.devices import visible_gpu_count, worker_devices
@@ -73,6 +74,8 @@ def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -
     if model is not None:
         registry.checkpoint(model)
     params = from_request(request, config.generation, config.limits)
+    if params.enable_hr:  # the upscaler the worker would look for (models/ESRGAN included)
+        check_upscaler(params.hr_upscaler, registry.upscalers())
     for lora in params.all_loras()[1]:
         registry.lora(lora.name)
     checked = {**params.to_dict(), "model": model} | ({"poster": spec} if spec else {})
@@ -98,7 +101,12 @@ def check_xyz(config: Config, registry: Registry, params: dict[str, Any]) -> Che
     if unknown:
         field = sorted(unknown)[0]
         raise Refusal(field, f"unknown xyz field (known: {', '.join(XYZ_FIELDS)})")
-    request = xyz_request(config, str(params.get("ip") or ""), axes, params.get("prompt"))
+    prompt = params.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise Refusal("prompt", f"must be text or left out, not {prompt!r}")
+    request = xyz_request(config, str(params.get("ip") or ""), axes, prompt)
+    for cell in cell_requests(request):  # every cell as the worker will check it (steps, cfg …)
+        from_request(cell, config.generation, config.limits)
     versions = {version["name"]: version for version in Versions(config).list()}
     for name in filter(None, request["axes"].get("versions", "").split(",")):
         version = versions.get(name)

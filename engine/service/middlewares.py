@@ -49,9 +49,20 @@ async def errors_as_json(request: web.Request, handler: Callable[..., Awaitable[
         return error_response(404, f"job: no job {exc.args[0]!r}")
     except ValueError as exc:
         refusal = refusal_of(exc)
+        values = {name: shorten(value) for name, value in refusal.values.items()}
         return error_response(
-            400, str(exc), field=refusal.field, code=refusal.code, values=refusal.values
+            400, shorten(str(exc)), field=refusal.field, code=refusal.code, values=values
         )
+
+
+MAX_ERROR_CHARS = 300  # a refusal quotes the value it refuses: a 1 MB value is not echoed back
+
+
+def shorten(value: Any) -> Any:
+    """Long text (a quoted request value) cut to MAX_ERROR_CHARS; other values unchanged."""
+    if isinstance(value, str) and len(value) > MAX_ERROR_CHARS:
+        return value[: MAX_ERROR_CHARS - 1] + "…"
+    return value
 
 
 def _same(given: str, expected: str) -> bool:

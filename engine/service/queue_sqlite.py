@@ -59,7 +59,11 @@ BUSY_TIMEOUT_S = 30.0  # a claim waits this long for the write lock; commits tak
 DEFAULT_MAX_QUEUE = 200  # as EngineConfig.max_queue
 DEFAULT_MAX_ATTEMPTS = 3  # as EngineConfig.max_attempts
 DEFAULT_RUN_S = 10.0  # retry_after guess before any job has finished: a poster takes ~10 s
-RUN_TIME_SAMPLE = 20  # recent finished jobs averaged for the retry_after estimate
+THROUGHPUT_WINDOW_S = 300.0  # retry_after: jobs finished per second over the last 5 minutes
+# Retry-After bounds: at least a second; past 10 minutes a client had better ask again soon
+# than trust an estimate made from a queue that will have changed by then.
+MIN_RETRY_AFTER_S = 1
+MAX_RETRY_AFTER_S = 600
 QUEUE_FILE = "engine.db"  # under data_dir, next to bot.db
 
 
@@ -330,14 +334,23 @@ class JobQueue:
         return serving if users_next is None else max(serving, users_next)
 
     def _retry_after_s(self, conn: sqlite3.Connection, depth: int) -> int:
-        """Seconds until the queue has room: recent mean run time × depth / workers."""
-        recent = conn.execute(
-            "SELECT AVG(finished_at - started_at) FROM (SELECT finished_at, started_at FROM jobs"
-            " WHERE state = 'done' ORDER BY finished_at DESC LIMIT ?)",
-            (RUN_TIME_SAMPLE,),
-        ).fetchone()[0]
-        run_s = DEFAULT_RUN_S if recent is None else recent
-        return max(1, math.ceil(run_s * depth / self.workers))
+        """Seconds until the queue has room, from measured throughput: `depth` jobs at the rate
+        jobs left the queue (finished in any way) over the last THROUGHPUT_WINDOW_S. Jobs of
+        one batch finish together, so batching counts; with no recent finish, DEFAULT_RUN_S a
+        job per worker. Bounded to MIN_RETRY_AFTER_S..MAX_RETRY_AFTER_S."""
+        now = self.now()
+        finished, first_start = conn.execute(
+            "SELECT COUNT(*), MIN(COALESCE(started_at, created_at)) FROM jobs"
+            " WHERE finished_at >= ? AND state != 'queued'",
+            (now - THROUGHPUT_WINDOW_S,),
+        ).fetchone()
+        if finished:
+            # from when the oldest of them started (or the window's start) until now
+            span = max(1.0, now - max(first_start, now - THROUGHPUT_WINDOW_S))
+            estimate = depth * span / finished
+        else:
+            estimate = depth * DEFAULT_RUN_S / self.workers
+        return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(estimate)))
 
     # -- metrics -----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ async def submit_job(request: web.Request) -> web.Response:
     if not isinstance(user, str) or not user.strip():
         raise ValueError("user: required, e.g. tg:123456")
     priority = body.get("priority", "user")
-    if priority not in PRIORITIES:
+    if not isinstance(priority, str) or priority not in PRIORITIES:
         raise ValueError(f"priority: {priority!r} is not one of {', '.join(PRIORITIES)}")
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):

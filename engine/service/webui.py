@@ -26,6 +26,7 @@ from engine.service.http import blocking, error_response, read_json, service
 from engine.service.queue_common import FINAL_STATES, Job, State
 from engine.service.state import Service
 from posterbot.config import Config
+from posterbot.errors import Refusal
 from posterbot.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ def webui_request(body: dict[str, Any], options: dict[str, Any]) -> dict[str, An
     # 2. our fields under their WebUI names
     request = {name: body[name] for name in WEBUI_PARAM_FIELDS if body.get(name) is not None}
     sampler = request.get("sampler_name") or body.get("sampler_index")
+    if sampler is not None and not isinstance(sampler, str):
+        raise Refusal("sampler_name", f"must be a sampler's name, not {sampler!r}")
     scheduler = str(body.get("scheduler") or "").lower()
     if scheduler not in WEBUI_SCHEDULERS:
         raise ValueError(f"scheduler: {body['scheduler']!r} is not one of Automatic, Karras")
@@ -290,13 +293,14 @@ async def webui_progress(request: web.Request) -> web.Response:
 async def webui_png_info(request: web.Request) -> web.Response:
     """The infotext of a base64 PNG, raw and parsed."""
     body = await read_json(request)
-    data = str(body.get("image") or "")
-    if not data:
+    data = body.get("image") or ""
+    if not data or not isinstance(data, str):
         raise ValueError("image: required, a base64 PNG")
     try:
-        texts = infotext.read_png_texts(base64.b64decode(data.split(",", 1)[-1], validate=True))
-    except (binascii.Error, OSError, SyntaxError) as exc:
+        png = base64.b64decode(data.split(",", 1)[-1], validate=True)
+    except binascii.Error as exc:
         raise ValueError(f"image: not a base64 PNG ({exc})") from None
+    texts = infotext.read_png_texts(png)  # Refusal naming `image`; never decodes pixels
     text = texts.get(infotext.PNG_KEY)
     return web.json_response(
         {

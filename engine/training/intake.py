@@ -5,11 +5,14 @@ Every byte is hostile:
 
 1. names: no absolute paths, no `..`, no backslashes, no symlinks or device files;
 2. sizes: member count, total unpacked bytes counted while reading (zip headers can lie) and each
-   member's compression ratio are limited (`[training]` in config);
-3. images are recognised by content (PNG, JPEG, WEBP only), checked for decompression bombs
+   member's compression ratio are limited (`[training]` in config); encrypted members and a
+   file where a folder must go (`a.png` and `a.png/b.png`) are refused;
+3. the pixels all images declare in their headers are summed before any is decoded and refused
+   past `training.max_total_pixels` (decoding is what costs: seconds per 8000×8000 image);
+4. images are recognised by content (PNG, JPEG, WEBP only), checked for decompression bombs
    (Pillow's warning is an error here), verified, reopened and fully decoded, EXIF-transposed,
    flattened onto white and re-saved as PNG without metadata;
-4. captions must be UTF-8 text and belong to an image.
+5. captions must be UTF-8 text and belong to an image.
 
 Everything is unpacked into a staging folder inside `datasets/` and renamed into place only when
 no file was rejected, so a rejected upload leaves nothing behind. Every rejection names the file
@@ -76,6 +79,7 @@ class Member:
     kind: str  # file | dir | symlink | special
     open: Callable[[], IO[bytes]]
     packed_size: int | None  # compressed size for zip members (for the ratio), else None
+    encrypted: bool = False  # a password-protected zip member (never asked for its password)
 
 
 def _zip_members(archive: zipfile.ZipFile) -> Iterator[Member]:
@@ -89,7 +93,9 @@ def _zip_members(archive: zipfile.ZipFile) -> Iterator[Member]:
             kind = "special"
         else:
             kind = "file"
-        yield Member(info.filename, kind, lambda info=info: archive.open(info), info.compress_size)
+        encrypted = bool(info.flag_bits & 0x1)  # bit 0 of the general purpose flags
+        opener = lambda info=info: archive.open(info)  # noqa: E731
+        yield Member(info.filename, kind, opener, info.compress_size, encrypted)
 
 
 def _folder_members(root: Path) -> Iterator[Member]:
@@ -160,10 +166,17 @@ def store(member: Member, staging: Path, budget: Budget) -> Path | None:
         raise Rejected("special_file")
     if suffix_kind(parts[-1]) is None:
         raise Rejected("wrong_type")
+    if member.encrypted:
+        raise Rejected("encrypted")
     target = staging.joinpath(*parts)
     if not target.resolve().is_relative_to(staging.resolve()):  # belt and braces after _safe_parts
         raise Rejected("outside_folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:  # `a.png` then `a.png/b.png` (or the other way round): a file where a folder must go
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise Rejected("path_conflict") from None
+    if target.is_dir():
+        raise Rejected("path_conflict")
     if target.exists():
         raise Rejected("duplicate_member")
     try:
@@ -171,6 +184,8 @@ def store(member: Member, staging: Path, budget: Budget) -> Path | None:
             budget.copy(source, target, member.packed_size)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, NotImplementedError) as exc:
         raise Rejected("unpack_failed", detail=exc) from None
+    except RuntimeError as exc:  # zipfile's "password required" for an entry flagged later
+        raise Rejected("encrypted" if "encrypted" in str(exc) else "unpack_failed") from None
     return target
 
 
@@ -228,7 +243,34 @@ def clean_caption(path: Path) -> Path:
     return cleaned
 
 
+def header_pixels(path: Path) -> int:
+    """Width × height an image's header declares, read without decoding it (0 when it is not
+    an image we read: `clean_image` then says why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as probe:  # parses the header only
+                return probe.width * probe.height
+    except Image.DecompressionBombError:
+        return 0  # over Pillow's own limit: clean_image rejects it by itself
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+        return 0
+
+
+def check_total_pixels(paths: list[Path], limits: TrainingConfig, already: int = 0) -> int:
+    """Refuse the upload when its images declare more than `training.max_total_pixels`
+    together (`already`: a session's images so far); returns the total."""
+    total = already + sum(header_pixels(p) for p in paths if suffix_kind(p.name) == "image")
+    if total > limits.max_total_pixels:
+        raise Rejected("too_many_pixels_total", pixels=total, limit=limits.max_total_pixels)
+    return total
+
+
 def _clean_stored(paths: list[Path], limits: TrainingConfig, staging: Path) -> list[Rejection]:
+    try:  # before any image is decoded: decoding is what costs
+        check_total_pixels(paths, limits)
+    except Rejected as exc:
+        return [exc.of("(upload)")]
     rejections = []
     images: dict[Path, Path] = {}  # folder/stem → first image with it
     for path in paths:

@@ -72,15 +72,13 @@ def kohya_layout(staging: Path, concept: str, repeats: int) -> list[Rejection]:
     if len(tops) == 1 and all(len(p.relative_to(staging).parts) > 1 for p in files):
         (top,) = tops  # a zip of a folder: its one top folder is the dataset itself
         if not REPEATS_FOLDER.match(top):
-            for path in files:
-                rest = path.relative_to(staging / top)
-                target = staging / ".flat" / rest
-                target.parent.mkdir(parents=True, exist_ok=True)
-                path.rename(target)
-            shutil.rmtree(staging / top)
-            for path in (staging / ".flat").iterdir():
+            # Move the folder aside (beside the staging folder, so no name inside the upload,
+            # `.flat` or any other, can collide), then its contents up into the staging folder.
+            aside = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=staging.parent)) / top
+            os.rename(staging / top, aside)
+            for path in aside.iterdir():
                 path.rename(staging / path.name)
-            (staging / ".flat").rmdir()
+            shutil.rmtree(aside.parent)
             files = [p for p in staging.rglob("*") if p.is_file()]
     rejections = []
     for path in files:

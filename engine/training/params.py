@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.diffusion.params import check_range
 from engine.diffusion.registry import Registry, is_sdxl
 from engine.training.layout import check_name, dataset_items
-from posterbot.config import Config
+from posterbot.config import Config, TrainingConfig
 from posterbot.errors import Refusal
+from prompts.spec import MAX_SEED
 
 # -----------------------------------------------------------------------------------------------
 # Defaults: kohya sd-scripts names, popular SD-Trainer (秋葉) values. Override per run with
@@ -108,9 +110,9 @@ def _coerce(key: str, value: Any, hint: str) -> Any:
                 raise ValueError
             return int(value)
         if hint == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(number := float(value)):
                 raise ValueError
-            return float(value)
+            return number
         if hint == "list[str]":
             items = value.split("|") if isinstance(value, str) else value
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -119,7 +121,7 @@ def _coerce(key: str, value: Any, hint: str) -> Any:
         if not isinstance(value, str):
             raise ValueError
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf), float(10**400)
         raise Refusal(
             key, f"{value!r} is not a valid {hint}", "train_param_invalid", name=key, value=value
         ) from None
@@ -141,6 +143,10 @@ LR_SCHEDULERS = (
 )
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")  # fp16 needs a GPU
 MAX_NETWORK_DIM = 1024  # ranks beyond this are larger than the layers they adapt
+MAX_SAMPLE_STEPS = 150  # as limits.max_steps: a sample is a poster render
+MAX_KEEP_TOKENS = 75  # one chunk of tokens; more keeps the whole caption in place
+MAX_SAMPLE_PROMPTS = 8  # each epoch renders every one of them
+MAX_SAMPLE_PROMPT_BYTES = 4000  # as limits.max_prompt_chars, in bytes
 
 
 def check_params(p: TrainParams) -> None:
@@ -220,6 +226,43 @@ def check_params(p: TrainParams) -> None:
             raise Refusal(name, rule, "train_param_invalid", name=name, value=value)
 
 
+def check_limits(p: TrainParams, limits: TrainingConfig) -> None:
+    """Refuse a run larger than `[training]` allows (`out_of_range`, naming the parameter): an
+    hour-long or out-of-memory run is refused before it is queued."""
+    for name, low, high in (
+        ("epochs", 1, limits.max_epochs),
+        ("repeats", 0, limits.max_repeats),
+        ("batch_size", 1, limits.max_batch_size),
+        ("resolution", 64, limits.max_resolution),
+        ("max_bucket_reso", 64, limits.max_resolution),
+        ("learning_rate", 0.0, limits.max_learning_rate),
+        ("unet_lr", 0.0, limits.max_learning_rate),
+        ("text_encoder_lr", 0.0, limits.max_learning_rate),
+        ("sample_steps", 1, MAX_SAMPLE_STEPS),
+        ("seed", 0, MAX_SEED),
+        ("sample_seed", 0, MAX_SEED),
+        ("keep_tokens", 0, MAX_KEEP_TOKENS),
+    ):
+        check_range(name, getattr(p, name), low, high)
+    if len(p.sample_prompts) > MAX_SAMPLE_PROMPTS:
+        raise Refusal(
+            "sample_prompts",
+            f"{len(p.sample_prompts)} prompts, at most {MAX_SAMPLE_PROMPTS}",
+            "train_param_invalid",
+            name="sample_prompts",
+            value=len(p.sample_prompts),
+        )
+    for prompt in p.sample_prompts:
+        if len(prompt.encode()) > MAX_SAMPLE_PROMPT_BYTES:
+            raise Refusal(
+                "sample_prompts",
+                f"a prompt over {MAX_SAMPLE_PROMPT_BYTES} bytes",
+                "train_param_invalid",
+                name="sample_prompts",
+                value=prompt[:40],
+            )
+
+
 def resolve_precision(asked: str, device_type: str, bf16_supported: bool) -> str:
     """The precision a run uses on `device_type`: `auto` becomes bf16 on a GPU that supports
     it, fp16 on other GPUs and no (float32) on the CPU, where half precision does not train."""
@@ -279,6 +322,7 @@ def check_train_request(
     model, and what the devices that may run it can run."""
     p = TrainParams.from_dict(params)
     check_params(p)
+    check_limits(p, config.training)
     config.find_ip(p.ip)
     dataset_folder(config, p.dataset)
     if is_sdxl(Registry(config).checkpoint()):

@@ -19,8 +19,10 @@ from engine.training.intake import (
     Budget,
     Member,
     Rejected,
+    check_total_pixels,
     clean_caption,
     clean_image,
+    header_pixels,
     safe_parts,
     store,
 )
@@ -79,6 +81,8 @@ def add_session_file(
             return []
         if stored.with_suffix(".png").exists() and stored.suffix.lower() != ".png":
             raise Rejected("image_exists")
+        so_far = sum(header_pixels(p) for p in existing if suffix_kind(p.name) == "image")
+        check_total_pixels([stored], config.training, so_far)
         cleaned = clean_image(stored, config.training)
     except Rejected as exc:
         if stored is not None:

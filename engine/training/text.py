@@ -44,6 +44,20 @@ REJECTIONS = {
     "outside_folder": {"en": "path leaves the dataset folder", "zh": "路径跑出了数据集文件夹"},
     "duplicate_member": {"en": "appears twice in the upload", "zh": "上传里出现了两次"},
     "unpack_failed": {"en": "cannot be unpacked ({detail})", "zh": "无法解包（{detail}）"},
+    "encrypted": {
+        "en": "encrypted (password-protected) member; send the zip without a password",
+        "zh": "文件被加密（有密码）；请发送不带密码的 zip",
+    },
+    "path_conflict": {
+        "en": "a file and a folder have the same path in the upload",
+        "zh": "上传里有同一路径的文件和文件夹",
+    },
+    "too_many_pixels_total": {
+        "en": "the images hold {pixels} pixels together, over {limit} (training.max_total_pixels);"
+        " resize them (training uses at most about 1 megapixel of each) or send fewer",
+        "zh": "图片合计 {pixels} 像素，超过 {limit}（training.max_total_pixels）；"
+        "请先缩小图片（训练每张最多用约 100 万像素）或少发几张",
+    },
     "too_many_pixels": {
         "en": "{width}x{height} is over {limit} pixels, a decompression bomb "
         "(training.max_image_pixels)",

@@ -121,14 +121,14 @@ def test_full_queue_refuses_with_retry_after(db_path: Path, clock: Clock) -> Non
         assert refused.value.retry_after_s == 15  # no history: 10 s guess × 3 queued / 2 workers
         assert "try again in 15 s" in str(refused.value)
 
-        # with history the estimate follows measured run times: one job ran 4 s
+        # with history the estimate follows measured throughput: one job finished in 4 s
         [job] = q.claim("w", LEASE_S)
         clock.advance(4)
         q.complete(job.id, [])
         q.submit("txt2img", {}, "bob")
         with pytest.raises(QueueFull) as refused:
             q.submit("txt2img", {}, "carol")
-        assert refused.value.retry_after_s == 6  # 4 s × 3 queued / 2 workers
+        assert refused.value.retry_after_s == 12  # 3 queued at one job per 4 s
         assert q.depth() == 3
 
 
