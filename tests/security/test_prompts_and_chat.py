@@ -1,0 +1,135 @@
+"""Attacks through the chat and the prompt builder (issue #15, points 8, 9, 11, 12, 13): what a
+user may type, press or ask for, and what the bot and the builder must do with it.
+
+Pure prompt checks run on the builder with the prompt tests' config; chat checks drive a real
+Application against the fake Bot API (which refuses what Telegram refuses) and the real engine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from posterbot.errors import Refusal
+from prompts.llm import LLMError, parse_answer
+from prompts.template import MAX_ATTENTION_WEIGHT, MAX_PROMPT_BREAKS, template_prompt
+from tests.bot.conftest import USER
+from tests.prompts.conftest import make_config
+
+ERROR_TEXT = "出错了"  # what the error handler says when a handler raised
+
+
+def said(telegram, chat_id: int, fragment: str) -> list[str]:
+    return [text for text in telegram.texts(chat_id) if fragment in text]
+
+
+def answers(telegram, query_id: str) -> list:
+    return [
+        c
+        for c in telegram.calls
+        if c.method == "answerCallbackQuery" and c.params.get("callback_query_id") == query_id
+    ]
+
+
+def refused_requests(telegram) -> list:
+    """Bot API calls the fake (as Telegram) refused with 400."""
+    return [c for c in telegram.calls if not c.ok and isinstance(c.result, dict)]
+
+
+# --- 8. raw WebUI prompts: effective attention weights, BREAKs -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "weight"),
+    [
+        ("dadaknight, " + "(" * 20 + "snow" + ")" * 20, 1.1**20),  # ≈ 6.73, no number typed
+        ("dadaknight, ((((((((snow))))))))", 1.1**8),  # ≈ 2.14
+        ("dadaknight, ((((snow:1.9))))", 1.9 * 1.1**3),  # an explicit weight inside groups
+        ("dadaknight, (snow:-1)", -1.0),
+    ],
+)
+def test_a_raw_prompt_is_refused_by_the_effective_weight_of_its_words(prompt, weight):
+    with pytest.raises(Refusal) as refused:
+        template_prompt(prompt, make_config())
+    assert refused.value.code == "prompt_attention_weight"
+    assert refused.value.values["weight"] == round(weight, 2)
+    assert refused.value.values["limit"] == MAX_ATTENTION_WEIGHT
+    assert f"{round(weight, 2):g}" in str(refused.value)
+    assert "snow" in refused.value.values["words"]
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "dadaknight, (((((((snow)))))))",  # 1.1**7 ≈ 1.95
+        "dadaknight, ((snow:1.5)), [[[[[[[[[[rain]]]]]]]]]]",
+        "dadaknight, \\(((snow)))\\) <lora:dada_v3:0.8>",  # escaped brackets are text
+    ],
+)
+def test_weights_within_the_limit_pass_unchanged(prompt):
+    assert template_prompt(prompt, make_config()).prompt == prompt
+
+
+def test_a_raw_prompt_may_break_a_few_times_but_not_more():
+    few = "dadaknight, snow" + " BREAK red" * MAX_PROMPT_BREAKS
+    assert template_prompt(few, make_config()).prompt == few
+    with pytest.raises(Refusal) as refused:
+        template_prompt("dadaknight, snow" + " BREAK red" * 45, make_config())
+    assert refused.value.code == "prompt_breaks"
+    assert refused.value.values == {"count": 45, "limit": MAX_PROMPT_BREAKS}
+
+
+@pytest.mark.parametrize(
+    "sentence", ["a rider BREAK in the snow", "a rider" + " BREAK" * 45, "BREAK a rider"]
+)
+def test_an_llm_answer_with_break_is_not_used(sentence):
+    answer = f'{{"natural_language": "{sentence}", "tags": ["snow"]}}'
+    with pytest.raises(LLMError, match="BREAK"):
+        parse_answer(answer, [])
+
+
+# --- 9. counts: ranges take their upper end, nonsense is ignored with a note ---------------------
+
+COUNT_PHRASES = [
+    # (request, images drawn, note codes expected among the notes)
+    ("达达骑士送快递，两三张", 3, {"count_range"}),
+    ("达达骑士送快递，三五张", 5, {"count_range"}),
+    ("达达骑士送快递，一二张", 2, {"count_range"}),
+    ("达达骑士送快递，三两张", 3, {"count_range"}),
+    ("达达骑士送快递，3-5张", 5, {"count_range"}),
+    ("达达骑士送快递，3~5张", 5, {"count_range"}),
+    ("达达骑士送快递，三到五张", 5, {"count_range"}),
+    ("达达骑士送快递，4到20张", 8, {"count_range"}),  # the upper end within the chat's limit
+    ("达达骑士送快递，十十张", None, {"count_unreadable"}),
+    ("达达骑士送快递，十二十张", None, {"count_unreadable"}),
+    ("达达骑士送快递，两十张", None, {"count_unreadable"}),
+    ("达达骑士送快递，三三张", None, {"count_unreadable"}),
+    ("达达骑士送快递，十张", 10, set()),
+    ("达达骑士送快递，二十五张", 25, set()),
+    ("达达骑士送快递，两张", 2, set()),
+]
+
+
+@pytest.mark.parametrize(("request_text", "count", "codes"), COUNT_PHRASES)
+def test_count_phrases_never_crash_the_builder(request_text, count, codes):
+    config = make_config()
+    try:
+        prompt = template_prompt(request_text, config)
+    except Refusal as refused:  # over [limits]: a refusal with a code, never a KeyError
+        assert refused.code == "count_too_many" and count and count > 8
+        return
+    drawn = prompt.batch_size * prompt.n_iter
+    assert drawn == (count or 1)  # no count read: the generation default (the bot's is its own)
+    assert codes <= {note.code for note in prompt.notes}
+    for note in prompt.notes:
+        str(note)  # every note's English text formats
+
+
+async def test_count_phrases_in_the_chat_get_an_answer_not_an_error(bot, telegram):
+    telegram.send_text(USER, "达达骑士送快递，两三张 --steps 1")
+    telegram.send_text(USER, "达达骑士送快递，十十张 --steps 1")
+    await telegram.wait_for(lambda: len(said(telegram, USER, "收到")) == 2, timeout=120)
+    (ranged,) = [text for text in said(telegram, USER, "收到") if "两三张" in text]
+    (nonsense,) = [text for text in said(telegram, USER, "收到") if "十十张" in text]
+    assert "· 3 张 ·" in ranged  # the range's upper end, and the note says so
+    assert "· 4 张 ·" in nonsense and "没看懂" in nonsense  # the bot's default count, noted
+    assert not said(telegram, USER, ERROR_TEXT)
