@@ -7,6 +7,9 @@ Application against the fake Bot API (which refuses what Telegram refuses) and t
 
 from __future__ import annotations
 
+import logging
+import random
+
 import pytest
 
 from posterbot.errors import Refusal
@@ -26,7 +29,7 @@ def answers(telegram, query_id: str) -> list:
     return [
         c
         for c in telegram.calls
-        if c.method == "answerCallbackQuery" and c.params.get("callback_query_id") == query_id
+        if c.method == "answerCallbackQuery" and str(c.params.get("callback_query_id")) == query_id
     ]
 
 
@@ -133,3 +136,62 @@ async def test_count_phrases_in_the_chat_get_an_answer_not_an_error(bot, telegra
     assert "· 3 张 ·" in ranged  # the range's upper end, and the note says so
     assert "· 4 张 ·" in nonsense and "没看懂" in nonsense  # the bot's default count, noted
     assert not said(telegram, USER, ERROR_TEXT)
+
+
+# --- 12. button presses: every one answered once, malformed data ignored ------------------------
+
+
+async def open_settings(telegram, user_id: int = USER):
+    telegram.send_text(user_id, "/settings")
+    (panel,) = await telegram.wait_for(
+        lambda: [c for c in telegram.sent("sendMessage", user_id) if "reply_markup" in c.params]
+    )
+    return panel.result
+
+
+def random_data(seed: int) -> str:
+    rng = random.Random(seed)
+    data = bytes(rng.randrange(256) for _ in range(40)).decode("utf-8", "replace")
+    return data.encode()[:64].decode("utf-8", "ignore") or "\x00"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        f"set:{USER}:bogus",
+        f"set:{USER}:size:99",
+        f"set:{USER}:size:-1",
+        f"set:{USER}:steps:x",
+        "pick:x:abc",
+        "pick:x",
+        "pick",
+        "hd:::::::::",
+        "nosuch:1:2",
+        ":",
+        random_data(1),
+        random_data(2),
+    ],
+)
+async def test_a_malformed_press_is_answered_once_and_breaks_nothing(bot, telegram, caplog, data):
+    caplog.set_level(logging.INFO, logger="bot")
+    panel = await open_settings(telegram)
+    telegram.press(USER, panel, data)
+    query_id = telegram.updates[-1]["callback_query"]["id"]
+    await telegram.wait_for(lambda: answers(telegram, query_id))
+    # The bot goes on: a good press on the same panel still works, and is answered too.
+    telegram.press(USER, panel, f"set:{USER}:steps")
+    good = telegram.updates[-1]["callback_query"]["id"]
+    await telegram.wait_for(lambda: answers(telegram, good))
+    await telegram.wait_for(lambda: telegram.sent("editMessageText", USER))
+    assert len(answers(telegram, query_id)) == 1 and len(answers(telegram, good)) == 1
+    assert not said(telegram, USER, ERROR_TEXT)
+    assert not [r for r in caplog.records if r.exc_info], "a traceback reached the log"
+    assert [r for r in caplog.records if "button" in r.getMessage()], "no log line for it"
+
+
+async def test_a_press_on_a_job_nobody_knows_is_answered_with_a_notice(bot, telegram):
+    panel = await open_settings(telegram)
+    telegram.press(USER, panel, "pick:0000deadbeef:1")
+    query_id = telegram.updates[-1]["callback_query"]["id"]
+    (answer,) = await telegram.wait_for(lambda: answers(telegram, query_id))
+    assert answer.params.get("text")
