@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 import pytest
 
 from posterbot.errors import Refusal
 from prompts.llm import LLMError, parse_answer
 from prompts.template import MAX_ATTENTION_WEIGHT, MAX_PROMPT_BREAKS, template_prompt
-from tests.bot.conftest import USER
+from tests.bot.conftest import OWNER, USER
 from tests.prompts.conftest import make_config
 
 ERROR_TEXT = "出错了"  # what the error handler says when a handler raised
@@ -195,3 +196,74 @@ async def test_a_press_on_a_job_nobody_knows_is_answered_with_a_notice(bot, tele
     query_id = telegram.updates[-1]["callback_query"]["id"]
     (answer,) = await telegram.wait_for(lambda: answers(telegram, query_id))
     assert answer.params.get("text")
+
+
+# --- 13. promote twice, then rollback ----------------------------------------------------------
+
+
+async def register_version(telegram, lora_bytes: bytes) -> str:
+    before = len(said(telegram, OWNER, "已登记为"))
+    telegram.send_text(OWNER, "dada", document=lora_bytes, filename="outside.safetensors")
+    registered = await telegram.wait_for(
+        lambda: said(telegram, OWNER, "已登记为")[before:], timeout=60
+    )
+    return re.search(r"<b>(dada-v\d+)</b>", registered[0]).group(1)
+
+
+async def test_promoting_the_current_version_again_changes_nothing_and_rollback_moves(
+    bot, telegram, engine_config_file
+):
+    lora = (engine_config_file.parent / "data/models/Lora/dada_lora.safetensors").read_bytes()
+    first = await register_version(telegram, lora)
+    second = await register_version(telegram, lora)
+    for version, fragment in [(first, "现在使用"), (second, "现在使用"), (second, "已经在用")]:
+        before = len(said(telegram, OWNER, f"{fragment} <b>{version}</b>"))
+        telegram.send_text(OWNER, f"/promote dada {version.split('-')[1]}")
+        await telegram.wait_for(
+            lambda v=version, f=fragment, n=before: (
+                len(said(telegram, OWNER, f"{f} <b>{v}</b>")) > n
+            )
+        )
+    telegram.send_text(OWNER, "/rollback dada")
+    await telegram.wait_for(lambda: len(said(telegram, OWNER, f"现在使用 <b>{first}</b>")) == 2)
+    assert not said(telegram, OWNER, ERROR_TEXT)
+
+
+def test_versions_promote_is_idempotent_and_rollback_always_moves(engine_config_file, tmp_path):
+    from engine.training.versions import Versions
+    from posterbot.config import Config, IPConfig
+
+    ip = IPConfig(name="dada", trigger="dadaknight", lora="dada_lora")
+    config = Config(data_dir=tmp_path, ips=[ip])
+    lora = engine_config_file.parent / "data/models/Lora/dada_lora.safetensors"
+    versions = Versions(config)
+    first, second = (versions.register(ip, lora)["name"] for _ in range(2))
+    assert versions.promote(ip, first)["changed"] is True
+    with pytest.raises(Refusal) as nothing:
+        versions.rollback(ip)
+    assert nothing.value.code == "version_no_rollback"
+    assert versions.promote(ip, first)["changed"] is False
+    versions.promote(ip, second)
+    assert versions.promote(ip, second)["changed"] is False
+    assert versions.rollback(ip)["name"] == first
+    with pytest.raises(Refusal):
+        versions.rollback(ip)
+    assert versions.promoted("dada") == first
+
+
+def test_a_history_with_duplicates_from_before_still_rolls_back_to_another_version(
+    engine_config_file, tmp_path
+):
+    import json
+
+    from engine.training.versions import Versions
+    from posterbot.config import Config, IPConfig
+
+    ip = IPConfig(name="dada", trigger="dadaknight", lora="dada_lora")
+    versions = Versions(Config(data_dir=tmp_path, ips=[ip]))
+    lora = engine_config_file.parent / "data/models/Lora/dada_lora.safetensors"
+    first, second = (versions.register(ip, lora)["name"] for _ in range(2))
+    data = json.loads(versions.path.read_text())
+    data["promoted"]["dada"] = [first, second, second, second]  # promoted thrice by older code
+    versions.path.write_text(json.dumps(data))
+    assert versions.rollback(ip)["name"] == first
