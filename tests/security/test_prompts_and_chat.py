@@ -7,6 +7,7 @@ Application against the fake Bot API (which refuses what Telegram refuses) and t
 
 from __future__ import annotations
 
+import html
 import logging
 import random
 import re
@@ -17,6 +18,7 @@ from posterbot.errors import Refusal
 from prompts.llm import LLMError, parse_answer
 from prompts.template import MAX_ATTENTION_WEIGHT, MAX_PROMPT_BREAKS, template_prompt
 from tests.bot.conftest import OWNER, USER
+from tests.fakes.telegram_api import visible_text
 from tests.prompts.conftest import make_config
 
 ERROR_TEXT = "出错了"  # what the error handler says when a handler raised
@@ -136,6 +138,67 @@ async def test_count_phrases_in_the_chat_get_an_answer_not_an_error(bot, telegra
     (nonsense,) = [text for text in said(telegram, USER, "收到") if "十十张" in text]
     assert "· 3 张 ·" in ranged  # the range's upper end, and the note says so
     assert "· 4 张 ·" in nonsense and "没看懂" in nonsense  # the bot's default count, noted
+    assert not said(telegram, USER, ERROR_TEXT)
+
+
+# --- 11. long HTML messages: split where Telegram can parse each piece; notes kept short ---------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<b>标签</b> " + html.escape("'", quote=True) * 5000,  # &#x27; cut in half by a char cut
+        "<b>备注</b> <i>" + "不认识的词；" * 900 + "</i>",  # one long line in italics
+        "<pre>" + "\n".join(f"· 图片-{i}.png &amp; &lt;太小&gt;" for i in range(500)) + "</pre>",
+        "<b>" + "字" * 4095 + "</b><i>&amp;&amp;" + "x" * 10 + "</i>",
+        "a" * 4093 + "&#x27;" * 10,  # a cut at 4096 characters of markup lands in an entity
+        "字" * 4094 + "<i>" + "y" * 10 + "</i>",  # ... or in a tag
+    ],
+)
+def test_every_piece_of_a_long_text_parses_and_fits(text):
+    from bot.i18n import split_text
+
+    pieces = split_text(text)
+    shown = [visible_text(piece) for piece in pieces]  # raises where Telegram cannot parse
+    assert all(len(piece.encode("utf-16-le")) // 2 <= 4096 for piece in shown)
+    assert all(piece.strip() for piece in shown)
+    assert "".join(shown).replace("\n", "") == visible_text(text).replace("\n", "")
+
+
+def test_the_fake_api_refuses_what_a_careless_split_sends():
+    from tests.fakes.telegram_api import _BadRequest
+
+    for piece in ("a &#x2", "<i>half of it", "7;</i> the rest", "x &am"):
+        with pytest.raises(_BadRequest, match="can't parse entities"):
+            visible_text(piece)
+
+
+def test_a_typed_tag_in_the_notes_shows_as_text_escaped_once():
+    from bot.features.posters import describe
+
+    prompt = template_prompt("达达骑士送快递 <lora:other:2>", make_config())
+    text = describe("zh", prompt, prompt.to_txt2img())
+    assert "&lt;lora:other:2&gt;" in text and "&amp;lt;" not in text
+    assert "<lora" not in visible_text(text).replace("<lora:other:2>", "")
+
+
+async def test_a_request_full_of_unknown_words_is_acknowledged_in_one_short_message(bot, telegram):
+    words = [f"奇怪词{chr(0x4E00 + i)}" for i in range(300)]
+    english = [f"word{i}x" for i in range(200)]
+    telegram.send_text(
+        USER, "达达骑士，" + "，".join(words) + "，" + " ".join(english) + " --steps 1"
+    )
+    (ack,) = await telegram.wait_for(lambda: said(telegram, USER, "收到"), timeout=120)
+    assert len(visible_text(ack)) < 1500
+    assert "等" in ack  # "…等 N 个": the rest counted, not listed
+    assert not refused_requests(telegram) and not said(telegram, USER, ERROR_TEXT)
+
+
+async def test_a_raw_prompt_of_escaped_characters_reaches_the_chat_in_pieces(bot, telegram):
+    telegram.send_text(USER, "dadaknight, " + "'" * 3000 + ", " + "<&>" * 300 + " --steps 1")
+    await telegram.wait_for(lambda: said(telegram, USER, "收到"), timeout=120)
+    await telegram.wait_for(lambda: telegram.sent("sendMediaGroup", USER), timeout=120)
+    assert not refused_requests(telegram), [c.result for c in refused_requests(telegram)]
     assert not said(telegram, USER, ERROR_TEXT)
 
 
