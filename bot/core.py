@@ -132,6 +132,11 @@ class Core:
         return self.config.default_ip_config()
 
 
+class MalformedPress(ValueError):
+    """Button data that no button of ours sends (stale, forged or garbled): the router answers
+    the press, logs one line and does nothing else."""
+
+
 JobButton = Callable[[Core, Press, JobRecord, int], Awaitable[str | None]]
 
 
@@ -143,14 +148,17 @@ def job_button(handler: JobButton) -> Callable[[Core, Press, list[str]], Awaitab
     async def pressed(core: Core, press: Press, args: list[str]) -> str | None:
         language = core.language(press.user)
         job_id, index_text = [*args, "", ""][:2]
+        if len(args) > 2 or not job_id.isalnum() or not (index_text or "0").isdigit():
+            raise MalformedPress(f"not job:index: {args}")
         record = core.store.job(job_id)
-        if record is None or (index_text and not index_text.isdigit()):
+        if record is None:
+            log.info("button for job %s, which this bot does not know", job_id)
             return t(language, "job_unknown")
         if press.user.id != record.user_id and not core.is_admin(press.user.id):
             return t(language, "not_your_job")
         index = int(index_text or 0)
         if index >= max(len(record.seeds), 1):
-            return t(language, "job_unknown")
+            raise MalformedPress(f"job {job_id} has no candidate {index}")
         return await handler(core, press, record, index)
 
     return pressed

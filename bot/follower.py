@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 from bot.i18n import t
 from bot.refusals import failure_text
 from bot.replies import Outbox, Reply
-from bot.status import StatusMessage, progress_line
+from bot.status import StatusMessage, progress_line, status_text
 from bot.store import CANCELLED, DONE, FAILED, JobRecord, Store
 from engine.service.client import FINAL_STATES, EngineClient, EngineError, EngineUnavailable
 from posterbot.config import TelegramConfig
@@ -129,7 +129,7 @@ class Follower(Generic[C]):
     async def _acknowledge(self, record: JobRecord, line: str) -> None:
         """Send the status message (the summary with a progress line) and keep its id."""
         record.status_message_id = await self.outbox.send(
-            record.place, Reply(f"{record.summary}\n\n{line}")
+            record.place, Reply(status_text(record.summary, line))
         )
         self.store.save_job(record)
 

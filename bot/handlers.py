@@ -7,8 +7,9 @@ import html
 import logging
 import traceback
 
-from telegram import Document, Message, PhotoSize, Update
+from telegram import CallbackQuery, Document, Message, PhotoSize, Update
 from telegram.constants import ChatType, ParseMode
+from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
 from bot.chat import ROUTER
@@ -78,16 +79,33 @@ async def text_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 async def button_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A button under one of our messages (permissions are checked by its feature)."""
-    query = update.callback_query
-    press = Press(
-        user=user_of(update),
-        place=place_of(query.message),
-        data=query.data or "",
-        message_id=query.message.message_id,
-        query_id=query.id,
-    )
-    await query.answer(await ROUTER.press(core(context), press))
+    """A button under one of our messages (permissions are checked by its feature). Every press
+    is answered, whatever happens, or the user's client keeps spinning."""
+    query, notice = update.callback_query, None
+    try:
+        if not isinstance(query.message, Message):  # too old: Telegram sends no content
+            log.info("button under a message the bot can no longer read: %r", query.data)
+            notice = t(core(context).language(user_of(update)), "button_stale")
+            return
+        press = Press(
+            user=user_of(update),
+            place=place_of(query.message),
+            data=query.data or "",
+            message_id=query.message.message_id,
+            query_id=query.id,
+        )
+        notice = await ROUTER.press(core(context), press)
+    finally:
+        await answer_press(query, notice)
+
+
+async def answer_press(query: CallbackQuery, notice: str | None) -> None:
+    """Stop the client's spinner; a press answered too late (a bot that was down) is only
+    logged: Telegram refuses it, and there is nothing left to tell the user."""
+    try:
+        await query.answer(notice)
+    except BadRequest as exc:
+        log.info("could not answer button press %s: %s", query.id, exc)
 
 
 async def download(attachment: Document | PhotoSize) -> bytes | None:

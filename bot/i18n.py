@@ -23,6 +23,7 @@ MAX_CAPTION_CHARS = 1024  # Telegram's limit for a photo or document caption
 MESSAGES_DIR = Path(__file__).parent / "messages"
 _TAG = re.compile(r"<[^>]+>")
 _MARKUP = re.compile(r"<(/?)([a-z-]+)[^>]*>")  # a tag of the catalogs' HTML
+_ATOM = re.compile(r"<[^<>]*>|&#?\w+;|.", re.S)  # a tag, an entity, or one character
 
 
 class Html(str):
@@ -75,9 +76,10 @@ def plain(text: str) -> str:
 
 
 def split_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Split at line breaks into pieces Telegram accepts; a longer line is cut hard. A tag
-    open across a split (a long <pre>) is closed at the end of one piece and opened again at
-    the start of the next (tags do not count towards Telegram's limit)."""
+    """Split HTML at line breaks into pieces Telegram accepts, counting what a reader sees (as
+    Telegram does: tags count nothing, an entity one character, in UTF-16 units); a longer line
+    is cut between characters, never inside a tag or an entity. A tag open across a split (a
+    long <pre>) is closed at the end of one piece and opened again at the start of the next."""
     return _balanced(_split_lines(text, limit))
 
 
@@ -95,22 +97,47 @@ def _balanced(pieces: list[str]) -> list[str]:
     return balanced
 
 
+def _shown_length(atom: str) -> int:
+    """Telegram's length of one atom of HTML: a tag 0, an entity its character, in UTF-16."""
+    if atom.startswith("<"):
+        return 0
+    shown = html.unescape(atom) if atom.startswith("&") else atom
+    return len(shown.encode("utf-16-le")) // 2
+
+
+def _cut_line(line: str, limit: int) -> list[str]:
+    """A line in parts of at most `limit` shown characters, cut between atoms."""
+    parts, current, length = [], "", 0
+    for atom in _ATOM.findall(line):
+        size = _shown_length(atom)
+        if length + size > limit and length:
+            parts.append(current)
+            current, length = "", 0
+        current += atom
+        length += size
+    return [*parts, current]
+
+
 def _split_lines(text: str, limit: int) -> list[str]:
     pieces: list[str] = []
-    current = ""
+    current, length = "", -1  # -1: no line yet (the first line adds no line break)
     for line in text.split("\n"):
-        while len(line) > limit:
-            if current:
+        for part in _cut_line(line, limit):
+            size = sum(_shown_length(atom) for atom in _ATOM.findall(part))
+            if length >= 0 and length + 1 + size > limit:
                 pieces.append(current)
-                current = ""
-            pieces.append(line[:limit])
-            line = line[limit:]
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            pieces.append(current)
-            candidate = line
-        current = candidate
-    return [*pieces, current] if current or not pieces else pieces
+                current, length = "", -1
+            current = f"{current}\n{part}" if length >= 0 else part
+            length += size + 1
+    pieces.append(current)
+    # A piece a reader would see as blank (Telegram refuses it) goes in front of the next one.
+    kept: list[str] = []
+    for piece in pieces:
+        if kept and not plain(kept[-1]).strip():
+            kept[-1] += piece
+        else:
+            kept.append(piece)
+    return kept
 
 
 def shorten(text: str, limit: int = MAX_CAPTION_CHARS) -> str:

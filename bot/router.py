@@ -16,20 +16,34 @@ conversation.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from bot.core import Core
+from bot.core import Core, MalformedPress
 from bot.follower import Delivery
 from bot.i18n import plain, t
 from bot.replies import Incoming, Press
+
+log = logging.getLogger(__name__)
+
+MAX_BUTTON_DATA_BYTES = 64  # Telegram's callback_data limit: longer data is none of ours
 
 Command = Callable[[Core, Incoming, list[str]], Awaitable[None]]
 ButtonHandler = Callable[[Core, Press, list[str]], Awaitable[str | None]]
 Accepts = Callable[[Core, int, str, bool], bool]
 FileHandler = Callable[[Core, Incoming], Awaitable[None]]
 TextHandler = Callable[[Core, Incoming], Awaitable[None]]
+
+
+def parse_button_data(data: str) -> tuple[str, list[str]]:
+    """`pick:<job>:1` → ("pick", ["<job>", "1"]); ("", []) for what no button of ours sends:
+    empty, over Telegram's 64 bytes, or with control characters."""
+    if not data or len(data.encode()) > MAX_BUTTON_DATA_BYTES or not data.isprintable():
+        return "", []
+    prefix, _, rest = data.partition(":")
+    return prefix, rest.split(":") if rest else []
 
 
 def _merged(tables: list[dict], what: str) -> dict:
@@ -67,15 +81,21 @@ class Router:
         await handler(core, message, message.text.split())
 
     async def press(self, core: Core, press: Press) -> str | None:
-        """A button: its data's prefix names the handler; the presser is admitted first, as a
-        message's sender is (a short notice when not)."""
+        """A button: its data's prefix names the handler, the rest (split at `:`) are its
+        arguments. The presser is admitted first, as a message's sender is (a short notice when
+        not). Data none of our buttons sends (stale, forged, garbled) gets a notice and a log
+        line, never an exception: the press is answered either way."""
         if refusal := core.refusal(press.user, press.place):
             return plain(t(core.language(press.user), *refusal[:1], **refusal[1]))
-        prefix, _, rest = press.data.partition(":")
+        prefix, args = parse_button_data(press.data)
         handler = self.buttons.get(prefix)
-        if handler is None:
-            return t(core.language(press.user), "job_unknown")
-        return await handler(core, press, rest.split(":") if rest else [])
+        try:
+            if handler is None:
+                raise MalformedPress("no button has this prefix")
+            return await handler(core, press, args)
+        except MalformedPress as exc:
+            log.warning("ignored button data %r from user %s: %s", press.data, press.user.id, exc)
+            return t(core.language(press.user), "button_stale")
 
     def file_handler(
         self, core: Core, user_id: int, filename: str, as_photo: bool

@@ -7,7 +7,7 @@ import contextlib
 import time
 from typing import Any
 
-from bot.i18n import t
+from bot.i18n import MAX_MESSAGE_CHARS, shorten, t
 from bot.replies import Outbox, Reply
 from bot.store import JobRecord
 
@@ -22,6 +22,12 @@ def progress_line(language: str, event: dict[str, Any]) -> str:
     return t(language, stage, bar="▓" * filled + "░" * (10 - filled), step=step, total=total)
 
 
+def status_text(summary: str, line: str) -> str:
+    """The status message: the summary, cut to leave room for the progress line, and the line.
+    One message always, so each edit shows the line (an edit of a cut-off text would not)."""
+    return f"{shorten(summary, MAX_MESSAGE_CHARS - len(line) - 2)}\n\n{line}"
+
+
 class StatusMessage:
     """The acknowledgement, edited in place with progress at most once per `interval_s`.
 
@@ -34,13 +40,13 @@ class StatusMessage:
         self.outbox = outbox
         self.record = record
         self.interval_s = interval_s
-        self._last_text = f"{record.summary}\n\n{shown}"
+        self._last_text = status_text(record.summary, shown)
         self._last_edit = 0.0
         self._pending: str | None = None
         self._sender: asyncio.Task | None = None
 
     async def show(self, line: str, *, force: bool = False) -> None:
-        text = f"{self.record.summary}\n\n{line}"
+        text = status_text(self.record.summary, line)
         if force:
             self.close()
             if text != self._last_text:

@@ -22,6 +22,8 @@ NOTE_TEXTS = {
     "lora_tag_ignored": "ignored {tag}: the LoRA comes from the IP's config",
     "english_kept": "kept English words as tags: {words}",
     "numbers_ignored": "ignored numbers: {numbers}",
+    "count_range": "{phrase} asks for {low} to {high}: drawing {count}",
+    "count_unreadable": "ignored {phrase}: not a number of images",
     "untranslated": "not translated (add them to the glossary): {words}",
     "extra_poster_text": "ignored extra poster text {text}",
     "copy_space": "asked the model to leave room for the title",

@@ -54,8 +54,12 @@ _SIZE_IN_TEXT = re.compile(
 _CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 _CN_DIGITS |= {"六": 6, "七": 7, "八": 8, "九": 9}
 _EN_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+# A count is a number, or a range of two (3-5张, 三到五张, and 两三张 / 三五张 said as one word).
+_NUMBER = r"\d{1,3}|[零一二两三四五六七八九十]{1,3}"
 _COUNTS = (
-    re.compile(r"(\d{1,3}|[一二两三四五六七八九十]{1,3})\s*(?:张|幅|个版本|版本|款|份)"),
+    re.compile(
+        rf"(?<!\d)(?:({_NUMBER})\s*(?:-|~|～|—|–|到|至)\s*)?({_NUMBER})\s*(?:张|幅|个版本|版本|款|份)"
+    ),
     re.compile(r"(?<![a-z0-9])[x×]\s*(\d{1,3})(?!\d)", re.I),
     re.compile(
         rf"(?<![a-z0-9])(\d{{1,3}}|{'|'.join(_EN_NUMBERS)})\s+"
@@ -283,23 +287,50 @@ def extract_hires(text: str, glossary: Glossary) -> tuple[bool, str]:
 
 
 def chinese_number(text: str) -> int:
-    """'4' -> 4, '两' -> 2, '十二' -> 12, 'four' -> 4."""
+    """'4' -> 4, '两' -> 2, '十二' -> 12, '二十' -> 20, 'four' -> 4; ValueError for what is not
+    a number (十十, 两十, 二十十)."""
     if text.isdigit():
         return int(text)
     if text.lower() in _EN_NUMBERS:
         return _EN_NUMBERS.index(text.lower()) + 1
-    tens, _, ones = text.partition("十")
-    if "十" in text:
+    tens, ten, ones = text.partition("十")
+    if not ten and text in _CN_DIGITS:
+        return _CN_DIGITS[text]
+    # 十, 十二, 二十, 二十五: one 十, a digit 2-9 before it (never 两 or 一), a digit 1-9 after.
+    if ten and tens in ("", *"二三四五六七八九") and ones in ("", *"一二三四五六七八九"):
         return (_CN_DIGITS[tens] if tens else 1) * 10 + (_CN_DIGITS[ones] if ones else 0)
-    return _CN_DIGITS[text]
+    raise ValueError(f"count: {text!r} is not a number")
 
 
-def extract_count(text: str) -> tuple[int | None, str]:
-    """How many images: 来4张, 两张, x4, 4 images."""
+def count_range(first: str | None, last: str) -> tuple[int, int]:
+    """The numbers a count phrase names, lowest first: `3`, `5` -> (3, 5); None, `两三` ->
+    (2, 3): two different digits said as one word are a range. ValueError for nonsense."""
+    if first is None and len(last) == 2 and set(last) <= _CN_DIGITS.keys() and "十" not in last:
+        low, high = sorted(_CN_DIGITS[digit] for digit in last)
+        if low == high:
+            raise ValueError(f"count: {last!r} is not a number")
+        return low, high
+    numbers = sorted(chinese_number(text) for text in (first, last) if text is not None)
+    return numbers[0], numbers[-1]
+
+
+def extract_count(text: str, most: int | None = None) -> tuple[int | None, str, list[Note]]:
+    """How many images: 来4张, 两张, x4, 4 images; a range (两三张, 3-5张) asks for its upper end,
+    at most `most` (but never fewer than its lower end). Returns (count or None, text, notes):
+    a count phrase that is no number (十十张) is dropped and noted."""
     for pattern in _COUNTS:
         if match := pattern.search(text):
-            return chinese_number(match.group(1)), _replace(text, match)
-    return None, text
+            phrase, first_and_last = match.group(0), [None, *match.groups()][-2:]
+            try:
+                low, high = count_range(*first_and_last)
+            except ValueError:
+                return None, _replace(text, match), [Note("count_unreadable", {"phrase": phrase})]
+            if low == high:
+                return low, _replace(text, match), []
+            count = max(low, min(high, most or high))
+            note = Note("count_range", {"phrase": phrase, "low": low, "high": high, "count": count})
+            return count, _replace(text, match), [note]
+    return None, text, []
 
 
 def extract_seed(text: str) -> tuple[int | None, str]:

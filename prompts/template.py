@@ -38,11 +38,18 @@ from prompts.request import (
 )
 from prompts.sizes import generation_size, orientation_of, orientation_size
 from prompts.spec import MAX_SEED, PosterPrompt, Target, render_prompt
-from prompts.syntax import LoraTag, extract_loras, has_trigger
+from prompts.syntax import BREAK, LoraTag, extract_loras, has_trigger, parse_attention
 
 DEFAULT_SUBJECT = "a cute mascot character"  # when the IP has no description in config
 MAX_CFG_SCALE = 30.0  # WebUI's slider maximum; higher values burn the image
-MAX_ATTENTION_WEIGHT = 2.0  # beyond this a word takes over the whole image
+# Beyond this a word takes over the whole image. It limits the weight the encoder applies, with
+# nested brackets multiplied out: twenty `(` reach 1.1**20 ≈ 6.7 without a number typed.
+MAX_ATTENTION_WEIGHT = 2.0
+# WebUI users break a prompt into a few parts (subject, background, style). Each BREAK pads its
+# chunk to 75 tokens, so a prompt of nothing but BREAKs (limits.max_prompt_chars / 6 of them)
+# would cost hundreds of text-encoder passes and a cross-attention that wide at every step.
+MAX_PROMPT_BREAKS = 4
+MAX_QUOTED_WORDS = 30  # of the words a refusal names: enough to find them in the prompt
 MAX_SENTENCE_PHRASES = 2  # per part of the sentence; more reads as a list, and tags carry them
 SENTENCE_CATEGORIES = ("action", "scene", "festival", "season")
 # Finished sizes are resized by the poster step (Pillow), not generated, so they may exceed
@@ -98,6 +105,13 @@ def split_count(count: int, max_batch_size: int) -> tuple[int, int]:
         raise Refusal("count", f"{count} images; ask for at least 1", "count_too_few", count=count)
     batch = max(b for b in range(1, min(count, max_batch_size) + 1) if count % b == 0)
     return batch, count // batch
+
+
+def most_images(config: Config) -> int:
+    """The most images one request may ask for: the chat's limit, within what [limits] allow
+    (a range, 三五张, asks for its upper end up to this)."""
+    limits = config.limits
+    return min(config.bot.max_count, limits.max_batch_size * limits.max_n_iter)
 
 
 def check_limits(s: GenerationSettings, limits: LimitsConfig) -> None:
@@ -251,6 +265,36 @@ def _size(
     return replace(settings, width=width, height=height), targets
 
 
+def check_attention(prompt: str) -> None:
+    """Refuse a WebUI prompt whose words the encoder would weigh outside 0 to
+    MAX_ATTENTION_WEIGHT, by the weights `prompts.syntax.parse_attention` gives them (the
+    engine encodes with the same parser), or that breaks more than MAX_PROMPT_BREAKS times."""
+    fragments = parse_attention(prompt)
+    breaks = fragments.count((BREAK, -1.0))
+    if breaks > MAX_PROMPT_BREAKS:
+        raise Refusal(
+            "prompt",
+            f"{breaks} BREAKs; at most {MAX_PROMPT_BREAKS} (each one starts a 75-token chunk)",
+            "prompt_breaks",
+            count=breaks,
+            limit=MAX_PROMPT_BREAKS,
+        )
+    for words, weight in fragments:
+        if (words, weight) == (BREAK, -1.0) or not words.strip():
+            continue
+        if not 0 <= weight <= MAX_ATTENTION_WEIGHT:
+            quoted = " ".join(words.split())[:MAX_QUOTED_WORDS]
+            raise Refusal(
+                "prompt",
+                f"attention weight {round(weight, 2):g} of {quoted!r} is outside 0 to "
+                f"{MAX_ATTENTION_WEIGHT:g} (brackets multiply: (x) ×1.1, [x] ÷1.1, (x:w) ×w)",
+                "prompt_attention_weight",
+                weight=round(weight, 2),
+                limit=MAX_ATTENTION_WEIGHT,
+                words=quoted,
+            )
+
+
 def _raw_draft(text: str, options: Options, settings_layers: list, config: Config) -> Draft:
     """A WebUI prompt: validated, then passed through unchanged."""
     body, loras = extract_loras(text)
@@ -263,15 +307,7 @@ def _raw_draft(text: str, options: Options, settings_layers: list, config: Confi
                 weight=lora.weight,
                 limit=MAX_LORA_WEIGHT,
             )
-    for weight in _ATTENTION_WEIGHT.findall(text):
-        if not 0 <= float(weight) <= MAX_ATTENTION_WEIGHT:
-            raise Refusal(
-                "prompt",
-                f"attention weight {weight} is outside 0 to {MAX_ATTENTION_WEIGHT:g}",
-                "prompt_weight",
-                weight=weight,
-                limit=MAX_ATTENTION_WEIGHT,
-            )
+    check_attention(body)
     if options.ip:
         ip = config.find_ip(options.ip)
     else:
@@ -354,7 +390,8 @@ def parse_request(
     seed, text = extract_seed(text)
     targets, orientation, text = extract_size(text, glossary)
     hires, text = extract_hires(text, glossary)
-    count, text = extract_count(text)
+    count, text, count_notes = extract_count(text, most_images(config))
+    notes += count_notes
     if seed is not None:
         request_settings.setdefault("seed", seed)
     if hires:

@@ -7,7 +7,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.core import Core
+from bot.core import Core, MalformedPress
 from bot.i18n import t
 from bot.replies import Button, Incoming, Place, Press, Reply
 from bot.roles import Role
@@ -15,6 +15,7 @@ from engine.service.client import DatasetRejected
 
 SESSION_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".txt")  # what a dataset session takes
 MAX_BUTTON_DATA = 64  # Telegram's callback_data limit
+CAPTION_FIXES = ("stubs", "trigger")  # what the report's buttons offer (dsfix:<fix>:ip:name)
 T = TypeVar("T")
 
 
@@ -114,6 +115,8 @@ async def fix_captions(core: Core, press: Press, args: list[str]) -> str | None:
     if not core.is_admin(press.user.id):
         return t(language, "admins_only")
     fix, ip, name = [*args, "", "", ""][:3]
+    if fix not in CAPTION_FIXES or not ip or not name:
+        raise MalformedPress(f"not dsfix:fix:ip:name: {args}")
     call = core.engine.fix_dataset(name, ip=ip, fix=fix)
     if answer := await ask_dataset(core, press, language, call):
         await core.say(press.place, language, "dataset_fixed", count=answer["changed"])

@@ -12,7 +12,7 @@ import dataclasses
 import functools
 from typing import Any
 
-from bot.core import Core, job_button
+from bot.core import Core, MalformedPress, job_button
 from bot.i18n import t
 from bot.replies import Button, Incoming, Keyboard, Picture, Place, Press, Reply, rows
 from bot.store import JobRecord
@@ -194,7 +194,7 @@ async def fit_to_channel(
     """The same picture and copy at channel `number`'s exact size (the layout chosen anew)."""
     names = channel_names()
     if not number.isdigit() or int(number) >= len(names):
-        return t(core.language(press.user), "job_unknown")
+        raise MalformedPress(f"no channel number {number!r}")
     target = channel_target(names[int(number)]).to_dict()
     spec = current_spec(core, record, index) | {"targets": [target], "layout": "auto"}
     await relayout(core, press, record, index, spec)

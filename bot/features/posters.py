@@ -11,7 +11,7 @@ from bot.core import Core, job_button
 from bot.features import finishing
 from bot.features.settings import user_settings
 from bot.follower import Delivery
-from bot.i18n import t
+from bot.i18n import Html, t
 from bot.refusals import request_refusal
 from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user, rows
 from bot.settings import UserSettings
@@ -23,6 +23,12 @@ from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
 from prompts.syntax import LoraTag
 from prompts.template import split_count
+
+# The acknowledgement stays one short message (a 4000-character request of unknown words once
+# made 17 messages of notes): lists show their first items and count the rest.
+MAX_LISTED = 30  # tags, untranslated words ... (the LLM step writes at most 30 tags too)
+MAX_ITEM_CHARS = 40  # one tag or word; a longer "word" is a paste, not a word
+MAX_NOTES_SHOWN = 8
 
 
 class OverLimit(ValueError):
@@ -216,20 +222,40 @@ def describe(
     language: str, prompt: PosterPrompt, params: dict[str, Any], bot_notes: list[str] = ()
 ) -> str:
     """The acknowledgement: the structured prompt as designers write it, what was guessed, and
-    the bot's own notes (already in `language`)."""
+    the bot's own notes (already in `language`); one short message however long the request."""
     text = t(
         language,
         "ack",
         ip=prompt.ip or "-",
         trigger=prompt.trigger or "-",
         sentence=prompt.natural_language or "-",
-        tags=", ".join(prompt.tags) or "-",
+        tags=listed(language, ", ".join(prompt.tags)) or "-",
     )
     text += "\n" + parameters_line(language, params)
-    notes = [t(language, f"note_{note.code}", **note.values) for note in prompt.notes]
+    notes = [
+        t(language, f"note_{note.code}", **{k: listed(language, v) for k, v in note.values.items()})
+        for note in prompt.notes
+    ]
     if notes := [*notes, *bot_notes]:
-        text += "\n" + t(language, "notes", notes="; ".join(notes))
+        if len(notes) > MAX_NOTES_SHOWN:
+            more = t(language, "notes_more", count=len(notes) - MAX_NOTES_SHOWN)
+            notes = [*notes[:MAX_NOTES_SHOWN], more]
+        text += "\n" + t(language, "notes", notes=Html("; ".join(notes)))
     return text
+
+
+def listed(language: str, value: Any) -> Any:
+    """A note's or the tags' comma-separated list as the chat shows it: the first MAX_LISTED
+    items and "…等 N 个", each item at most MAX_ITEM_CHARS characters."""
+    if not isinstance(value, str):
+        return value
+    items = [
+        item if len(item) <= MAX_ITEM_CHARS else item[: MAX_ITEM_CHARS - 1] + "…"
+        for item in value.split(", ")
+    ]
+    if len(items) <= MAX_LISTED:
+        return ", ".join(items)
+    return ", ".join(items[:MAX_LISTED]) + t(language, "list_more", count=len(items) - MAX_LISTED)
 
 
 async def rerun(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.core import Core
+from bot.core import Core, MalformedPress
 from bot.i18n import LANGUAGES, t
 from bot.replies import Button, Incoming, Keyboard, Press, Reply, rows
 from bot.settings import CHOICES, UserSettings
@@ -81,6 +81,8 @@ async def change_setting(core: Core, press: Press, args: list[str]) -> str | Non
     owner, name, index = [*args, "", "", ""][:3]
     if owner != str(press.user.id):
         return t(language, "not_your_settings")
+    if len(args) > 3 or name not in ("", "close", *CHOICES) or not choice_index(name, index):
+        raise MalformedPress(f"no such setting or choice: {args}")
     settings = user_settings(core, press.user.id)
     if name == "close":
         reply = Reply(t(language, "settings_saved"))
@@ -95,6 +97,13 @@ async def change_setting(core: Core, press: Press, args: list[str]) -> str | Non
         reply = Reply(t(language, "settings_title"), keyboard)
     await core.outbox.edit(press.place, press.message_id, reply)
     return None
+
+
+def choice_index(name: str, index: str) -> bool:
+    """Whether `index` ("" or a number) picks one of setting `name`'s choices."""
+    if not index:
+        return True
+    return name in CHOICES and index.isdigit() and int(index) < len(CHOICES[name])
 
 
 async def template(core: Core, message: Incoming, args: list[str]) -> None:

@@ -45,7 +45,8 @@ async def versions(core: Core, message: Incoming, args: list[str]) -> None:
 
 
 async def promote(core: Core, message: Incoming, args: list[str]) -> None:
-    """/promote <ip> vN: what the IP's posters use from the next one on."""
+    """/promote <ip> vN: what the IP's posters use from the next one on (the version in use
+    already: nothing changes, and the chat says so)."""
     await _change_promoted(core, message, args, 2, "promote_usage", core.engine.promote)
 
 
@@ -69,7 +70,8 @@ async def _change_promoted(
     if len(args) != count:
         await core.say(message.place, language, usage)
     elif version := await core.ask(message, language, change(*args)):
-        await core.say(message.place, language, "promoted", ip=args[0], version=version["name"])
+        said = "promoted" if version.get("changed", True) else "promote_unchanged"
+        await core.say(message.place, language, said, ip=args[0], version=version["name"])
 
 
 async def export(core: Core, message: Incoming, args: list[str]) -> None:

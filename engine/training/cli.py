@@ -152,6 +152,9 @@ def promote_command(args: argparse.Namespace, config: Config) -> int:
     from engine.training.versions import Versions, version_name
 
     version = Versions(config).promote(config.find_ip(args.ip), version_name(args.ip, args.version))
+    if not version["changed"]:
+        print(f"{args.ip}: posters already use {version['name']}; nothing changed")
+        return 0
     print(f"{args.ip}: posters now use {version['name']}")
     return 0
 

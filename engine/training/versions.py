@@ -9,8 +9,9 @@ Files live where WebUI looks for LoRAs, so a version is usable in prompts by its
 
 Promote copies the chosen version over the IP's configured LoRA file (temp file + rename, so a
 reader never sees half a file). The engine notices the file changed on disk and reloads it, so
-the next poster uses the promoted version without a restart or a config change. Rollback
-promotes the version that was promoted before. The registry (parameters, final loss, status,
+the next poster uses the promoted version without a restart or a config change. Promoting the
+version in use changes nothing; rollback promotes the version that was promoted before, always
+another one. The registry (parameters, final loss, status,
 promotion history per IP) is one JSON file, written under a file lock by whoever changes it
 (a training worker, the HTTP service, the CLI).
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 from engine.diffusion.registry import refuse_pickle
 from posterbot.config import Config, IPConfig
+from posterbot.errors import Refusal
 from posterbot.files import atomic_copy, atomic_write_text
 
 MAX_LORA_BYTES = 2 * 2**30  # the largest SDXL LoRAs are ~1.7 GB; anything bigger is not one
@@ -151,11 +153,15 @@ class Versions:
     # --- promote / rollback / export -------------------------------------------------------------
 
     def promote(self, ip: IPConfig, name: str) -> dict[str, Any]:
-        """Make version `name` what the IP's posters use; returns the version."""
+        """Make version `name` what the IP's posters use; returns the version with `changed`
+        (False: it was the promoted one already, and nothing was copied or recorded, so the
+        next rollback still goes back to the version before it)."""
         target = self._target(ip)
         with self._locked() as data:
             version = self._usable(data, ip.name, name)
             history = data["promoted"].setdefault(ip.name, [])
+            if history and history[-1] == name:
+                return {**version, "changed": False}
             if not history and target.exists():
                 # The file in use before the first promote becomes a version: rollback reaches it.
                 before = self._add(data, ip.name, source="previous", note=f"{target.name} before")
@@ -165,19 +171,30 @@ class Versions:
                 history.append(before["name"])
             atomic_copy(Path(version["file"]), target)
             history.append(name)
-            return version
+            return {**version, "changed": True}
 
     def rollback(self, ip: IPConfig) -> dict[str, Any]:
-        """Promote the version that was promoted before the current one; returns it."""
+        """Promote the version that was promoted before the current one (another version:
+        repeats recorded by older releases are skipped); returns it with `changed`. Refused
+        (`version_no_rollback`) when there is none."""
         target = self._target(ip)
         with self._locked() as data:
             history = data["promoted"].get(ip.name) or []
-            if len(history) < 2:
-                raise ValueError(f"ip: {ip.name} has no earlier promoted version to roll back to")
-            history.pop()
+            current = history[-1] if history else None
+            earlier = [name for name in history if name != current]
+            if not earlier:
+                raise Refusal(
+                    "ip",
+                    f"{ip.name} has no earlier promoted version to roll back to",
+                    "version_no_rollback",
+                    ip=ip.name,
+                    version=current or "-",
+                )
+            while history[-1] == current:
+                history.pop()
             version = self._usable(data, ip.name, history[-1])
             atomic_copy(Path(version["file"]), target)
-            return version
+            return {**version, "changed": True}
 
     def export(self, name: str) -> Path:
         """The WebUI-layout file of a version (what /export sends)."""

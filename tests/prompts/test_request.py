@@ -10,6 +10,7 @@ from prompts.notes import Note
 from prompts.request import (
     Options,
     chinese_number,
+    count_range,
     extend_request,
     extract_count,
     extract_seed,
@@ -186,6 +187,20 @@ def test_chinese_numbers():
         55,
         4,
     ]
+
+
+@pytest.mark.parametrize("text", ["十十", "两十", "二十十", "十二十", "一十"])
+def test_what_is_no_chinese_number_is_a_value_error(text):
+    with pytest.raises(ValueError, match="not a number"):
+        chinese_number(text)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "numbers"),
+    [(None, "两三", (2, 3)), (None, "三五", (3, 5)), (None, "三两", (2, 3)), ("5", "3", (3, 5))],
+)
+def test_count_ranges_are_read_lowest_first(first, last, numbers):
+    assert count_range(first, last) == numbers
 
 
 def test_seed_written_in_words():

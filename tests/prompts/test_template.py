@@ -401,7 +401,7 @@ def test_template_fills_what_the_request_leaves_out(config):
         ("20000x20000", "size: 20000x20000 is larger than 8192 pixels a side"),
         ("按钮「" + "买" * 41 + "」", "cta: 41 characters, the poster fits 40"),
         ("dadaknight, <lora:dada_v3:5>", "prompt: <lora:dada_v3:5.0> weight is outside"),
-        ("dadaknight, (snow:9)", "prompt: attention weight 9 is outside 0 to 2"),
+        ("dadaknight, (snow:9)", "prompt: attention weight 9 of 'snow' is outside 0 to 2"),
         ("dadaknight, <lora:dada_v3:heavy>", "has a weight that is not a number"),
         ("标题「" + "长" * 50 + "」", "title: 50 characters, the poster fits 40"),
         ("达达 --width 512", "--width/--height: give both"),
