@@ -195,7 +195,9 @@ async def test_a_request_full_of_unknown_words_is_acknowledged_in_one_short_mess
 
 
 async def test_a_raw_prompt_of_escaped_characters_reaches_the_chat_in_pieces(bot, telegram):
-    telegram.send_text(USER, "dadaknight, " + "'" * 3000 + ", " + "<&>" * 300 + " --steps 1")
+    # Within the engine's prompt limits (about 16 of 20 chunks), but over 4096 characters of
+    # HTML once escaped (' is &#x27;).
+    telegram.send_text(USER, "dadaknight, " + "'" * 1000 + ", " + "<&>" * 60 + " --steps 1")
     await telegram.wait_for(lambda: said(telegram, USER, "收到"), timeout=120)
     await telegram.wait_for(lambda: telegram.sent("sendMediaGroup", USER), timeout=120)
     assert not refused_requests(telegram), [c.result for c in refused_requests(telegram)]
