@@ -222,7 +222,7 @@ class Versions:
                 if not version.get("file") or not Path(version["file"]).exists():
                     raise ValueError(f"version: {name} has no file (status {version['status']})")
                 return version
-        raise ValueError(f"version: {ip} has no version {name!r}")
+        raise Refusal("version", f"{ip} has no version {name!r}", "version_unknown", version=name)
 
 
 def version_name(ip: str, text: str) -> str:

@@ -107,3 +107,11 @@ def test_a_poster_names_the_version_promoted_into_its_lora_file(trained, trained
     parsed = infotext.parse(infotext.read_png(trained_engine.txt2img(params).png(0)))
     assert parsed["Lora versions"] == f"{ip.lora}: dada-v1"
     assert parsed["Lora hashes"].startswith(f"{ip.lora}: ")  # WebUI's key, as WebUI writes it
+
+
+def test_promoting_a_version_that_does_not_exist_names_it_with_a_stable_code(training_config):
+    """So the chat says 没有版本 dada-v9 instead of a generic 'invalid value'."""
+    with pytest.raises(ValueError, match="version: dada has no version 'dada-v9'") as refused:
+        Versions(training_config).promote(training_config.ips[0], "dada-v9")
+    assert refused.value.code == "version_unknown"
+    assert refused.value.values == {"version": "dada-v9"}
