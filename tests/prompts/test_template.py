@@ -125,7 +125,7 @@ CASES = [
     ("半身特写", {"has_tags": ["upper body", "close-up"]}),
     ("俯视角度", {"has_tags": ["from above"]}),
     ("仰视，远景", {"has_tags": ["from below", "wide shot"]}),
-    ("顶部留白方便放字", {"has_tags": ["empty space for text"]}),
+    ("顶部留白方便放字", {"has_tags": ["copy space", "negative space"], "no_tags": ["text"]}),
     # --- quality presets (the IP's quality tags stay)
     (
         "高质量，精细，电影感",
