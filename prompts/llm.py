@@ -105,29 +105,47 @@ def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
     if len(tags) > MAX_TAGS:
         raise LLMError(f"more than {MAX_TAGS} tags")
     tags = [" ".join(tag.lower().split()) for tag in tags]
-    for tag in tags:
-        if len(tag) > MAX_TAG_CHARS or not _TAG.fullmatch(tag):
-            raise LLMError(f"tag {tag[:MAX_TAG_CHARS]!r} is not plain lower-case English")
-
     forbidden = {word.lower() for word in forbidden_words if word}
-    mentioned = [w for w in forbidden if re.search(rf"\b{re.escape(w)}\b", sentence.lower())]
-    if mentioned:
-        raise LLMError(f"natural_language names {', '.join(sorted(mentioned))}")
-    kept = [tag for tag in tags if tag not in forbidden]
+    # A trigger word or LoRA name (dada_v3: not plain English by its underscore) only config puts
+    # in a prompt: that tag goes, the rest of the answer is still good.
+    kept = [tag for tag in tags if not _names_any(tag, forbidden)]
     if len(kept) < len(tags):
         notes.append(Note("llm_tags_removed"))
+    for tag in kept:
+        if len(tag) > MAX_TAG_CHARS or not _TAG.fullmatch(tag):
+            raise LLMError(f"tag {tag[:MAX_TAG_CHARS]!r} is not plain lower-case English")
+    if not kept:
+        raise LLMError("no tags left after removing trigger words and LoRA names")
+
+    mentioned = [word for word in sorted(forbidden) if _names_any(sentence.lower(), {word})]
+    if mentioned:
+        raise LLMError(f"natural_language names {', '.join(mentioned)}")
     return LLMAnswer(sentence, kept, notes)
+
+
+def _names_any(text: str, words: set[str]) -> bool:
+    """Whether `text` holds one of `words` as a whole word (dada_v3 in "dada_v3 style")."""
+    return any(re.search(rf"(?<![a-z0-9_]){re.escape(w)}(?![a-z0-9_])", text) for w in words)
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however it arrives (chunked transfer from a proxied vLLM or Ollama comes
+    in pieces), up to MAX_RESPONSE_BYTES; LLMError beyond that."""
+    body = bytearray()
+    async for piece in response.content.iter_any():
+        body += piece
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise LLMError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+    return bytes(body)
 
 
 async def _post(session: aiohttp.ClientSession, llm: LLMConfig, api_key: str, body: dict) -> str:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = llm.base_url.rstrip("/") + "/chat/completions"
     async with session.post(url, json=body, headers=headers) as response:
-        raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
         if response.status != 200:
             raise LLMError(f"HTTP {response.status} from {url}")
-    if len(raw) > MAX_RESPONSE_BYTES:
-        raise LLMError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+        raw = await _read_body(response)
     try:
         return json.loads(raw)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
