@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -60,22 +61,31 @@ class LLMAnswer:
     notes: list[Note]  # fields dropped, tags removed
 
 
-def build_messages(request: str, subject: str, hints: list[str]) -> list[dict[str, str]]:
-    """Our rules, then the request as delimited data, with the template's keywords as hints."""
+def build_messages(
+    request: str, subject: str, hints: list[str], unwanted: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """Our rules, then the request as delimited data, with the template's keywords as hints and
+    the words the request said no to."""
     # The user cannot close the data block early.
     data = request.replace("<request>", "").replace("</request>", "")
+    avoid = f"Not wanted (never mention them): {', '.join(unwanted)}\n" if unwanted else ""
     user = (
         f"Subject of the sentence: {subject}\n"
         f"Keywords found by our glossary: {', '.join(hints) or 'none'}\n"
-        f"<request>\n{data}\n</request>"
+        f"{avoid}<request>\n{data}\n</request>"
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
+def parse_answer(
+    content: str, forbidden_words: list[str], unwanted: Sequence[str] = ()
+) -> LLMAnswer:
     """Check the model's JSON answer. Raises LLMError naming what was wrong.
 
     `forbidden_words` are trigger words and LoRA names: only config puts those in a prompt.
+    `unwanted` are the words the request said no to (不要圣诞): a sentence naming one is refused
+    (the template's sentence never has them); tags naming one are left out later, by
+    `prompts.template.finish`, as the template's are.
     """
     try:
         answer = json.loads(_FENCE.sub("", content.strip()))
@@ -120,6 +130,9 @@ def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
     mentioned = [word for word in sorted(forbidden) if _names_any(sentence.lower(), {word})]
     if mentioned:
         raise LLMError(f"natural_language names {', '.join(mentioned)}")
+    said_no = [word for word in unwanted if _names_any(sentence.lower(), {word.lower()})]
+    if said_no:
+        raise LLMError(f"natural_language names {', '.join(said_no)}, which the request said no to")
     return LLMAnswer(sentence, kept, notes)
 
 
@@ -160,15 +173,16 @@ async def ask_llm(
     llm: LLMConfig,
     api_key: str = "",
     session: aiohttp.ClientSession | None = None,
+    unwanted: Sequence[str] = (),
 ) -> LLMAnswer:
     """Ask the endpoint in `llm` for a sentence and tags; LLMError on any failure or timeout.
 
     Pass the bot's long-lived `session` to reuse connections; without one a session is opened
-    for this call.
+    for this call. `unwanted`: the words the request said no to (see `parse_answer`).
     """
     body = {
         "model": llm.model,
-        "messages": build_messages(request, subject, hints),
+        "messages": build_messages(request, subject, hints, unwanted),
         "temperature": 0.3,  # some variety in wording, but the same request reads the same way
         "response_format": {"type": "json_object"},
     }
@@ -187,4 +201,4 @@ async def ask_llm(
         raise LLMError(f"cannot reach {llm.base_url}: {exc}") from None
     if not isinstance(content, str):
         raise LLMError("message content is not text")
-    return parse_answer(content, forbidden_words)
+    return parse_answer(content, forbidden_words, unwanted)
