@@ -58,6 +58,7 @@ async def build_prompt(
             llm=config.llm,
             api_key=llm_api_key() if api_key is None else api_key,
             session=session,
+            unwanted=draft.negative_tags,
         )
     except LLMError as exc:
         return finish(draft, notes=[Note("llm_skipped", {"reason": str(exc)})])

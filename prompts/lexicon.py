@@ -51,7 +51,7 @@ class Token:
 
     text: str
     start: int
-    kind: str  # term | ignore | negation | replace | unknown | break
+    kind: str  # term | ignore | negation | replace | unknown | break | space
     term: Term | None = None
 
 
@@ -65,12 +65,15 @@ class Glossary:
     # lower-case channel name or alias -> its finished size, named by the channel
     channels: dict[str, Target] = field(default_factory=dict)
     hires_words: frozenset[str] = frozenset()
+    # 不要人, 不要其他人物: said no to, these words ask for the mascot alone
+    solo_words: frozenset[str] = frozenset()
 
     @cached_property
     def _tokenizer(self) -> jieba.Tokenizer:
         # A private tokenizer: other code using jieba keeps its own dictionary.
         tokenizer = jieba.Tokenizer()
-        for word in (*self.terms, *self.ignore, *self.negations, *self.replacements):
+        words = (*self.terms, *self.ignore, *self.negations, *self.replacements, *self.solo_words)
+        for word in words:
             if _CJK.search(word):
                 tokenizer.add_word(word, _JIEBA_FREQ)
         return tokenizer
@@ -84,8 +87,9 @@ class Glossary:
         return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])", re.I)
 
     def tokenize(self, text: str) -> list[Token]:
-        """Split `text` into tokens in reading order (whitespace dropped)."""
-        tokens: list[Token] = []
+        """Split `text` into tokens in reading order; a run of whitespace is one `space` token
+        (it may end a negated phrase: 不要雪 送快递)."""
+        tokens = [Token(m.group(0), m.start(), "space") for m in re.finditer(r"\s+", text)]
         masked = text
         if self._english_terms is not None:
             for match in self._english_terms.finditer(text):
@@ -160,6 +164,7 @@ def read_glossary(paths: list[Path]) -> Glossary:
     channels: dict[str, Target] = {}
     aliases: list[tuple[str, str, str]] = []  # (where, alias, channel), read after every file
     hires_words: set[str] = set()
+    solo_words: set[str] = set()
     for path in paths:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -188,6 +193,7 @@ def read_glossary(paths: list[Path]) -> Glossary:
             channels[name.lower()] = _channel(name, size, f"{path}: channels.{name}")
         aliases += [(str(path), a, c) for a, c in data.get("channel_aliases", {}).items()]
         hires_words.update(word.lower() for word in data.get("hires", {}).get("words", []))
+        solo_words.update(word.lower() for word in data.get("solo_when_negated", []))
     # An admin's file may alias one of our channels, so aliases are resolved once all are read.
     for where, alias, channel in aliases:
         if channel.lower() not in channels:
@@ -201,6 +207,7 @@ def read_glossary(paths: list[Path]) -> Glossary:
         orientations,
         channels,
         frozenset(hires_words),
+        frozenset(solo_words),
     )
 
 

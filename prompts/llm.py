@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -60,22 +61,31 @@ class LLMAnswer:
     notes: list[Note]  # fields dropped, tags removed
 
 
-def build_messages(request: str, subject: str, hints: list[str]) -> list[dict[str, str]]:
-    """Our rules, then the request as delimited data, with the template's keywords as hints."""
+def build_messages(
+    request: str, subject: str, hints: list[str], unwanted: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """Our rules, then the request as delimited data, with the template's keywords as hints and
+    the words the request said no to."""
     # The user cannot close the data block early.
     data = request.replace("<request>", "").replace("</request>", "")
+    avoid = f"Not wanted (never mention them): {', '.join(unwanted)}\n" if unwanted else ""
     user = (
         f"Subject of the sentence: {subject}\n"
         f"Keywords found by our glossary: {', '.join(hints) or 'none'}\n"
-        f"<request>\n{data}\n</request>"
+        f"{avoid}<request>\n{data}\n</request>"
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
-def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
+def parse_answer(
+    content: str, forbidden_words: list[str], unwanted: Sequence[str] = ()
+) -> LLMAnswer:
     """Check the model's JSON answer. Raises LLMError naming what was wrong.
 
     `forbidden_words` are trigger words and LoRA names: only config puts those in a prompt.
+    `unwanted` are the words the request said no to (不要圣诞): a sentence naming one is refused
+    (the template's sentence never has them); tags naming one are left out later, by
+    `prompts.template.finish`, as the template's are.
     """
     try:
         answer = json.loads(_FENCE.sub("", content.strip()))
@@ -105,29 +115,50 @@ def parse_answer(content: str, forbidden_words: list[str]) -> LLMAnswer:
     if len(tags) > MAX_TAGS:
         raise LLMError(f"more than {MAX_TAGS} tags")
     tags = [" ".join(tag.lower().split()) for tag in tags]
-    for tag in tags:
-        if len(tag) > MAX_TAG_CHARS or not _TAG.fullmatch(tag):
-            raise LLMError(f"tag {tag[:MAX_TAG_CHARS]!r} is not plain lower-case English")
-
     forbidden = {word.lower() for word in forbidden_words if word}
-    mentioned = [w for w in forbidden if re.search(rf"\b{re.escape(w)}\b", sentence.lower())]
-    if mentioned:
-        raise LLMError(f"natural_language names {', '.join(sorted(mentioned))}")
-    kept = [tag for tag in tags if tag not in forbidden]
+    # A trigger word or LoRA name (dada_v3: not plain English by its underscore) only config puts
+    # in a prompt: that tag goes, the rest of the answer is still good.
+    kept = [tag for tag in tags if not _names_any(tag, forbidden)]
     if len(kept) < len(tags):
         notes.append(Note("llm_tags_removed"))
+    for tag in kept:
+        if len(tag) > MAX_TAG_CHARS or not _TAG.fullmatch(tag):
+            raise LLMError(f"tag {tag[:MAX_TAG_CHARS]!r} is not plain lower-case English")
+    if not kept:
+        raise LLMError("no tags left after removing trigger words and LoRA names")
+
+    mentioned = [word for word in sorted(forbidden) if _names_any(sentence.lower(), {word})]
+    if mentioned:
+        raise LLMError(f"natural_language names {', '.join(mentioned)}")
+    said_no = [word for word in unwanted if _names_any(sentence.lower(), {word.lower()})]
+    if said_no:
+        raise LLMError(f"natural_language names {', '.join(said_no)}, which the request said no to")
     return LLMAnswer(sentence, kept, notes)
+
+
+def _names_any(text: str, words: set[str]) -> bool:
+    """Whether `text` holds one of `words` as a whole word (dada_v3 in "dada_v3 style")."""
+    return any(re.search(rf"(?<![a-z0-9_]){re.escape(w)}(?![a-z0-9_])", text) for w in words)
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, however it arrives (chunked transfer from a proxied vLLM or Ollama comes
+    in pieces), up to MAX_RESPONSE_BYTES; LLMError beyond that."""
+    body = bytearray()
+    async for piece in response.content.iter_any():
+        body += piece
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise LLMError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+    return bytes(body)
 
 
 async def _post(session: aiohttp.ClientSession, llm: LLMConfig, api_key: str, body: dict) -> str:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = llm.base_url.rstrip("/") + "/chat/completions"
     async with session.post(url, json=body, headers=headers) as response:
-        raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
         if response.status != 200:
             raise LLMError(f"HTTP {response.status} from {url}")
-    if len(raw) > MAX_RESPONSE_BYTES:
-        raise LLMError(f"response larger than {MAX_RESPONSE_BYTES} bytes")
+        raw = await _read_body(response)
     try:
         return json.loads(raw)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
@@ -142,15 +173,16 @@ async def ask_llm(
     llm: LLMConfig,
     api_key: str = "",
     session: aiohttp.ClientSession | None = None,
+    unwanted: Sequence[str] = (),
 ) -> LLMAnswer:
     """Ask the endpoint in `llm` for a sentence and tags; LLMError on any failure or timeout.
 
     Pass the bot's long-lived `session` to reuse connections; without one a session is opened
-    for this call.
+    for this call. `unwanted`: the words the request said no to (see `parse_answer`).
     """
     body = {
         "model": llm.model,
-        "messages": build_messages(request, subject, hints),
+        "messages": build_messages(request, subject, hints, unwanted),
         "temperature": 0.3,  # some variety in wording, but the same request reads the same way
         "response_format": {"type": "json_object"},
     }
@@ -169,4 +201,4 @@ async def ask_llm(
         raise LLMError(f"cannot reach {llm.base_url}: {exc}") from None
     if not isinstance(content, str):
         raise LLMError("message content is not text")
-    return parse_answer(content, forbidden_words)
+    return parse_answer(content, forbidden_words, unwanted)

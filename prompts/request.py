@@ -29,15 +29,30 @@ COMMON_RATIOS |= {(1, 2), (2, 1), (1, 3), (3, 1)}
 QUOTES = {"「": "」", "『": "』", "“": "”", '"': '"', "《": "》", "【": "】"}
 _OPENING = re.escape("".join(QUOTES))
 _QUOTED = "|".join(f"{re.escape(o)}([^{re.escape(c)}]*){re.escape(c)}" for o, c in QUOTES.items())
-# 副标题 before 标题 (按钮文字 before 按钮) so the longer keyword wins; unquoted text runs to the
-# next punctuation.
+# 副标题 before 标题 (按钮文字 before 按钮) so the longer keyword wins. Unquoted text runs to the
+# next punctuation, or a space that is not between two English words (标题是X 副标题是Y 达达挥手),
+# or the next keyword; a date may follow its keyword directly (活动时间12月1日).
 _SUBTITLE_KEYWORDS = ("副标题", "小标题", "subtitle")
 _CTA_KEYWORDS = ("行动号召", "按钮文字", "按钮", "活动时间", "日期", "cta")
+_KEYWORDS = rf"{'|'.join(_SUBTITLE_KEYWORDS + _CTA_KEYWORDS)}|标题|文案|title|slogan"
 _TITLE_KEYWORD = re.compile(
-    rf"({'|'.join(_SUBTITLE_KEYWORDS + _CTA_KEYWORDS)}|标题|文案|title|slogan)"
-    rf"(?:\s*[:：=是为]\s*|\s+|(?=[{_OPENING}]))"
+    rf"({_KEYWORDS})"
+    rf"(?:\s*[:：=是为]\s*|\s+|(?=[{_OPENING}\d]))"
     rf"(?:{_QUOTED}|([^，,。；;！!？?\n]+))",
     re.I,
+)
+_UNQUOTED = 2 + len(QUOTES)  # the group of unquoted copy: after the keyword and each quote pair
+_KEYWORD_AHEAD = re.compile(rf"(?:{_KEYWORDS})(?:\s*[:：=是为]|\s|[{_OPENING}]|$)", re.I)
+# A call to action or a date line said without a keyword: 立即下单, shop now, 12月1日-12月12日.
+_CTA_PHRASE = re.compile(
+    r"(?:立即|马上|现在|赶紧|赶快|快来|扫码|点击|一键)"
+    r"(?:下单|购买|抢购|领取|领券|报名|预约|关注|参与|体验|订购|注册|咨询|下载|抢)"
+    r"|(?<![a-z])(?:order|shop|buy|book|sign up|join|register|download) now(?![a-z])",
+    re.I,
+)
+_DATE = r"(?:\d{4}年)?\d{1,2}月\d{1,2}[日号]"
+_DATE_LINE = re.compile(
+    rf"(?<!\d){_DATE}(?:\s*[-~～—–至到]\s*(?:(?:\d{{4}}年)?\d{{1,2}}月)?\d{{1,2}}[日号])?"
 )
 _BARE_QUOTE = re.compile(_QUOTED)
 _OPTIONS_START = re.compile(r"(?:^|\s)--[a-z]", re.I)
@@ -187,13 +202,27 @@ def extend_request(request: str, addition: str) -> str:
     return f"{request[:cut].rstrip()}，{addition.strip()} {request[cut:].strip()}".strip()
 
 
+def _unquoted_end(value: str) -> int:
+    """Where unquoted copy ends: at a space, unless it is between two English words and no
+    keyword follows it (`Summer Sale subtitle ...` ends before `subtitle`)."""
+    for space in re.finditer(r"\s+", value):
+        before, after = value[space.start() - 1], value[space.end() : space.end() + 1]
+        english = all(char.isascii() and char.isalnum() for char in before + after) and after
+        if not english or _KEYWORD_AHEAD.match(value, space.end()):
+            return space.start()
+    return len(value.rstrip())
+
+
 def extract_titles(text: str) -> tuple[str, str, str, str, list[Note]]:
     """Find the poster's copy; return (title, subtitle, cta, text, notes).
 
-    After 标题/title and a colon, 是, a space or a quote, the text (quoted, or up to the next
-    punctuation) is the title; after 副标题/subtitle the subtitle; after 文案/slogan the title if
-    there is none yet, else the subtitle; after 按钮/日期/活动时间/行动号召/cta the call to action
-    or date line. Otherwise the first quoted text is the title and the second the subtitle.
+    After 标题/title and a colon, 是, a space or a quote, the text (quoted, or up to
+    the next punctuation, keyword or space between Chinese words) is the title; after
+    副标题/subtitle the subtitle; after 文案/slogan the title if there is none yet,
+    else the subtitle; after 按钮/日期/活动时间/行动号召/cta the call to action or
+    date line. Otherwise the first quoted text is the title and the second the
+    subtitle, and a call to action (立即下单, shop now) or a date (12月1日-12月12日)
+    said alone is the cta.
     """
     found: dict[str, str] = {}
     notes: list[Note] = []
@@ -212,14 +241,22 @@ def extract_titles(text: str) -> tuple[str, str, str, str, list[Note]]:
     while match := _TITLE_KEYWORD.search(text):
         keyword = match.group(1).lower()
         value = next(group for group in match.groups()[1:] if group is not None)
+        end = match.end()
+        if match.group(_UNQUOTED) is not None:
+            value = value[: _unquoted_end(value)]  # unquoted: up to a space or the next keyword
+            end = match.start(match.lastindex) + len(value)
         if keyword in _SUBTITLE_KEYWORDS:
             place("subtitle", value)
         else:
             place("cta" if keyword in _CTA_KEYWORDS else "title", value)
-        text = _replace(text, match)
+        text = text[: match.start()] + "，" + text[end:]
     while match := _BARE_QUOTE.search(text):
         place("title", next(group for group in match.groups() if group is not None))
         text = _replace(text, match)
+    for pattern in (_CTA_PHRASE, _DATE_LINE):  # 立即下单, 12月1日-12月12日: no keyword needed
+        while match := pattern.search(text):
+            place("cta", match.group(0))
+            text = _replace(text, match)
 
     for name in ("title", "subtitle", "cta"):
         check_copy_length(name, found.get(name, ""))

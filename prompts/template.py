@@ -58,10 +58,14 @@ MAX_TARGET_SIDE = 8192
 # A poster with a title: ask the model for room and keep it from drawing its own letters.
 COPY_SPACE_TAGS = ("copy space", "simple background")
 COPY_SPACE_NEGATIVE = ("text", "watermark", "letters")
+# 不要人 / 不要其他人物: the mascot alone, nobody around it.
+SOLO_TAGS = ("solo",)
+NO_PEOPLE_NEGATIVE = ("crowd", "people")
 
 _CJK = re.compile(r"[\u3400-\u9fff\uff00-\uffef\u3000-\u303f]")
 _EXTRA_NETWORK = re.compile(r"<[^<>]*>")
 _ATTENTION_WEIGHT = re.compile(r":\s*([+-]?[.\d]+)\s*\)")
+_WEIGHT = re.compile(r":\s*[+-]?[.\d]+\s*(?=\))")
 
 
 @dataclass(frozen=True)
@@ -195,46 +199,81 @@ def _sentence(subject: str, terms: list[Term]) -> str:
     return " ".join(part for part in parts if part)
 
 
-def _read_tokens(
-    tokens: list[Token],
-) -> tuple[list[Term], list[str], list[str], list[str], list[str]]:
-    """Walk the tokens: (terms, English words kept, negated tags, untranslated, ignored numbers)."""
-    terms: list[Term] = []
-    english: list[str] = []
-    negated: list[str] = []
-    untranslated: list[str] = []
-    numbers: list[str] = []
-    negating = replacing = False
+@dataclass
+class _Reading:
+    """What `_read_tokens` found in a request's words."""
+
+    terms: list[Term] = field(default_factory=list)
+    english: list[str] = field(default_factory=list)  # unknown English words, kept as tags
+    negated: list[str] = field(default_factory=list)  # English, for the negative prompt
+    untranslated: list[str] = field(default_factory=list)
+    numbers: list[str] = field(default_factory=list)
+    solo: bool = False  # 不要人: the mascot alone
+
+
+def _ends_negation(tokens: list[Token], i: int, governed: bool) -> bool:
+    """A space ends a negated phrase once it has said no to something, except between two
+    English words ("no christmas tree" is one phrase; "不要雪 送快递" is two)."""
+    if not governed:
+        return False  # "不要 雪地": the space right after the negation word
+    before = tokens[i - 1].text if i > 0 else ""
+    after = tokens[i + 1].text if i + 1 < len(tokens) else ""
+    return not (before.isascii() and after.isascii() and before.isalnum() and after.isalnum())
+
+
+def _read_tokens(tokens: list[Token], glossary: Glossary) -> _Reading:
+    """Walk the tokens: a negation ("不要", "no" ...) governs the phrase it starts, up to the next
+    separator (punctuation, or a space between Chinese words); a replace word ("换成") swaps the
+    earlier terms of the next term's kind."""
+    found = _Reading()
+    negating = replacing = governed = False
     previous_end = -1
-    for token in tokens:
+    for i, token in enumerate(tokens):
+        if token.kind == "space":
+            if negating and _ends_negation(tokens, i, governed):
+                negating = False
+            continue
         if token.kind == "break":
             negating = replacing = False
         elif token.kind == "negation":
-            negating = True
+            negating, governed = True, False
         elif token.kind == "replace":
             replacing = True
+        elif negating and token.text.lower() in glossary.solo_words:
+            found.solo, governed = True, True  # 不要人, 不要其他人物, no people
         elif token.kind == "term" and token.term is not None:
             if negating:
-                negated.append(token.term.tags[0] if token.term.tags else token.term.phrase)
-            elif token.term not in terms:
+                term = token.term
+                found.negated.append(term.tags[0] if term.tags else term.phrase)
+                governed = True
+            elif token.term not in found.terms:
                 if replacing:  # 换成国潮: the earlier style (or scene, action ...) goes
-                    terms = [term for term in terms if term.category != token.term.category]
+                    kind = token.term.category
+                    found.terms = [term for term in found.terms if term.category != kind]
                     replacing = False
-                terms.append(token.term)
+                found.terms.append(token.term)
         elif token.kind == "unknown":
             word = token.text
+            joined = previous_end >= 0 and token.start - previous_end <= 1
             if not word.isascii():
-                untranslated.append(word)
+                found.untranslated.append(word)
+                governed = governed or negating
             elif not any(char.isalpha() for char in word):
-                numbers.append(word)
-            elif english and previous_end >= 0 and token.start - previous_end <= 1:
-                english[-1] += " " + word.lower()  # "ice cream" stays one tag
+                found.numbers.append(word)
+            elif negating:  # "without seagulls": English, so it can go to the negative prompt
+                if governed and joined and found.negated:
+                    found.negated[-1] += " " + word.lower()
+                else:
+                    found.negated.append(word.lower())
+                governed = True
+            elif found.english and joined:
+                found.english[-1] += " " + word.lower()  # "ice cream" stays one tag
             else:
-                english.append(word.lower())
+                found.english.append(word.lower())
             previous_end = token.start + len(word) if word.isascii() else -1
             continue
         previous_end = -1
-    return terms, english, negated, untranslated, numbers
+    return found
 
 
 def _size(
@@ -406,7 +445,17 @@ def parse_request(
     text = _EXTRA_NETWORK.sub("，", text)
 
     # 5. the glossary: terms, English words, negations, untranslated words
-    terms, english, negated, untranslated, numbers = _read_tokens(glossary.tokenize(text))
+    reading = _read_tokens(glossary.tokenize(text), glossary)
+    terms, english, untranslated, numbers = (
+        reading.terms,
+        reading.english,
+        reading.untranslated,
+        reading.numbers,
+    )
+    negated = list(reading.negated)
+    solo = list(SOLO_TAGS) if reading.solo else []  # 不要人: the mascot alone
+    if reading.solo:
+        negated += [word for word in NO_PEOPLE_NEGATIVE if word not in negated]
     if english:
         notes.append(Note("english_kept", {"words": ", ".join(english)}))
     if numbers:
@@ -426,7 +475,7 @@ def parse_request(
         trigger=ip.trigger if ip else "",
         lora=LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None,
         sentence=_sentence(subject, terms),
-        content_tags=content + english,
+        content_tags=content + english + solo,
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
         negative_tags=negated,
         settings=settings,
@@ -482,29 +531,46 @@ def _unique(words: list[str]) -> list[str]:
     return [w for w in words if not (w.lower() in seen or seen.add(w.lower()))]
 
 
+def _negative_words(negative_prompt: str) -> list[str]:
+    """The words of a negative prompt, lower-case, without weights: `(worst quality:1.4)` ->
+    `worst quality`."""
+    words = (_WEIGHT.sub("", part).strip(" ()[]").lower() for part in negative_prompt.split(","))
+    return [word for word in words if word]
+
+
+def _said_no_to(tag: str, negative: list[str]) -> bool:
+    """Whether `tag` holds a word of the negative prompt: drawing it would fight the negative
+    prompt (不要圣诞树 and the christmas tree of 圣诞's tags; `text` and "empty space for text")."""
+    tag = tag.lower()
+    return any(re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", tag) for word in negative)
+
+
 def finish(draft: Draft, source: str = "template", notes: list[Note] | None = None) -> PosterPrompt:
     """Render a draft: trigger, sentence, tags (content, style, room for the title, quality),
-    LoRA."""
+    LoRA. A tag holding a word of the negative prompt is left out: what the request said no to
+    is never drawn, even when a festival or style brings it."""
     all_notes = [*draft.notes, *(notes or [])]
     # The poster step lays the title over the picture: it needs a quiet area and no letters.
     copy_space = bool(draft.title) and not draft.raw_prompt
-    if draft.raw_prompt:
-        tags, prompt = draft.content_tags, draft.raw_prompt
-    else:
-        room = list(COPY_SPACE_TAGS) if copy_space else []
-        tags = _unique([*draft.content_tags, *draft.style_tags, *room, *draft.quality_tags])
-        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
-        if source == "template" and draft.untranslated:
-            all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
-        if copy_space:
-            all_notes.append(Note("copy_space"))
     # Words the request said no to go first, unless the negative prompt already has them.
-    already = {part.strip().lower() for part in draft.settings.negative_prompt.split(",")}
+    already = set(_negative_words(draft.settings.negative_prompt))
     no_letters = list(COPY_SPACE_NEGATIVE) if copy_space else []
     extra = [
         tag for tag in _unique([*draft.negative_tags, *no_letters]) if tag.lower() not in already
     ]
     negative = ", ".join(part for part in [*extra, draft.settings.negative_prompt] if part)
+    if draft.raw_prompt:
+        tags, prompt = draft.content_tags, draft.raw_prompt
+    else:
+        room = list(COPY_SPACE_TAGS) if copy_space else []
+        tags = _unique([*draft.content_tags, *draft.style_tags, *room, *draft.quality_tags])
+        said_no = _negative_words(negative)
+        tags = [tag for tag in tags if not _said_no_to(tag, said_no)]
+        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
+        if source == "template" and draft.untranslated:
+            all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
+        if copy_space:
+            all_notes.append(Note("copy_space"))
     return PosterPrompt(
         **(draft.settings.settings() | {"negative_prompt": negative}),
         ip=draft.ip.name if draft.ip else "",

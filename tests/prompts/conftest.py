@@ -88,7 +88,40 @@ STUB_ANSWERS = {
         0,
     ),
     "error": (500, '{"error": "internal"}', 0),
+    # a LoRA name among good tags: that tag goes, the answer stays
+    "lora_name_tag": (
+        200,
+        _completion(
+            json.dumps(
+                {
+                    "natural_language": GOOD["natural_language"],
+                    "tags": ["christmas", "dada_v3", "snowfall", "Joy_V1"],
+                }
+            )
+        ),
+        0,
+    ),
 }
+# Modes the stub sends with chunked transfer, in small pieces with a pause between them, the way
+# a proxied vLLM or Ollama does: (body, piece size in bytes).
+CHUNKED_ANSWERS = {
+    "chunked": (_completion(json.dumps(GOOD)), 16),
+    "chunked_lora_name_tag": (STUB_ANSWERS["lora_name_tag"][1], 7),
+    "chunked_too_large": (_completion("x" * (300 * 1024)), 32 * 1024),
+}
+
+
+async def _chunked(request: web.Request, text: str, piece: int) -> web.StreamResponse:
+    """Send `text` with chunked transfer (no Content-Length), `piece` bytes at a time."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    data = text.encode()
+    for start in range(0, len(data), piece):
+        await response.write(data[start : start + piece])
+        await asyncio.sleep(0.002)  # each piece arrives on its own
+    await response.write_eof()
+    return response
 
 
 @pytest.fixture
@@ -99,6 +132,8 @@ async def llm_stub():
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         received.append({"body": body, "auth": request.headers.get("Authorization")})
+        if request.match_info["mode"] in CHUNKED_ANSWERS:
+            return await _chunked(request, *CHUNKED_ANSWERS[request.match_info["mode"]])
         status, text, delay = STUB_ANSWERS[request.match_info["mode"]]
         await asyncio.sleep(delay)
         return web.Response(status=status, text=text, content_type="application/json")

@@ -100,3 +100,15 @@ async def test_llm_disabled_uses_the_template_offline(config):
 def test_api_key_comes_from_the_environment():
     assert llm_api_key({"POSTERBOT_LLM_API_KEY": "sk-1"}) == "sk-1"
     assert llm_api_key({}) == ""
+
+
+async def test_what_the_request_said_no_to_is_never_in_the_llm_sentence(config, llm_stub):
+    llm_config, received = llm_stub
+    request = "达达送快递，不要圣诞"  # the stub's sentence says "on christmas eve" all the same
+    prompt = await build_prompt(request, _with_llm(config, llm_config, "good"), api_key="")
+    assert "Not wanted" in received[-1]["body"]["messages"][1]["content"]
+    assert "christmas" in received[-1]["body"]["messages"][1]["content"]
+    assert prompt.source == "template"
+    assert "christmas" not in prompt.prompt and "christmas" in prompt.negative_prompt
+    reason = "natural_language names christmas, which the request said no to"
+    assert any(reason in str(note) for note in prompt.notes), prompt.notes

@@ -56,9 +56,26 @@ async def test_extra_fields_are_ignored_and_noted(llm_stub):
     assert answer.tags[0] == "christmas"
 
 
+@pytest.mark.parametrize("mode", ["chunked", "chunked_lora_name_tag"])
+async def test_an_answer_sent_in_pieces_is_read_to_the_end(llm_stub, mode):
+    llm_config, _ = llm_stub
+    answer = await _ask(llm_config, mode)
+    assert answer.natural_language.startswith("a cute mascot delivering parcels")
+    assert answer.tags[0] == "christmas"
+
+
+@pytest.mark.parametrize("mode", ["lora_name_tag", "chunked_lora_name_tag"])
+async def test_a_lora_name_among_the_tags_drops_that_tag_not_the_answer(llm_stub, mode):
+    llm_config, _ = llm_stub
+    answer = await _ask(llm_config, mode)
+    assert answer.tags == ["christmas", "snowfall"]
+    assert answer.notes == [Note("llm_tags_removed")]
+
+
 @pytest.mark.parametrize(
     ("mode", "reason"),
     [
+        ("chunked_too_large", "response larger than 262144 bytes"),
         ("slow", "no answer within 0.3 s"),
         ("garbage", "answer is not JSON"),
         ("not_completion", "response is not a chat completion"),

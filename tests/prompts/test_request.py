@@ -213,3 +213,41 @@ def test_an_edit_goes_into_the_words_before_the_options():
     assert extend_request("达达水彩", " 加一顶帽子 ") == "达达水彩，加一顶帽子"
     text, options = split_options(extend_request("达达 --steps 1", "换成国潮风格"))
     assert (text, options.settings) == ("达达，换成国潮风格", {"steps": 1})
+
+
+# Copy written the way staff type it: no quotes, a space between the fields, the picture after.
+# (text, title, subtitle, cta, words that must stay for the picture)
+UNQUOTED_COPY = [
+    ("标题是年终盛典 副标题是会员专享 达达挥手", "年终盛典", "会员专享", "", "达达挥手"),
+    ("标题 夏日清凉 副标题 第二杯半价 海边", "夏日清凉", "第二杯半价", "", "海边"),
+    ("标题：开工大吉 送快递", "开工大吉", "", "", "送快递"),
+    ("副标题是满99包邮 标题是周年庆", "周年庆", "满99包邮", "", ""),
+    (
+        "title Summer Sale subtitle Free delivery, beach",
+        "Summer Sale",
+        "Free delivery",
+        "",
+        "beach",
+    ),
+    # date lines and calls to action, with or without a keyword
+    ("活动时间11月11日-11月13日，双十一", "", "", "11月11日-11月13日", "双十一"),
+    ("达达送快递，马上抢购", "", "", "马上抢购", "达达送快递"),
+    ("立即报名 开学季", "", "", "立即报名", "开学季"),
+    ("圣诞海报，12月24日-12月25日", "", "", "12月24日-12月25日", "圣诞海报"),
+    ("标题是周年庆 扫码领取", "周年庆", "", "扫码领取", ""),
+    ("shop now, summer", "", "", "shop now", "summer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "title", "subtitle", "cta", "picture"),
+    UNQUOTED_COPY,
+    ids=[c[0] for c in UNQUOTED_COPY],
+)
+def test_unquoted_copy_fills_each_field(text, title, subtitle, cta, picture):
+    found_title, found_subtitle, found_cta, rest, _ = extract_titles(text)
+    assert (found_title, found_subtitle, found_cta) == (title, subtitle, cta)
+    for copy in (title, subtitle, cta):
+        if copy:
+            assert copy not in rest  # never drawn by the model
+    assert picture in rest

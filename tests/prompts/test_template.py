@@ -125,7 +125,7 @@ CASES = [
     ("半身特写", {"has_tags": ["upper body", "close-up"]}),
     ("俯视角度", {"has_tags": ["from above"]}),
     ("仰视，远景", {"has_tags": ["from below", "wide shot"]}),
-    ("顶部留白方便放字", {"has_tags": ["empty space for text"]}),
+    ("顶部留白方便放字", {"has_tags": ["copy space", "negative space"], "no_tags": ["text"]}),
     # --- quality presets (the IP's quality tags stay)
     (
         "高质量，精细，电影感",
@@ -430,3 +430,25 @@ def test_hires_counts_towards_the_pixel_limit(config):
 )
 def test_split_count_uses_the_largest_even_batch(count, max_batch, expected):
     assert split_count(count, max_batch) == expected
+
+
+@pytest.mark.parametrize(
+    ("request_text", "kept"),
+    [
+        ("标题是双十一狂欢 副标题是满300减50 达达送快递", ["delivering parcels"]),
+        ("标题：春节快乐 达达挥手 立即下单", ["waving"]),
+        ("活动时间12月1日-12月12日 圣诞 雪地", ["christmas", "snowy field"]),
+    ],
+)
+def test_copy_never_reaches_the_prompt(config, request_text, kept):
+    prompt = template_prompt(request_text, config)
+    copy = "".join((prompt.title, prompt.subtitle, prompt.cta))
+    assert prompt.title or prompt.cta
+    for tag in kept:
+        assert tag in prompt.tags, prompt.tags
+    # neither a festival of the title (双十一) nor untranslated copy words (满, 下单)
+    assert "double 11 shopping festival" not in prompt.tags
+    assert "chinese new year" not in prompt.tags
+    untranslated = [n.values["words"] for n in prompt.notes if n.code == "untranslated"]
+    assert not any(char in copy for words in untranslated for char in words), untranslated
+    assert not [n for n in prompt.notes if n.code == "numbers_ignored"], prompt.notes
