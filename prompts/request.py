@@ -60,12 +60,17 @@ _SIZE = re.compile(r"(?<!\d)(\d{2,5})\s*[x×*]\s*(\d{2,5})(?!\d)", re.I)
 # In running text: 1080x1920 (a print size may add @300), or a ratio: 比例 3:4, or 3:4 standing
 # alone (no digit or colon around it, so 9:30:00 and 1.5:1 are not read as ratios).
 _SIZE_IN_TEXT = re.compile(
-    r"(?<![\d.])(?P<pixels>[1-9]\d{1,4}\s*[x×*]\s*[1-9]\d{1,4}"
+    r"(?<![\d.])(?P<physical>(?P<physical_width>\d{1,4}(?:\.\d)?)\s*[x×*]\s*"
+    r"(?P<physical_height>\d{1,4}(?:\.\d)?)\s*(?P<unit>cm|厘米|公分|mm|毫米))"
+    r"|(?<![\d.])(?P<pixels>[1-9]\d{1,4}\s*[x×*]\s*[1-9]\d{1,4}"
     r"(?:\s*@\s*[1-9]\d{1,3}\s*(?:dpi)?)?)(?!\d)"
     r"|(?:(?P<keyword>比例|宽高比|ratio)\s*[:：=]?\s*|(?<![\d:：.]))"
-    r"(?P<ratio_width>[1-9]\d?)\s*[:：]\s*(?P<ratio_height>[1-9]\d?)(?![\d:：.])",
+    r"(?P<ratio_width>[1-9]\d?)\s*(?P<separator>[:：]|比)\s*(?P<ratio_height>[1-9]\d?)"
+    r"(?![\d:：.])",
     re.I,
 )
+MM_PER_UNIT = {"cm": 10, "厘米": 10, "公分": 10, "mm": 1, "毫米": 1}
+MM_PER_INCH = 25.4
 _CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5}
 _CN_DIGITS |= {"六": 6, "七": 7, "八": 8, "九": 9}
 _EN_NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
@@ -274,17 +279,42 @@ def _sizes_named(text: str, glossary: Glossary) -> list[tuple[re.Match, Target]]
     """Every size written in `text` (1080x1920, 3:4, 小红书), with where it is, in reading order."""
     found = []
     for match in _SIZE_IN_TEXT.finditer(text):
+        if match.group("physical"):
+            if target := physical_target(match):
+                found.append((match, target))
+            continue
         if match.group("pixels"):
             found.append((match, Target.parse(match.group("pixels"))))
             continue
         width, height = int(match.group("ratio_width")), int(match.group("ratio_height"))
-        if width != height and (match.group("keyword") or (width, height) in COMMON_RATIOS):
+        said = match.group("keyword") or match.group("separator") == "比"
+        if width != height and (said or (width, height) in COMMON_RATIOS):
             found.append((match, ratio_target(width, height)))
     # A channel word that is also a glossary term (海报) describes the picture in a request.
     channels = _words_pattern([word for word in glossary.channels if word not in glossary.terms])
     if channels:
         found += [(m, glossary.channels[m.group(0).lower()]) for m in channels.finditer(text)]
     return sorted(found, key=lambda pair: pair[0].start())
+
+
+def print_dpi(long_side_mm: float) -> int:
+    """The resolution a print of this size is made at: 300 dpi up to A3, 150 up to a metre (an
+    elevator frame, a poster board), 100 beyond (roll-up stands, banners are seen from afar)."""
+    return 300 if long_side_mm <= 420 else 150 if long_side_mm <= 1000 else 100
+
+
+def physical_target(match: re.Match) -> Target | None:
+    """`60x160cm` as the pixels of that print at its dpi (never 60x160 pixels); None for a
+    zero side."""
+    unit = MM_PER_UNIT[match.group("unit").lower()]
+    width_mm = float(match.group("physical_width")) * unit
+    height_mm = float(match.group("physical_height")) * unit
+    if width_mm <= 0 or height_mm <= 0:
+        return None
+    dpi = print_dpi(max(width_mm, height_mm))
+    pixels = [round(side / MM_PER_INCH * dpi) for side in (width_mm, height_mm)]
+    name = re.sub(r"\s+", "", match.group("physical"))
+    return Target(name, pixels[0], pixels[1], dpi)
 
 
 def extract_size(text: str, glossary: Glossary) -> tuple[list[Target], str | None, str]:

@@ -133,3 +133,35 @@ def test_small_sizes_are_only_rounded():
 def test_bad_input_names_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    ("request_text", "expected"),
+    [
+        # a physical size is a print at its dpi, never that many pixels
+        ("达达过年海报，60x160cm", Target("60x160cm", 2362, 6299, 100)),
+        ("达达过年海报，尺寸 60 x 90 厘米", Target("60x90厘米", 3543, 5315, 150)),
+        ("达达宣传单 21x29.7cm", Target("21x29.7cm", 2480, 3508, 300)),
+        ("达达台卡 100x150mm", Target("100x150mm", 1181, 1772, 300)),
+        ("达达工地围挡 300x80公分", Target("300x80公分", 11811, 3150, 100)),
+        # ratios written with 比
+        ("达达过年，9比16", Target("9:16", 1080, 1920)),
+        ("达达过年 比例 5比4", Target("5:4", 1350, 1080)),
+    ],
+)
+def test_physical_sizes_and_ratios_in_words_become_their_targets(request_text, expected):
+    from prompts.lexicon import load_glossary
+    from prompts.request import extract_size
+
+    targets, _, rest = extract_size(request_text, load_glossary())
+    assert targets == [expected]
+    assert "cm" not in rest and "比" not in rest.replace("比例", "")
+
+
+def test_a_physical_size_is_generated_in_its_shape_near_the_default_area():
+    from posterbot.config import Config
+    from prompts.template import template_prompt
+
+    prompt = template_prompt("达达过年海报，60x160cm", Config())
+    assert (prompt.width, prompt.height) == (384, 1024)  # 3:8, like the print; not 64x128
+    assert prompt.targets[0].dpi == 100
