@@ -87,6 +87,10 @@ _COUNTS = (
         re.I,
     ),
 )
+# "A few more" (多来几张, 几张) is no number: the chat's default count, said without a note.
+_SOME = re.compile(r"(?:多[来出画做弄]?|再[来画]?|来|画)?几[张幅款个份]")
+# What follows a count and only says "that is enough" (一张就好, 两张就行).
+_ENOUGH = re.compile(r"\s*(?:就好|就行|就够了?|即可|就可以了?)")
 _SEED = re.compile(r"(?:种子|seed)\s*(?:[:：=]|号)?\s*(-?\d+)", re.I)
 
 
@@ -385,9 +389,13 @@ def extract_count(text: str, most: int | None = None) -> tuple[int | None, str, 
     """How many images: 来4张, 两张, x4, 4 images; a range (两三张, 3-5张) asks for its upper end,
     at most `most` (but never fewer than its lower end). Returns (count or None, text, notes):
     a count phrase that is no number (十十张) is dropped and noted."""
+    if match := _SOME.search(text):
+        return None, _replace(text, match), []
     for pattern in _COUNTS:
         if match := pattern.search(text):
             phrase, first_and_last = match.group(0), [None, *match.groups()][-2:]
+            if enough := _ENOUGH.match(text, match.end()):
+                text = text[: enough.start()] + text[enough.end() :]
             try:
                 low, high = count_range(*first_and_last)
             except ValueError:

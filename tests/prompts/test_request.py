@@ -251,3 +251,22 @@ def test_unquoted_copy_fills_each_field(text, title, subtitle, cta, picture):
         if copy:
             assert copy not in rest  # never drawn by the model
     assert picture in rest
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("达达过年，一张就好", 1),
+        ("达达过年 两张就行", 2),
+        ("三张即可，达达在海边", 3),
+        ("达达过年，多来几张", None),  # no number: the chat's default count
+        ("多出几张吧，达达在雪地里", None),
+        ("达达过年，几张", None),
+        ("再画几张达达", None),
+    ],
+)
+def test_enough_and_a_few_more_are_read_as_counts_and_leave_no_words_behind(text, count):
+    found, rest, notes = extract_count(text, 8)
+    assert found == count and notes == []
+    for words in ("几张", "就好", "就行", "即可", "多来", "多出"):
+        assert words not in rest
