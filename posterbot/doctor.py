@@ -179,6 +179,7 @@ def check_devices(doctor: Doctor) -> None:
 def check_models(doctor: Doctor) -> None:
     """The base model, the VAE, each IP's LoRA, the hires upscaler: present and readable."""
     try:
+        from engine.diffusion.hires import upscaler_names
         from engine.diffusion.registry import Registry
     except ImportError:
         return  # a bot-only host: check_torch said so
@@ -207,11 +208,8 @@ def check_models(doctor: Doctor) -> None:
                 f"lora:{ip.name}", "warn", "lora_missing", "fix_lora", ip=ip.name, lora=ip.lora
             )
     upscaler = doctor.config.generation.hr_upscaler
-    if upscaler not in BUILTIN_UPSCALERS and upscaler not in registry.upscalers():
+    if upscaler not in upscaler_names(registry.upscalers()):  # what the worker can run
         doctor.say("upscaler", "fail", "upscaler_missing", "fix_upscaler", name=upscaler)
-
-
-BUILTIN_UPSCALERS = {"Latent", "Latent (antialiased)", "Latent (bicubic)", "Lanczos", "Nearest"}
 
 
 def check_checkpoint(doctor: Doctor, ref: Any) -> None:
