@@ -515,8 +515,25 @@ class Config:
         return self.data_dir / "models" / "ESRGAN"
 
     @property
+    def controlnet_dir(self) -> Path:
+        return self.data_dir / "models" / "ControlNet"
+
+    @property
+    def face_restorers_dir(self) -> Path:
+        return self.data_dir / "models" / "GFPGAN"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.data_dir / "models" / "embeddings"
+
+    @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"
+
+    @property
+    def inputs_dir(self) -> Path:
+        """Pictures that requests brought in (img2img, masks, control maps), by content hash."""
+        return self.data_dir / "inputs"
 
     @property
     def datasets_dir(self) -> Path:

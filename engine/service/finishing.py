@@ -10,8 +10,6 @@ finishing of the same picture: no new generation.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from engine.diffusion.outputs import save_png
+from engine.service.inputs import decode_picture
 from poster.compose import (
     Brand,
     Copy,
@@ -35,8 +34,6 @@ from prompts.spec import Target
 
 LAYOUT_CHOICES = ("auto", *LAYOUTS)
 MAX_TARGETS = 4  # sizes per request; more is a mistake, and each one is a full composition
-MAX_PICTURE_PIXELS = 40_000_000  # an uploaded picture beyond this is refused, not decoded
-PICTURE_FORMATS = ["PNG", "JPEG", "WEBP"]
 POSTERS_DIR = "posters"
 
 
@@ -131,24 +128,9 @@ def brand_of(config: Config, ip_name: str) -> Brand:
 
 def read_picture(data: bytes) -> tuple[Image.Image, str]:
     """An uploaded or stored picture and its infotext; Refusal for what is not a sane image."""
-    try:
-        with Image.open(BytesIO(data), formats=PICTURE_FORMATS) as image:
-            if image.width * image.height > MAX_PICTURE_PIXELS:
-                raise Refusal("image", f"{image.width}x{image.height} is too many pixels")
-            image.load()
-            return image.convert("RGB"), image.info.get(PARAMETERS_KEY, "")
-    except (OSError, Image.DecompressionBombError) as exc:
-        raise Refusal("image", f"not a PNG, JPEG or WEBP picture ({exc})") from None
-
-
-def decode_upload(text: Any) -> bytes:
-    """A base64 picture from a JSON body (a data: URI prefix allowed)."""
-    if not isinstance(text, str) or not text:
-        raise Refusal("image", "must be a base64 PNG, JPEG or WEBP")
-    try:
-        return base64.b64decode(text.partition(",")[2] if text.startswith("data:") else text)
-    except (binascii.Error, ValueError):
-        raise Refusal("image", "is not valid base64") from None
+    picture = decode_picture(data, "image")
+    with Image.open(BytesIO(data)) as image:  # decoded safely above; only its text chunks now
+        return picture, image.info.get(PARAMETERS_KEY, "")
 
 
 def finish(

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from engine.diffusion.params import check_range
-from engine.service.finishing import check_spec, decode_upload, finish
+from engine.service.finishing import check_spec, finish
 from engine.service.http import blocking, read_json, service
+from engine.service.inputs import decode_base64, read_output
 from engine.service.kinds import job_kind
 from engine.service.queue_common import FINAL_STATES, Priority, State
 from posterbot.errors import Refusal
@@ -128,13 +130,10 @@ async def finish_poster(request: web.Request) -> web.Response:
         raise Refusal("output", "give either output (a result's path) or image (base64)")
     spec = check_spec(body, svc.config)
     if picture is not None:
-        root = svc.config.outputs_dir.resolve()
-        path = (root / str(picture)).resolve()
-        if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
-            raise Refusal("output", f"no output {picture!r}")
-        data, label = await blocking(path.read_bytes), path.stem
+        data = await blocking(read_output, svc.config, picture, "output")
+        label = Path(str(picture)).stem
     else:
-        data, label = decode_upload(upload), "upload"
+        data, label = decode_base64(upload, "image"), "upload"
     posters = await blocking(finish, svc.config, data, spec, label)
     return web.json_response({"posters": posters}, status=201)
 
