@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from engine.service import metrics, training_views, views, webui
+from engine.service import metrics, training_views, views, webui, webui_controlnet
 from engine.service.http import SERVICE
 from engine.service.middlewares import errors_as_json, require_auth
 from engine.service.state import Service
@@ -53,6 +53,11 @@ ROUTES = [
     ("POST", "/sdapi/v1/options", webui.webui_set_options),
     ("GET", "/sdapi/v1/progress", webui.webui_progress),
     ("POST", "/sdapi/v1/png-info", webui.webui_png_info),
+    ("GET", "/controlnet/version", webui_controlnet.controlnet_version),
+    ("GET", "/controlnet/model_list", webui_controlnet.controlnet_model_list),
+    ("GET", "/controlnet/module_list", webui_controlnet.controlnet_module_list),
+    ("GET", "/controlnet/settings", webui_controlnet.controlnet_settings),
+    ("POST", "/controlnet/detect", webui_controlnet.controlnet_detect),
 ]
 
 

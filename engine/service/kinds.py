@@ -11,18 +11,21 @@ given (`engine.service.worker.Worker` has the helpers).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.diffusion.controlnet_units import units_from_request
 from engine.diffusion.grid import cell_requests, xyz_request
 from engine.diffusion.hires import check_upscaler
 from engine.diffusion.params import GenerationParams, from_request
 from engine.diffusion.registry import Registry
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.finishing import check_spec
+from engine.service.inputs import store_picture
 from engine.training.params import check_train_request
 from engine.training.versions import Versions
 from posterbot.config import Config
@@ -71,14 +74,16 @@ def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -
         raise Refusal("model", f"must be a checkpoint name or null, not {model!r}")
     if model == registry.checkpoint(None).name:
         model = None  # the base model by name: the same batches as a request naming none
-    if model is not None:
-        registry.checkpoint(model)
+    base = registry.checkpoint(model)
+    units = units_from_request(config, request, base, functools.partial(store_picture, config))
     params = from_request(request, config.generation, config.limits)
     if params.enable_hr:  # the upscaler the worker would look for (models/ESRGAN included)
         check_upscaler(params.hr_upscaler, registry.upscalers())
     for lora in params.all_loras()[1]:
         registry.lora(lora.name)
     checked = {**params.to_dict(), "model": model} | ({"poster": spec} if spec else {})
+    if units:  # each job's control maps differ: rendered alone
+        return Checked(checked | {"controlnet": [unit.to_dict() for unit in units]})
     return Checked(checked, batch_key(model, params))
 
 

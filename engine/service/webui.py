@@ -40,7 +40,6 @@ WEBUI_UNSUPPORTED = (
     "tiling",
     "styles",
     "script_name",
-    "alwayson_scripts",
     "hr_checkpoint_name",
     "hr_prompt",
     "hr_negative_prompt",
@@ -111,6 +110,8 @@ def webui_request(body: dict[str, Any], options: dict[str, Any]) -> dict[str, An
             raise ValueError(f"{name}: not supported by posterbot's engine, got {body[name]!r}")
     # 2. our fields under their WebUI names
     request = {name: body[name] for name in WEBUI_PARAM_FIELDS if body.get(name) is not None}
+    if body.get("alwayson_scripts"):  # ControlNet units; the job kind's check reads them
+        request["alwayson_scripts"] = body["alwayson_scripts"]
     sampler = request.get("sampler_name") or body.get("sampler_index")
     if sampler is not None and not isinstance(sampler, str):
         raise Refusal("sampler_name", f"must be a sampler's name, not {sampler!r}")

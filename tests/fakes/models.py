@@ -70,3 +70,77 @@ def write_tiny_esrgan(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
     return path
+
+
+RESNET_TO_LDM = {  # diffusers' resnet names → the original ControlNet's
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+
+
+def tiny_controlnet(unet, seed: int = 5):
+    """A ControlNet of the tiny UNet (`ControlNetModel.from_unet`) whose zero convolutions got
+    random weights, so it changes pictures as a trained one does."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel.from_unet(unet)
+    for name, parameter in controlnet.named_parameters():
+        if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")) or (
+            "conv_out" in name
+        ):
+            torch.nn.init.normal_(parameter, std=0.3)
+    return controlnet
+
+
+def ldm_controlnet_keys(state: dict, layers_per_block: int) -> dict:
+    """A diffusers-layout ControlNet state under the original ControlNet/LDM names (the inverse
+    of diffusers' `convert_controlnet_checkpoint`), as WebUI users' files have them."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
+
+    fixed = DIFFUSERS_TO_LDM_MAPPING["controlnet"]["layers"]
+    ldm = {}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        if key in fixed:
+            name = fixed[key]
+        elif parts[0] == "down_blocks":
+            block, kind, layer = int(parts[1]), parts[2], int(parts[3])
+            first = 1 + block * (layers_per_block + 1)
+            if kind == "downsamplers":
+                name = f"input_blocks.{first + layers_per_block}.0.op.{parts[-1]}"
+            elif kind == "resnets":
+                rest = ".".join([RESNET_TO_LDM.get(parts[4], parts[4]), *parts[5:]])
+                name = f"input_blocks.{first + layer}.0.{rest}"
+            else:
+                name = f"input_blocks.{first + layer}.1.{'.'.join(parts[4:])}"
+        elif parts[0] == "mid_block":
+            index = {"resnets.0": 0, "attentions.0": 1, "resnets.1": 2}[".".join(parts[1:3])]
+            rest = parts[3:]
+            if parts[1] == "resnets":
+                rest = [RESNET_TO_LDM.get(rest[0], rest[0]), *rest[1:]]
+            name = f"middle_block.{index}.{'.'.join(rest)}"
+        elif parts[0] == "controlnet_down_blocks":
+            name = f"zero_convs.{parts[1]}.0.{parts[2]}"
+        elif parts[0] == "controlnet_mid_block":
+            name = f"middle_block_out.0.{parts[1]}"
+        elif parts[:2] == ["controlnet_cond_embedding", "blocks"]:
+            name = f"input_hint_block.{2 * (int(parts[2]) + 1)}.{parts[3]}"
+        else:
+            raise AssertionError(f"no LDM name for {key}")
+        ldm["control_model." + name] = tensor.contiguous()
+    return ldm
+
+
+def write_tiny_controlnet(unet, path: Path, layout: str = "diffusers", seed: int = 5) -> Path:
+    """The tiny ControlNet as one .safetensors file in the diffusers or the LDM layout."""
+    state = {k: v.contiguous() for k, v in tiny_controlnet(unet, seed).state_dict().items()}
+    if layout == "ldm":
+        state = ldm_controlnet_keys(state, unet.config.layers_per_block)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
