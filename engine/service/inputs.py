@@ -116,6 +116,12 @@ def picture_path(config: Config, reference: str) -> Path:
     return config.inputs_dir / f"{reference.removeprefix(INPUT_PREFIX)}.png"
 
 
+def picture_size(config: Config, reference: str) -> tuple[int, int]:
+    """Width and height of a stored picture, from its header."""
+    with Image.open(picture_path(config, reference), formats=["PNG"]) as image:
+        return image.size
+
+
 def open_picture(config: Config, reference: str) -> Image.Image:
     """A stored picture, decoded (the worker's side)."""
     with Image.open(picture_path(config, reference), formats=["PNG"]) as image:

@@ -21,11 +21,11 @@ from typing import Any
 from engine.diffusion.controlnet_units import units_from_request
 from engine.diffusion.grid import cell_requests, xyz_request
 from engine.diffusion.hires import check_upscaler
-from engine.diffusion.params import GenerationParams, from_request
+from engine.diffusion.params import MAX_INIT_IMAGES, GenerationParams, from_request
 from engine.diffusion.registry import Registry
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.finishing import check_spec
-from engine.service.inputs import store_picture
+from engine.service.inputs import picture_size, store_picture
 from engine.training.params import check_train_request
 from engine.training.versions import Versions
 from posterbot.config import Config
@@ -63,9 +63,43 @@ def batch_key(model: str | None, params: GenerationParams) -> str:
     return json.dumps({"model": model, "params": params.batch_key()})
 
 
+PICTURE_FIELDS = ("init_images", "mask")
+
+
 def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
-    """A poster: the params as the worker will check them, plus the model and LoRA files, and
-    the finished posters' spec when the request asks for them (`poster`)."""
+    """A poster from a prompt: the params as the worker will check them, plus the model and
+    LoRA files, and the finished posters' spec when the request asks for them (`poster`)."""
+    for name in PICTURE_FIELDS:
+        if request.get(name):
+            raise Refusal(name, "pictures go with the job kind img2img")
+    return check_generation(config, registry, request)
+
+
+def check_img2img(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
+    """A poster from pictures (img2img, inpainting): each picture checked and stored before the
+    rest is checked as txt2img's is; the mask must have the first picture's size."""
+    request = dict(request)
+    pictures = request.get("init_images")
+    if not isinstance(pictures, list) or not pictures:
+        raise Refusal("init_images", 'required: pictures as base64 or {"output": path}')
+    if len(pictures) > MAX_INIT_IMAGES:
+        raise Refusal("init_images", f"at most {MAX_INIT_IMAGES} pictures")
+    request["init_images"] = [
+        store_picture(config, picture, f"init_images[{i}]") for i, picture in enumerate(pictures)
+    ]
+    if request.get("mask"):
+        request["mask"] = store_picture(config, request["mask"], "mask", mode="RGBA")
+        size = picture_size(config, request["init_images"][0])
+        mask_size = picture_size(config, request["mask"])
+        if mask_size != size:
+            detail = f"is {mask_size[0]}x{mask_size[1]}, the picture {size[0]}x{size[1]}"
+            raise Refusal("mask", detail, "mask_size")
+    return check_generation(config, registry, request)
+
+
+def check_generation(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
+    """What txt2img and img2img check alike: the params, the model, LoRAs and upscaler, and
+    the poster spec."""
     request = dict(request)
     model = request.pop("model", None)
     poster = request.pop("poster", None)
@@ -75,7 +109,8 @@ def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -
     if model == registry.checkpoint(None).name:
         model = None  # the base model by name: the same batches as a request naming none
     base = registry.checkpoint(model)
-    units = units_from_request(config, request, base, functools.partial(store_picture, config))
+    store = functools.partial(store_picture, config)
+    units = units_from_request(config, request, base, store, bool(request.get("init_images")))
     params = from_request(request, config.generation, config.limits)
     if params.enable_hr:  # the upscaler the worker would look for (models/ESRGAN included)
         check_upscaler(params.hr_upscaler, registry.upscalers())
@@ -136,6 +171,9 @@ def check_xyz(config: Config, registry: Registry, params: dict[str, Any]) -> Che
 KINDS: dict[str, JobKind] = {
     "txt2img": JobKind(
         check_txt2img, "engine.service.run_posters:run_posters", "engine.job_timeout_s"
+    ),
+    "img2img": JobKind(
+        check_img2img, "engine.service.run_posters:run_posters", "engine.job_timeout_s"
     ),
     "train": JobKind(
         check_train, "engine.service.run_training:run_train", "training.job_timeout_s"
