@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from PIL import Image
 
 from engine.diffusion.controlnet_units import (
     ANNOTATORS,
+    CONTROL_MODES,
     ControlUnit,
     controlnet_models,
     find_model,
@@ -39,11 +41,13 @@ from engine.diffusion.preprocessors import (
     fit_map,
     pixel_perfect_resolution,
 )
+from engine.service.inputs import open_picture
 from posterbot.config import Config
 
 log = logging.getLogger(__name__)
 
 LDM_PREFIX = "control_model."
+Box = tuple[int, int, int, int]  # left, top, right, bottom
 UNET_CONFIG_KEYS = (  # what `ControlNetModel.from_unet` copies from the UNet's config
     "in_channels", "flip_sin_to_cos", "freq_shift", "down_block_types", "only_cross_attention",
     "block_out_channels", "layers_per_block", "downsample_padding", "mid_block_scale_factor",
@@ -53,7 +57,6 @@ UNET_CONFIG_KEYS = (  # what `ControlNetModel.from_unet` copies from the UNet's 
     "mid_block_type", "transformer_layers_per_block", "encoder_hid_dim", "encoder_hid_dim_type",
     "addition_embed_type", "addition_time_embed_dim",
 )  # fmt: skip
-Pictures = Callable[[str], Image.Image]  # "input:<sha256>" → the stored picture
 
 
 def is_ldm_layout(state: dict[str, torch.Tensor]) -> bool:
@@ -165,44 +168,133 @@ class ControlNetSet:
 
 @dataclass(frozen=True)
 class Control:
-    """A unit ready for the pipeline: its model and its control map at the generation size."""
+    """An enabled unit ready to run: its model, its detected map and its infotext title."""
 
     unit: ControlUnit
-    model: object
-    image: Image.Image
     title: str
+    model: object = None  # None: a unit whose guidance window is empty, which does nothing
+    detected: np.ndarray | None = None  # the preprocessor's map, before it is fitted to a size
+
+    def image(self, width: int, height: int, region: Box | None = None) -> Image.Image:
+        """The map at width×height; with a `region` (inpainting "only masked"), that part of
+        the map enlarged to width×height, as the repainted region is."""
+        image = Image.fromarray(fit_map(self.detected, width, height, self.unit.resize_mode))
+        if region is None:
+            return image
+        return image.crop(region).resize((width, height), Image.Resampling.LANCZOS)
 
 
-def control_map(
-    unit: ControlUnit, picture: Image.Image, width: int, height: int, annotators: Path
-) -> Image.Image:
-    """The unit's preprocessor run on its picture, fitted to the generation size."""
+def detect(unit: ControlUnit, picture: Image.Image, width: int, height: int, annotators: Path):
+    """The unit's preprocessor run on its picture (pixel perfect: at the resolution the map
+    needs for the generation size)."""
     array = np.asarray(picture.convert("RGB"))
     resolution = unit.processor_res
     if unit.pixel_perfect:
         resolution = pixel_perfect_resolution(*array.shape[:2], (width, height), unit.resize_mode)
-    detected = PREPROCESSORS[unit.module].run(
+    return PREPROCESSORS[unit.module].run(
         array, annotators, resolution, unit.threshold_a, unit.threshold_b
     )
-    return Image.fromarray(fit_map(detected, width, height, unit.resize_mode))
+
+
+@dataclass(frozen=True)
+class Controls:
+    """A job's enabled units, and what each diffusers pipeline call needs from them.
+
+    The extension's semantics in diffusers' terms: weight → `controlnet_conditioning_scale`;
+    guidance start/end → `control_guidance_start/end` (the same fractions of the steps);
+    "ControlNet is more important" (the extension's soft and CFG injection) → `guess_mode`: the
+    ControlNet sees only the prompt's half of the batch, its 13 outputs scaled 0.1 … 1 (the
+    extension scales by 0.825^(12-i), i.e. 0.099 … 1); "My prompt is more important" (soft
+    injection only) → those scales with both halves, by asking the model for guess mode while
+    the pipeline's stays off. An empty `Controls` adds nothing, so call sites need no branch.
+    Units whose guidance window is empty (start = end; diffusers refuses those) are left out of
+    the pipeline and kept for the infotext, as the extension writes every enabled unit.
+    """
+
+    every: tuple[Control, ...] = ()
+
+    @property
+    def units(self) -> tuple[Control, ...]:
+        """The units that run."""
+        return tuple(control for control in self.every if control.model is not None)
+
+    def __bool__(self) -> bool:
+        return bool(self.units)
+
+    @property
+    def model(self):
+        """The model the pipeline runs: the one ControlNet, or several combined."""
+        from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+        models = [control.model for control in self.units]
+        return models[0] if len(models) == 1 else MultiControlNetModel(models)
+
+    def arguments(self, task: str, width: int, height: int, region: Box | None = None) -> dict:
+        """The ControlNet arguments of a pipeline call at width×height (txt2img takes the map as
+        `image`; img2img and inpainting as `control_image`)."""
+        if not self.units:
+            return {}
+        one = len(self.units) == 1
+
+        def each(values: list):
+            return values[0] if one else values
+
+        units = [control.unit for control in self.units]
+        return {
+            "image" if task == "txt2img" else "control_image": each(
+                [control.image(width, height, region) for control in self.units]
+            ),
+            "controlnet_conditioning_scale": each([unit.weight for unit in units]),
+            "control_guidance_start": each([unit.guidance_start for unit in units]),
+            "control_guidance_end": each([unit.guidance_end for unit in units]),
+            "guess_mode": units[0].control_mode == CONTROL_MODES[2],
+        }
+
+    @contextmanager
+    def soft_injection(self) -> Iterator[None]:
+        """While a pipeline runs: guess-mode scales for "My prompt is more important" units."""
+        hooks = [
+            control.model.register_forward_pre_hook(_model_guess_mode, with_kwargs=True)
+            for control in self.units
+            if control.unit.control_mode == CONTROL_MODES[1]
+        ]
+        try:
+            yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def infotext(self) -> dict[str, str]:
+        """The extension's `ControlNet N` entries."""
+        return {f"ControlNet {c.unit.index}": c.unit.infotext(c.title) for c in self.every}
+
+
+NO_CONTROLS = Controls()
+
+
+def _model_guess_mode(module, args, kwargs):
+    return args, {**kwargs, "guess_mode": True}
 
 
 def prepare(
     units: list[ControlUnit],
     models: ControlNetSet,
-    pictures: Pictures,
     width: int,
     height: int,
     init_image: Image.Image | None = None,
-) -> list[Control]:
-    """Each unit's model (loaded or kept) and control map; a unit without a picture takes the
+) -> Controls:
+    """Each unit's model (loaded or kept) and detected map; a unit without a picture takes the
     img2img init image, as in the extension."""
     annotators = models.config.controlnet_dir / ANNOTATORS
-    controls = []
+    prepared = []
     for unit in units:
-        picture = pictures(unit.image) if unit.image is not None else init_image
+        title = models.title(unit.model)
+        if unit.guidance_start >= unit.guidance_end:
+            prepared.append(Control(unit, title))
+            continue
+        picture = init_image if unit.image is None else open_picture(models.config, unit.image)
         if picture is None:
             raise ValueError(f"controlnet[{unit.index}].image: required without an init image")
-        image = control_map(unit, picture, width, height, annotators)
-        controls.append(Control(unit, models.get(unit.model), image, models.title(unit.model)))
-    return controls
+        detected = detect(unit, picture, width, height, annotators)
+        prepared.append(Control(unit, title, models.get(unit.model), detected))
+    return Controls(tuple(prepared))

@@ -241,6 +241,14 @@ def parse_units(
             units.append(unit)
     if len(units) > MAX_UNITS:
         raise Refusal(prefix, f"{len(units)} enabled units, more than {MAX_UNITS}", "too_many")
+    # diffusers' guess mode (the extension's CFG injection) is one switch for all the units
+    controlling = [unit.control_mode == CONTROL_MODES[2] for unit in units]
+    if any(controlling) and not all(controlling):
+        odd = units[controlling.index(not controlling[0])]
+        raise Refusal(
+            f"{prefix}[{odd.index}].control_mode",
+            f"{CONTROL_MODES[2]!r} must be every enabled unit's mode or none's",
+        )
     return units
 
 

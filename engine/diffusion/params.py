@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.diffusion.controlnet_units import ControlUnit
 from engine.diffusion.samplers import check_sampler
 from posterbot.config import MAX_LORA_WEIGHT, GenerationSettings, LimitsConfig
 from posterbot.errors import Refusal
@@ -42,6 +43,8 @@ class GenerationParams(GenerationSettings):
     inpaint_full_res: bool = True  # "only masked": repaint the masked region at full size
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
+    # ControlNet units, checked in the service (engine/diffusion/controlnet_units.py)
+    controlnet: list[ControlUnit] = field(default_factory=list)
 
     @property
     def is_img2img(self) -> bool:
@@ -91,7 +94,10 @@ class GenerationParams(GenerationSettings):
         for tag in tags:
             weights[tag.name] = weights.get(tag.name, 0.0) + tag.weight
         shared = {name: getattr(self, name) for name in BATCH_FIELDS}
-        return json.dumps({**shared, "loras": sorted(weights.items())}, sort_keys=True)
+        controlnet = [unit.to_dict() for unit in self.controlnet]
+        return json.dumps(
+            {**shared, "loras": sorted(weights.items()), "controlnet": controlnet}, sort_keys=True
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -139,6 +145,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list):
             raise ValueError(f"loras: must be a list of {{name, weight}}, not {value!r}")
         return [_lora(item) for item in value]
+    if name == "controlnet":  # units as the service's check wrote them into the job
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise Refusal(name, "must be a list of checked ControlNet units")
+        return [ControlUnit.from_dict(unit) for unit in value]
     if name == "init_images":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise Refusal(name, "must be a list of pictures")

@@ -22,6 +22,7 @@ from engine.diffusion.controlnet_units import (
     parse_units,
     units_from_request,
 )
+from engine.diffusion.infotext import parse as parse_infotext
 from engine.diffusion.preprocessors import PREPROCESSORS, fit_map, pixel_perfect_resolution
 from engine.diffusion.registry import Registry
 from engine.service.app import make_app
@@ -302,3 +303,115 @@ async def test_a_bad_unit_is_400_before_anything_is_queued(client):
     assert answer["code"] == "controlnet_model_missing"
     jobs = await get(client, "/v1/jobs")
     assert jobs["jobs"] == []
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cn_engine(engine, tiny_unet):
+    """The warm tiny engine with two ControlNets in its models/ControlNet."""
+    folder = engine.config.controlnet_dir
+    write_tiny_controlnet(tiny_unet, folder / "tiny_canny.safetensors", seed=5)
+    write_tiny_controlnet(tiny_unet, folder / "tiny_scribble.safetensors", "ldm", seed=6)
+    return engine
+
+
+def units(engine, *changes: dict) -> list[dict]:
+    """Checked units (as a job carries them) of the sketch, one per `changes`."""
+    base = Registry(engine.config).checkpoint(None)
+    store = functools.partial(store_picture, engine.config)
+    return [
+        u.to_dict()
+        for u in parse_units(engine.config, [{**unit(), **c} for c in changes], base, store)
+    ]
+
+
+def render(engine, controlnet=(), **fields):
+    from engine.diffusion.params import from_request
+
+    request = {"prompt": "a cat", "seed": 7, "steps": 3, "controlnet": list(controlnet)} | fields
+    params = from_request(request, engine.config.generation, engine.config.limits)
+    result = engine.txt2img(params)
+    return np.asarray(result.images[0]).astype(int), result
+
+
+def test_weight_0_and_guidance_ending_at_0_give_the_txt2img_image(cn_engine):
+    plain, _ = render(cn_engine)
+    weightless, _ = render(cn_engine, units(cn_engine, {"weight": 0}))
+    ended, _ = render(cn_engine, units(cn_engine, {"guidance_end": 0}))
+    assert np.abs(weightless - plain).max() <= 1
+    assert np.abs(ended - plain).max() <= 1
+
+
+def test_a_unit_changes_the_picture_and_its_model_stays_loaded(cn_engine):
+    plain, _ = render(cn_engine)
+    loads = cn_engine.controlnets.loads
+    controlled, result = render(cn_engine, units(cn_engine, {"weight": 1.5}))
+    again, _ = render(cn_engine, units(cn_engine, {"weight": 1.5}))
+    assert np.abs(controlled - plain).mean() > 2
+    assert (again == controlled).all()  # same seed, same map: same pixels
+    assert cn_engine.controlnets.loads <= loads + 1  # loaded at most once for both jobs
+    entry = parse_infotext(result.infotexts[0])["ControlNet 0"]
+    title = cn_engine.controlnets.title("tiny_canny")
+    assert entry == (
+        f"Module: canny, Model: {title}, Weight: 1.5, Resize Mode: Crop and Resize, "
+        "Processor Res: 512, Threshold A: 100, Threshold B: 200, Guidance Start: 0.0, "
+        "Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"
+    )
+
+
+def test_two_units_combine(cn_engine):
+    canny = {"weight": 1.5}
+    scribble = {"module": "scribble_xdog", "model": "tiny_scribble", "weight": 1.5}
+    first, _ = render(cn_engine, units(cn_engine, canny))
+    second, _ = render(cn_engine, units(cn_engine, scribble))
+    both, result = render(cn_engine, units(cn_engine, canny, scribble))
+    assert np.abs(both - first).mean() > 1 and np.abs(both - second).mean() > 1
+    info = parse_infotext(result.infotexts[0])
+    assert "tiny_canny" in info["ControlNet 0"] and "tiny_scribble" in info["ControlNet 1"]
+
+
+def test_control_modes_differ_as_the_extensions_do(cn_engine):
+    pictures = {
+        mode: render(cn_engine, units(cn_engine, {"weight": 1.5, "control_mode": mode}))[0]
+        for mode in (0, 1, 2)
+    }
+    assert np.abs(pictures[0] - pictures[1]).mean() > 1
+    assert np.abs(pictures[1] - pictures[2]).mean() > 1
+
+
+def test_an_img2img_unit_without_a_picture_reads_the_init_image(cn_engine):
+    init = store_picture(cn_engine.config, b64(sketch(64, 64)), "init_images[0]")
+    request = {"init_images": [init], "denoising_strength": 0.8}
+    (own,) = units(cn_engine, {"weight": 1.5, "image": b64(sketch(64, 64))})
+    plain, _ = render(cn_engine, **request)
+    controlled, _ = render(cn_engine, [own], **request)
+    borrowed, _ = render(cn_engine, [{**own, "image": None}], **request)
+    assert np.abs(controlled - plain).mean() > 1
+    assert (borrowed == controlled).all()  # the init image is that same sketch
+
+
+@pytest.mark.slow
+def test_webuiapi_drives_controlnet_through_its_own_unit_class(live_service, tiny_unet):
+    folder = live_service.data_dir / "models" / "ControlNet"
+    write_tiny_controlnet(tiny_unet, folder / "tiny_canny.safetensors")
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=live_service.port, sampler="Euler", steps=3)
+    api.set_auth(*API_AUTH)
+    (title,) = api.controlnet_model_list()
+    assert title.startswith("tiny_canny [")
+    assert "canny" in api.controlnet_module_list()
+    detected = api.controlnet_detect([sketch(128, 64)], module="canny", processor_res=64)
+    (edges,) = detected.images  # webuiapi decodes them
+    expected = cv2.Canny(np.asarray(sketch(128, 64)), 64, 64)
+    assert (np.asarray(edges)[:, :, 0] == expected).all()
+
+    settings = {"prompt": "a cat", "seed": 3, "width": 64, "height": 64}
+    plain = api.txt2img(**settings).image
+    cn = webuiapi.ControlNetUnit(image=sketch(64, 64), module="canny", model=title, weight=1.5)
+    controlled = api.txt2img(**settings, controlnet_units=[cn]).image
+    difference = np.abs(np.asarray(controlled).astype(int) - np.asarray(plain)).mean()
+    assert difference > 2
+    info = parse_infotext(controlled.info["parameters"])
+    assert info["ControlNet 0"].startswith(f"Module: canny, Model: {title}, Weight: 1.5")
+    assert "ControlNet 0" not in parse_infotext(plain.info["parameters"])
