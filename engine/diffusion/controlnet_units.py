@@ -240,7 +240,13 @@ def parse_units(
         if unit is not None:
             units.append(unit)
     if len(units) > MAX_UNITS:
-        raise Refusal(prefix, f"{len(units)} enabled units, more than {MAX_UNITS}", "too_many")
+        raise Refusal(
+            prefix,
+            f"{len(units)} enabled units, more than {MAX_UNITS}",
+            "controlnet_too_many_units",
+            count=len(units),
+            limit=MAX_UNITS,
+        )
     # diffusers' guess mode (the extension's CFG injection) is one switch for all the units
     controlling = [unit.control_mode == CONTROL_MODES[2] for unit in units]
     if any(controlling) and not all(controlling):
@@ -291,6 +297,7 @@ def _unit(
         raise Refusal(where(unknown[0]), "not a ControlNet unit field")
     # 2. preprocessor and model
     preprocessor = find_preprocessor(raw.get("module", "none"), where("module"))
+    preprocessor.check_files(config.controlnet_dir / ANNOTATORS, where("module"))
     name, path = find_model(config, raw.get("model", "None"), where("model"))
     check_family(path, base, where("model"))
     # 3. numbers

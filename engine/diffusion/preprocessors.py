@@ -93,8 +93,17 @@ class Preprocessor:
             self.slider_2.pick(threshold_b),
         )
 
-    def missing_files(self, annotators: Path) -> list[str]:
-        return [name for name in self.files if not (annotators / name).exists()]
+    def check_files(self, annotators: Path, field: str = "module") -> None:
+        """Refuse, naming the file, when an annotator weight it needs is missing."""
+        for name in self.files:
+            if not (annotators / name).is_file():
+                raise Refusal(
+                    field,
+                    f"{self.name} needs models/ControlNet/annotators/{name}, which is missing",
+                    "annotator_missing",
+                    module=self.name,
+                    file=name,
+                )
 
     def run(
         self,
@@ -103,18 +112,9 @@ class Preprocessor:
         processor_res: float = -1,
         threshold_a: float = -1,
         threshold_b: float = -1,
-        field: str = "module",
     ) -> np.ndarray:
         """The control map of an RGB picture, HxWx3 uint8 at the processor resolution."""
-        missing = self.missing_files(annotators)
-        if missing:
-            raise Refusal(
-                field,
-                f"{self.name} needs models/ControlNet/annotators/{missing[0]}, which is missing",
-                "annotator_missing",
-                module=self.name,
-                file=missing[0],
-            )
+        self.check_files(annotators)
         resolution, a, b = self.settings(processor_res, threshold_a, threshold_b)
         return as_rgb(self.detect(as_rgb(picture), int(resolution), a, b, annotators))
 
@@ -238,7 +238,32 @@ WEIGHT_FREE = [
     ),
     Preprocessor("blur_gaussian", _blur_gaussian, slider_1=Slider("Sigma", 9.0, 0.01, 64.0, 0.01)),
 ]
-PREPROCESSORS = {p.name: p for p in WEIGHT_FREE}
+
+
+# -- detectors with annotator weights (torch: run in workers only) ---------------------------------
+
+
+def _lineart(weights: str) -> Detector:
+    def detect(picture, resolution, a, b, annotators):
+        from engine.diffusion.annotators import line_drawing  # torch: workers only
+
+        return padded_run(
+            picture, resolution, lambda image: line_drawing(image, annotators / weights)
+        )
+
+    return detect
+
+
+ANNOTATED = [
+    Preprocessor(
+        "lineart_realistic", _lineart("sk_model.safetensors"), files=("sk_model.safetensors",)
+    ),
+    Preprocessor(
+        "lineart_coarse", _lineart("sk_model2.safetensors"), files=("sk_model2.safetensors",)
+    ),
+]
+
+PREPROCESSORS = {p.name: p for p in WEIGHT_FREE + ANNOTATED}
 
 
 def sorted_preprocessors() -> list[Preprocessor]:

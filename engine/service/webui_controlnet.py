@@ -83,6 +83,12 @@ async def controlnet_detect(request: web.Request) -> web.Response:
         for name in ("processor_res", "threshold_a", "threshold_b")
     ]
     annotators = svc.config.controlnet_dir / ANNOTATORS
+    preprocessor.check_files(annotators, "controlnet_module")
+    if preprocessor.files:  # a network: torch, which only workers load
+        raise Refusal(
+            "controlnet_module",
+            f"{preprocessor.name} runs a network, in generation units only (not in detect)",
+        )
 
     def detect_all() -> list[str]:
         maps = []

@@ -415,3 +415,33 @@ def test_webuiapi_drives_controlnet_through_its_own_unit_class(live_service, tin
     info = parse_infotext(controlled.info["parameters"])
     assert info["ControlNet 0"].startswith(f"Module: canny, Model: {title}, Weight: 1.5")
     assert "ControlNet 0" not in parse_infotext(plain.info["parameters"])
+
+
+def test_lineart_needs_its_annotator_file_and_says_which(with_model):
+    with pytest.raises(Refusal, match=r"annotators/sk_model\.safetensors") as refused:
+        parse(with_model, [{**unit(), "module": "lineart_realistic"}])
+    assert refused.value.field == "alwayson_scripts.controlnet.args[0].module"
+    assert refused.value.code == "annotator_missing"
+    assert refused.value.values["file"] == "sk_model.safetensors"
+
+
+def test_lineart_runs_its_network_when_the_weights_are_there(config):
+    from safetensors.torch import save_file
+
+    from engine.diffusion.annotators import LineGenerator
+
+    torch.manual_seed(0)
+    network = LineGenerator().eval()
+    annotators = config.controlnet_dir / "annotators"
+    annotators.mkdir(parents=True)
+    save_file(network.state_dict(), str(annotators / "sk_model.safetensors"))
+    picture = np.array(sketch(128, 64))
+    control = PREPROCESSORS["lineart_realistic"].run(picture, annotators, 64)
+    with torch.no_grad():
+        x = torch.from_numpy(picture).float().div(255).permute(2, 0, 1)[None]
+        lines = (network(x)[0, 0] * 255).clamp(0, 255).byte().numpy()
+    assert control.shape == (64, 128, 3)
+    assert (control[:, :, 1] == 255 - lines).all()
+    (annotators / "sk_model2.safetensors").write_bytes(pickle.dumps({"model0.1.weight": 1}))
+    with pytest.raises(ValueError, match=r"sk_model2\.safetensors is not a lineart annotator"):
+        PREPROCESSORS["lineart_coarse"].run(picture, annotators, 64)
