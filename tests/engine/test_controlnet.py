@@ -445,3 +445,13 @@ def test_lineart_runs_its_network_when_the_weights_are_there(config):
     (annotators / "sk_model2.safetensors").write_bytes(pickle.dumps({"model0.1.weight": 1}))
     with pytest.raises(ValueError, match=r"sk_model2\.safetensors is not a lineart annotator"):
         PREPROCESSORS["lineart_coarse"].run(picture, annotators, 64)
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_the_hires_pass_keeps_the_units(cn_engine, upscaler):
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": upscaler, "denoising_strength": 0.5}
+    plain, _ = render(cn_engine, **hires)
+    controlled, result = render(cn_engine, units(cn_engine, {"weight": 1.5}), **hires)
+    assert controlled.shape == plain.shape == (128, 128, 3)
+    assert np.abs(controlled - plain).mean() > 1
+    assert "ControlNet 0" in parse_infotext(result.infotexts[0])
