@@ -37,6 +37,12 @@ SAMPLER_NAMES = (
     "DPM++ 2M SDE Karras",
     "UniPC",
     "LCM",
+    "PLMS",
+    "DDPM",
+    "Euler Karras",
+    "Heun Karras",
+    "DPM++ 3M SDE",
+    "DPM++ 3M SDE Karras",
 )
 # Names WebUI users type that diffusers has no scheduler for, refused with the reason.
 UNSUPPORTED_SAMPLERS = {

@@ -45,6 +45,7 @@ ROUTES = [
     ("POST", "/v1/versions/rollback", training_views.rollback_version),
     ("GET", "/v1/versions/{name}/file", training_views.export_version),
     ("POST", "/sdapi/v1/txt2img", webui.webui_txt2img),
+    ("POST", "/sdapi/v1/img2img", webui.webui_img2img),
     ("GET", "/sdapi/v1/sd-models", webui.webui_sd_models),
     ("GET", "/sdapi/v1/loras", webui.webui_loras),
     ("GET", "/sdapi/v1/samplers", webui.webui_samplers),

@@ -37,7 +37,6 @@ WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name,
 # left at a neutral value (webuiapi and WebUI's own UI send them with these values).
 WEBUI_UNSUPPORTED = (
     "restore_faces",
-    "tiling",
     "styles",
     "script_name",
     "alwayson_scripts",
@@ -54,7 +53,15 @@ WEBUI_PARAM_FIELDS = (
     "prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "sampler_name", "steps",
     "cfg_scale", "width", "height", "batch_size", "n_iter", "enable_hr", "hr_scale",
     "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "denoising_strength",
+    "tiling",
 )  # fmt: skip
+# img2img's own fields, and the defaults WebUI's API gives them when a client leaves them out
+WEBUI_IMG2IMG_DEFAULTS = {
+    "init_images": None, "mask": None, "resize_mode": 0, "denoising_strength": 0.75,
+    "mask_blur": 4, "inpainting_fill": 0, "inpaint_full_res": True, "inpaint_full_res_padding": 0,
+    "inpainting_mask_invert": False,
+}  # fmt: skip
+WEBUI_IMG2IMG_BOOLS = ("inpaint_full_res", "inpainting_mask_invert")  # WebUI takes 0/1 too
 # WebUI ≥ 1.9 names the noise schedule apart from the sampler; ours are combined names.
 WEBUI_SCHEDULERS = {"": "", "automatic": "", "karras": " Karras"}
 
@@ -103,14 +110,28 @@ class WebuiOptions:
 OPTIONS = web.AppKey("webui_options", WebuiOptions)
 
 
-def webui_request(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """A WebUI txt2img body as our request (model included); ValueError naming a field."""
+def webui_request(
+    body: dict[str, Any], options: dict[str, Any], kind: str = "txt2img"
+) -> dict[str, Any]:
+    """A WebUI txt2img or img2img body as our request (model included); ValueError naming a
+    field."""
     # 1. refuse what we cannot render as asked
     for name in WEBUI_UNSUPPORTED:
         if body.get(name) not in WEBUI_NEUTRAL:
             raise ValueError(f"{name}: not supported by posterbot's engine, got {body[name]!r}")
+    if body.get("initial_noise_multiplier") not in (None, 1, 1.0):
+        raise Refusal("initial_noise_multiplier", "only 1 (the noise as drawn) is supported")
     # 2. our fields under their WebUI names
     request = {name: body[name] for name in WEBUI_PARAM_FIELDS if body.get(name) is not None}
+    if kind == "img2img":
+        for name, default in WEBUI_IMG2IMG_DEFAULTS.items():
+            value = body.get(name)
+            request[name] = default if value is None else value
+        for name in WEBUI_IMG2IMG_BOOLS:
+            if request[name] in (0, 1):
+                request[name] = bool(request[name])
+        if not request["mask"]:
+            del request["mask"]
     sampler = request.get("sampler_name") or body.get("sampler_index")
     if sampler is not None and not isinstance(sampler, str):
         raise Refusal("sampler_name", f"must be a sampler's name, not {sampler!r}")
@@ -146,10 +167,20 @@ def webui_user(request: web.Request) -> str:
 
 async def webui_txt2img(request: web.Request) -> web.Response:
     """WebUI's txt2img: queued like any job; answers when it is done."""
+    return await webui_generate(request, "txt2img")
+
+
+async def webui_img2img(request: web.Request) -> web.Response:
+    """WebUI's img2img (inpainting with a `mask`): queued like any job; answers when done."""
+    return await webui_generate(request, "img2img")
+
+
+async def webui_generate(request: web.Request, kind: str) -> web.Response:
+    """Queue a WebUI body as a job of `kind`, wait for it, answer in WebUI's shape."""
     svc = service(request)
     body = await read_json(request)
-    params = webui_request(body, request.app[OPTIONS].values)
-    queued, _ = await blocking(svc.submit, "txt2img", params, webui_user(request))
+    params = webui_request(body, request.app[OPTIONS].values, kind)
+    queued, _ = await blocking(svc.submit, kind, params, webui_user(request))
     try:
         job = await wait_finished(svc, queued.id)
     except asyncio.CancelledError:  # the client hung up: nobody will see the images
@@ -160,6 +191,8 @@ async def webui_txt2img(request: web.Request) -> web.Response:
     images = []
     if body.get("send_images", True):
         images = await blocking(read_outputs, svc.config.outputs_dir, job["outputs"])
+    if kind == "img2img":  # WebUI does not echo the pictures back
+        body = {**body, "init_images": None, "mask": None}
     return web.json_response(
         {"images": images, "parameters": body, "info": json.dumps(job["info"])}
     )
