@@ -23,6 +23,7 @@ from PIL import Image
 
 from engine.diffusion import hires, img2img, infotext
 from engine.diffusion.conditioning import encode_prompts
+from engine.diffusion.embeddings import EmbeddingSet
 from engine.diffusion.lora import AppliedLora, LoraSet
 from engine.diffusion.params import GenerationParams, check, resolve_seeds
 from engine.diffusion.registry import ModelRef, Registry, is_sdxl
@@ -246,6 +247,7 @@ class Engine:
         self.loras = LoraSet(
             self.pipe, self.registry, config.models.lora_cache_size, config.models.fuse_lora
         )
+        self.embeddings = EmbeddingSet(self.pipe, self.registry)
         self._scheduler_config = dict(self.pipe.scheduler.config)
         self._tasks: dict[str, Any] = {}  # img2img and inpainting pipelines, built once
 
@@ -402,8 +404,10 @@ class Engine:
         count = len(prompts)
         pipe = self.pipe
 
-        # 1. encode prompt and negative prompt together so they have the same chunk count
-        embeds, pooled = encode_prompts(pipe, prompts + negatives, params.clip_skip)
+        # 1. encode prompt and negative prompt together so they have the same chunk count (with
+        #    the textual-inversion embeddings they name)
+        texts = self.embeddings.prepare(prompts + negatives)
+        embeds, pooled = encode_prompts(pipe, texts, params.clip_skip)
         conditioning = {"prompt_embeds": embeds[:count], "negative_prompt_embeds": embeds[count:]}
         if pooled is not None:
             conditioning |= {

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from engine.service import metrics, training_views, views, webui
+from engine.service import metrics, training_views, views, webui, webui_catalogue
 from engine.service.http import SERVICE
 from engine.service.middlewares import errors_as_json, require_auth
 from engine.service.state import Service
@@ -54,6 +54,10 @@ ROUTES = [
     ("POST", "/sdapi/v1/options", webui.webui_set_options),
     ("GET", "/sdapi/v1/progress", webui.webui_progress),
     ("POST", "/sdapi/v1/png-info", webui.webui_png_info),
+    ("GET", "/sdapi/v1/prompt-styles", webui_catalogue.webui_prompt_styles),
+    ("GET", "/sdapi/v1/embeddings", webui_catalogue.webui_embeddings),
+    ("GET", "/sdapi/v1/hypernetworks", webui_catalogue.webui_hypernetworks),
+    ("GET", "/sdapi/v1/cmd-flags", webui_catalogue.webui_cmd_flags),
 ]
 
 

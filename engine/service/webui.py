@@ -25,6 +25,7 @@ from engine.diffusion.samplers import sampler_names
 from engine.service.http import blocking, error_response, read_json, service
 from engine.service.queue_common import FINAL_STATES, Job, State
 from engine.service.state import Service
+from engine.service.webui_catalogue import apply_styles, option_defaults
 from posterbot.config import Config
 from posterbot.errors import Refusal
 from posterbot.files import atomic_write_text
@@ -37,7 +38,6 @@ WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name,
 # left at a neutral value (webuiapi and WebUI's own UI send them with these values).
 WEBUI_UNSUPPORTED = (
     "restore_faces",
-    "styles",
     "script_name",
     "alwayson_scripts",
     "hr_checkpoint_name",
@@ -180,6 +180,7 @@ async def webui_generate(request: web.Request, kind: str) -> web.Response:
     svc = service(request)
     body = await read_json(request)
     params = webui_request(body, request.app[OPTIONS].values, kind)
+    await blocking(apply_styles, params, body.get("styles"), svc.config)
     queued, _ = await blocking(svc.submit, kind, params, webui_user(request))
     try:
         job = await wait_finished(svc, queued.id)
@@ -265,7 +266,7 @@ async def webui_upscalers(request: web.Request) -> web.Response:
 
 
 async def webui_get_options(request: web.Request) -> web.Response:
-    """The current model and CLIP skip, plus anything a client stored."""
+    """WebUI's option keys: its defaults, our model and CLIP skip, what a client stored."""
     svc = service(request)
     base = await blocking(svc.base_model)
     defaults = {
@@ -273,7 +274,7 @@ async def webui_get_options(request: web.Request) -> web.Response:
         "CLIP_stop_at_last_layers": svc.config.generation.clip_skip,
         "samples_format": "png",
     }
-    return web.json_response({**defaults, **request.app[OPTIONS].values})
+    return web.json_response({**option_defaults(), **defaults, **request.app[OPTIONS].values})
 
 
 async def webui_set_options(request: web.Request) -> web.Response:
