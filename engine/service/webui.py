@@ -116,7 +116,10 @@ def webui_request(
     """A WebUI txt2img or img2img body as our request (model included); ValueError naming a
     field."""
     # 1. refuse what we cannot render as asked
+    script = sd_upscale_script(body) if kind == "img2img" else {}
     for name in WEBUI_UNSUPPORTED:
+        if script and name == "script_name":
+            continue
         if body.get(name) not in WEBUI_NEUTRAL:
             raise ValueError(f"{name}: not supported by posterbot's engine, got {body[name]!r}")
     if body.get("initial_noise_multiplier") not in (None, 1, 1.0):
@@ -132,6 +135,7 @@ def webui_request(
                 request[name] = bool(request[name])
         if not request["mask"]:
             del request["mask"]
+        request |= script
     sampler = request.get("sampler_name") or body.get("sampler_index")
     if sampler is not None and not isinstance(sampler, str):
         raise Refusal("sampler_name", f"must be a sampler's name, not {sampler!r}")
@@ -151,6 +155,33 @@ def webui_request(
     if settings.get("CLIP_stop_at_last_layers") is not None:
         request["clip_skip"] = settings["CLIP_stop_at_last_layers"]
     return request
+
+
+SD_UPSCALE = "sd upscale"
+WEBUI_UPSCALER_ORDER = ("None", "Lanczos", "Nearest")  # WebUI's upscaler indexes start so
+
+
+def sd_upscale_script(body: dict[str, Any]) -> dict[str, Any]:
+    """WebUI's "SD upscale" script (`script_args`: info, overlap, upscaler name or index,
+    scale factor) as our fields; {} when the body runs no script or another one."""
+    if str(body.get("script_name") or "").strip().lower() != SD_UPSCALE:
+        return {}
+    args = body.get("script_args") or []
+    if not isinstance(args, list) or len(args) < 4:
+        raise Refusal("script_args", "SD upscale takes [info, overlap, upscaler, scale factor]")
+    _, overlap, upscaler, scale = args[:4]
+    if isinstance(upscaler, int) and not isinstance(upscaler, bool):
+        if not 0 <= upscaler < len(WEBUI_UPSCALER_ORDER):
+            raise Refusal("script_args", f"upscaler index {upscaler} is not one of 0, 1, 2")
+        upscaler = WEBUI_UPSCALER_ORDER[upscaler]
+    if upscaler == "None":  # WebUI's "None" still resizes to the scale, with Lanczos
+        upscaler = "Lanczos"
+    return {
+        "sd_upscale_overlap": overlap,
+        "sd_upscale_upscaler": upscaler,
+        "sd_upscale_scale": scale,
+        "batch_size": 1,  # WebUI's batch size there is tiles per call; one picture per n_iter
+    }
 
 
 def webui_user(request: web.Request) -> str:
