@@ -25,6 +25,11 @@ NOTE_TEXTS = {
     "count_range": "{phrase} asks for {low} to {high}: drawing {count}",
     "count_unreadable": "ignored {phrase}: not a number of images",
     "untranslated": "not translated (add them to the glossary): {words}",
+    "dictionary_words": "translated with the CC-CEDICT dictionary (the glossary can choose "
+    "better words): {words}",
+    "corrected": "read as: {words}",
+    "kept_out": "not drawn (gibberish letters or a sheet of views; the poster step lays out the "
+    "copy): {words}",
     "extra_poster_text": "ignored extra poster text {text}",
     "copy_space": "asked the model to leave room for the title",
     "llm_skipped": "LLM step skipped, used the template: {reason}",

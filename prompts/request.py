@@ -15,6 +15,7 @@ from typing import Any
 
 from posterbot.config import GenerationSettings, check_copy_length
 from posterbot.errors import Refusal
+from prompts.dictionary import Dictionary
 from prompts.lexicon import Glossary
 from prompts.notes import Note
 from prompts.sizes import ratio_target
@@ -220,6 +221,38 @@ def _unquoted_end(value: str) -> int:
         if not english or _KEYWORD_AHEAD.match(value, space.end()):
             return space.start()
     return len(value.rstrip())
+
+
+# Full-width digits and Latin letters (０-９, Ａ-Ｚ, ａ-ｚ) as typed by Chinese input methods.
+_HALF_WIDTH = {code: code - 0xFEE0 for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B))}
+_HALF_WIDTH |= {code: code - 0xFEE0 for code in range(0xFF41, 0xFF5B)}
+_HAN_RUN = re.compile(r"[\u3400-\u9fff]+")
+
+
+def half_width(text: str) -> str:
+    """`来４张` -> `来4张`: full-width digits and letters as ASCII; punctuation stays."""
+    return text.translate(_HALF_WIDTH)
+
+
+def simplified_outside_quotes(text: str, dictionary: Dictionary) -> tuple[str, list[str]]:
+    """Traditional characters written simplified (聖誕節 -> 圣诞节), except in quoted copy.
+
+    Returns (text, the runs changed as "聖誕節 → 圣诞节") for the notes.
+    """
+    changed: list[str] = []
+
+    def simplify(part: str) -> str:
+        for run in _HAN_RUN.findall(part):
+            if (simple := dictionary.to_simplified(run)) != run:
+                changed.append(f"{run} → {simple}")
+        return dictionary.to_simplified(part)
+
+    pieces, done = [], 0
+    for match in _BARE_QUOTE.finditer(text):
+        pieces += [simplify(text[done : match.start()]), match.group(0)]
+        done = match.end()
+    pieces.append(simplify(text[done:]))
+    return "".join(pieces), changed
 
 
 def extract_titles(text: str) -> tuple[str, str, str, str, list[Note]]:

@@ -24,6 +24,8 @@ from posterbot.config import (
     Preset,
 )
 from posterbot.errors import Refusal
+from prompts.dictionary import Dictionary, load_dictionary
+from prompts.fallback import fill_gaps
 from prompts.lexicon import Glossary, Term, Token, load_glossary
 from prompts.notes import Note
 from prompts.presets import find_preset, ip_layer, merge_settings
@@ -34,6 +36,8 @@ from prompts.request import (
     extract_seed,
     extract_size,
     extract_titles,
+    half_width,
+    simplified_outside_quotes,
     split_options,
 )
 from prompts.sizes import generation_size, orientation_of, orientation_size
@@ -209,6 +213,7 @@ class _Reading:
     untranslated: list[str] = field(default_factory=list)
     numbers: list[str] = field(default_factory=list)
     solo: bool = False  # 不要人: the mascot alone
+    kept_out: list[str] = field(default_factory=list)  # negative-only words asked for (文字)
 
 
 def _ends_negation(tokens: list[Token], i: int, governed: bool) -> bool:
@@ -219,6 +224,23 @@ def _ends_negation(tokens: list[Token], i: int, governed: bool) -> bool:
     before = tokens[i - 1].text if i > 0 else ""
     after = tokens[i + 1].text if i + 1 < len(tokens) else ""
     return not (before.isascii() and after.isascii() and before.isalnum() and after.isalnum())
+
+
+def _bare_verb(terms: list[Term], tokens: list[Token], i: int) -> Term | None:
+    """The last term read, when it is a verb alone (喝 "drinking") said right before token i."""
+    if not terms or i == 0 or tokens[i - 1].term is not terms[-1]:
+        return None
+    verb = terms[-1]
+    if verb.category != "action" or len(verb.phrase.split()) != 1 or verb.tags != (verb.phrase,):
+        return None
+    return verb
+
+
+def _verb_object(verb: Term, thing: Term) -> Term:
+    """喝 + 豆浆 -> "drinking soy milk", as the action and its tag, and the thing's own tags."""
+    action = f"{verb.phrase} {thing.tags[0]}"
+    source = "dictionary" if "dictionary" in (verb.source, thing.source) else "glossary"
+    return Term(verb.word + thing.word, "action", (action, *thing.tags), action, source)
 
 
 def _read_tokens(tokens: list[Token], glossary: Glossary) -> _Reading:
@@ -246,7 +268,13 @@ def _read_tokens(tokens: list[Token], glossary: Glossary) -> _Reading:
                 term = token.term
                 found.negated.append(term.tags[0] if term.tags else term.phrase)
                 governed = True
+            elif token.term.negative_only:
+                found.kept_out.append(token.text)  # 加上文字: the poster step lays out copy
             elif token.term not in found.terms:
+                if (verb := _bare_verb(found.terms, tokens, i)) and token.term.category == "prop":
+                    found.terms[-1] = _verb_object(verb, token.term)  # 喝 + 豆浆
+                    previous_end = -1
+                    continue
                 if replacing:  # 换成国潮: the earlier style (or scene, action ...) goes
                     kind = token.term.category
                     found.terms = [term for term in found.terms if term.category != kind]
@@ -387,6 +415,7 @@ def parse_request(
     template: Preset | None = None,
     ip_name: str | None = None,
     glossary: Glossary | None = None,
+    dictionary: Dictionary | None = None,
 ) -> Draft:
     """Read a chat request (or a raw WebUI prompt) into a Draft.
 
@@ -408,9 +437,11 @@ def parse_request(
             limit=limit,
         )
     glossary = glossary or load_glossary(config.prompts.glossary_dir)
+    dictionary = dictionary or load_dictionary()
 
-    # 2. options, then a raw WebUI prompt passes through
-    text, options = split_options(request)
+    # 2. options, then a raw WebUI prompt passes through; full-width digits and letters (１２张)
+    # are the ASCII ones
+    text, options = split_options(half_width(request))
     if options.preset:
         template = find_preset(config, options.preset)
     # The size is applied after merging (a named size maps to a generation size).
@@ -424,7 +455,9 @@ def parse_request(
         draft = _raw_draft(text, options, [request_layer, template], config)
         return _finish_parameters(draft, option_targets, None, None, config)
 
-    # 3. the parts that are not picture: poster text, seed, size, hires, count
+    # 3. the parts that are not picture: poster text, seed, size, hires, count. Traditional
+    # characters read as simplified (the copy in quotes stays as typed).
+    text, corrections = simplified_outside_quotes(text, dictionary)
     title, subtitle, cta, text, notes = extract_titles(text)
     seed, text = extract_seed(text)
     targets, orientation, text = extract_size(text, glossary)
@@ -444,8 +477,16 @@ def parse_request(
         notes.append(Note("lora_tag_ignored", {"tag": tag}))
     text = _EXTRA_NETWORK.sub("，", text)
 
-    # 5. the glossary: terms, English words, negations, untranslated words
-    reading = _read_tokens(glossary.tokenize(text), glossary)
+    # 5. the glossary, then typos and the dictionary for its gaps: terms, English words,
+    # negations, untranslated words
+    filled = fill_gaps(glossary.tokenize(text), glossary, dictionary)
+    reading = _read_tokens(filled.tokens, glossary)
+    corrections += [f"{typed} → {word}" for typed, word in filled.corrections]
+    if corrections:
+        notes.append(Note("corrected", {"words": ", ".join(corrections)}))
+    if filled.dictionary:
+        words = ", ".join(dict.fromkeys(f"{word} {english}" for word, english in filled.dictionary))
+        notes.append(Note("dictionary_words", {"words": words}))
     terms, english, untranslated, numbers = (
         reading.terms,
         reading.english,
@@ -456,6 +497,8 @@ def parse_request(
     solo = list(SOLO_TAGS) if reading.solo else []  # 不要人: the mascot alone
     if reading.solo:
         negated += [word for word in NO_PEOPLE_NEGATIVE if word not in negated]
+    if reading.kept_out:
+        notes.append(Note("kept_out", {"words": ", ".join(reading.kept_out)}))
     if english:
         notes.append(Note("english_kept", {"words": ", ".join(english)}))
     if numbers:

@@ -262,7 +262,9 @@ CASES = [
         "达达送快递，不要文字，不要水印",
         {"negative": ["text", "watermark", "lowres"], "no_tags": ["text"]},
     ),
-    ("达达和长颈鹿", {"notes": ["not translated", "长颈鹿"]}),
+    # outside the glossary: the dictionary draws it, and the notes say so
+    ("达达和长颈鹿", {"has_tags": ["giraffe"], "notes": ["CC-CEDICT", "长颈鹿 giraffe"]}),
+    ("达达和犇犇犇", {"notes": ["not translated", "犇犇犇"]}),
     # --- hires, seed, options on a chat request
     ("高清修复，种子1234", {"enable_hr": True, "seed": 1234}),
     ("达达挥手 --steps 30 --seed 42 --cfg 6.5", {"steps": 30, "seed": 42, "cfg_scale": 6.5}),
