@@ -56,6 +56,7 @@ MAX_PROMPT_BREAKS = 4
 MAX_QUOTED_WORDS = 30  # of the words a refusal names: enough to find them in the prompt
 MAX_SENTENCE_PHRASES = 2  # per part of the sentence; more reads as a list, and tags carry them
 SENTENCE_CATEGORIES = ("action", "scene", "festival", "season")
+FRONT_CATEGORIES = ("action", "scene")  # their first tags come first: see _content_tags
 # Finished sizes are resized by the poster step (Pillow), not generated, so they may exceed
 # limits.max_side; this keeps a typo (20000x20000) from filling memory. 易拉宝 at 100 dpi is 7874.
 MAX_TARGET_SIDE = 8192
@@ -505,7 +506,7 @@ def parse_request(
         notes.append(Note("numbers_ignored", {"numbers": ", ".join(numbers)}))
     styles = [tag for term in terms if term.category == "style" for tag in term.tags]
     request_layer = Preset(settings=request_settings, style_tags=styles or None)
-    content = [t for term in terms if term.category not in ("style", "quality") for t in term.tags]
+    content = _content_tags(terms)
     quality = [t for term in terms if term.category == "quality" for t in term.tags]
 
     # 6. settings: request > template > IP > global
@@ -518,7 +519,7 @@ def parse_request(
         trigger=ip.trigger if ip else "",
         lora=LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None,
         sentence=_sentence(subject, terms),
-        content_tags=content + english + solo,
+        content_tags=_unique([*solo, *content, *english]),
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
         negative_tags=negated,
         settings=settings,
@@ -569,6 +570,45 @@ def _finish_parameters(
     return replace(draft, settings=settings, targets=targets, notes=notes)
 
 
+def _content_tags(terms: list[Term]) -> list[str]:
+    """What the request is about: the first tag of each action and place first (with the trigger
+    and the sentence they fit in CLIP's first 75-token chunk, which weighs most), then every
+    term's tags in the order said."""
+    front = [term.tags[0] for term in terms if term.category in FRONT_CATEGORIES and term.tags]
+    rest = [tag for term in terms if term.category not in ("style", "quality") for tag in term.tags]
+    return _unique([*front, *rest])
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _plain(tag: str) -> str:
+    """A tag compared as singular words: "red lanterns" -> "red lantern"."""
+    return " ".join(_singular(word) for word in tag.lower().split())
+
+
+def merge_near_duplicates(tags: list[str]) -> list[str]:
+    """Keep one of tags that say the same: singular and plural ("lantern", "lanterns"), and a
+    word another tag already holds at its end ("mooncake" after "eating mooncake", "sale" with
+    "flash sale"): the fuller tag stays, where the first of them stood."""
+    plain = [_plain(tag) for tag in tags]
+    kept: list[str] = []
+    seen: set[str] = set()
+    for tag, words in zip(tags, plain, strict=True):
+        fuller = any(other != words and other.endswith(" " + words) for other in plain)
+        if words not in seen and not fuller:
+            kept.append(tag)
+        seen.add(words)
+    return kept
+
+
 def _unique(words: list[str]) -> list[str]:
     seen: set[str] = set()
     return [w for w in words if not (w.lower() in seen or seen.add(w.lower()))]
@@ -607,6 +647,7 @@ def finish(draft: Draft, source: str = "template", notes: list[Note] | None = No
     else:
         room = list(COPY_SPACE_TAGS) if copy_space else []
         tags = _unique([*draft.content_tags, *draft.style_tags, *room, *draft.quality_tags])
+        tags = merge_near_duplicates(tags)
         said_no = _negative_words(negative)
         tags = [tag for tag in tags if not _said_no_to(tag, said_no)]
         prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)

@@ -78,11 +78,11 @@ def test_the_real_dictionary_fills_gaps():
     ("request_text", "tags", "from_dictionary"),
     [
         ("达达喝奶茶", ["drinking milk tea", "bubble tea"], ""),  # the glossary first
-        ("达达喝豆浆", ["drinking soy milk", "soy milk"], "豆浆 soy milk"),
-        ("达达拿着闹钟", ["holding alarm clock", "alarm clock"], ""),
+        ("达达喝豆浆", ["drinking soy milk"], "豆浆 soy milk"),
+        ("达达拿着闹钟", ["holding alarm clock"], ""),
         ("达达和长颈鹿在公园", ["giraffe", "park"], "长颈鹿 giraffe"),
         ("达达拿着灭火器", ["holding fire extinguisher"], "灭火器 fire extinguisher"),
-        ("达达吃烤鸭", ["eating roast duck", "roast duck"], "烤鸭 roast duck"),
+        ("达达吃烤鸭", ["eating roast duck"], "烤鸭 roast duck"),
         ("达达骑着滑板", ["riding skateboard"], "滑板 skateboard"),
         ("新店开业 舞狮", ["grand opening", "lion dance"], ""),
     ],

@@ -16,12 +16,12 @@ def _corrected(prompt) -> str:
     ("request_text", "tags", "correction"),
     [
         ("元霄节达达赏月", ["lantern festival", "looking at the moon"], "元霄节 → 元宵节"),
-        ("达达吃汤元", ["tangyuan"], "汤元 → 汤圆"),
+        ("达达吃汤元", ["eating tangyuan"], "汤元 → 汤圆"),
         ("国亲节放烟花", ["national day", "fireworks"], "国亲节 → 国庆节"),  # qin for qing
         ("端五节划龙舟", ["dragon boat festival"], "端五节 → 端午节"),
         ("中球节吃月饼", ["mid-autumn festival", "eating mooncake"], "中球节 → 中秋节"),
         ("圣旦节 达达送快递", ["christmas", "delivering parcels"], "圣旦节 → 圣诞节"),
-        ("万圣结南瓜", ["halloween", "pumpkin"], "万圣结 → 万圣节"),
+        ("万圣结南瓜", ["halloween", "pumpkins"], "万圣结 → 万圣节"),
         ("聖誕節 達達送快遞", ["christmas", "delivering parcels"], "聖誕節 → 圣诞节"),
         ("國慶節 放煙花", ["national day", "fireworks"], "國慶節 → 国庆节"),
     ],
