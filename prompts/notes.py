@@ -17,6 +17,7 @@ NOTE_TEXTS = {
     "size_over_orientation": "size {size} given; ignored the word for {orientation}",
     "resized": "generating at {generated} (multiples of 64), resized to {final}",
     "raw_prompt": "raw WebUI prompt: passed through unchanged",
+    "raw_options": "raw WebUI prompt passed through; applied the options said in words: {options}",
     "raw_no_ip": "the prompt names no configured IP's trigger word or LoRA",
     "several_loras": "several LoRAs: {loras}",
     "lora_tag_ignored": "ignored {tag}: the LoRA comes from the IP's config",

@@ -28,6 +28,7 @@ from prompts.dictionary import Dictionary, load_dictionary
 from prompts.fallback import fill_gaps
 from prompts.lexicon import Glossary, Term, Token, load_glossary
 from prompts.notes import Note
+from prompts.pasted import read_pasted
 from prompts.presets import find_preset, ip_layer, merge_settings
 from prompts.request import (
     Options,
@@ -455,11 +456,27 @@ def parse_request(
         request_layer = Preset(settings=request_settings)
         draft = _raw_draft(text, options, [request_layer, template], config)
         return _finish_parameters(draft, option_targets, None, None, config)
+    if pasted := read_pasted(text, config, glossary, most_images(config)):
+        # a WebUI prompt with options said in words (竖版 来4张): the prompt as typed
+        if pasted.seed is not None:
+            request_settings.setdefault("seed", pasted.seed)
+        if pasted.hires:
+            request_settings.setdefault("enable_hr", True)
+        request_layer = Preset(settings=request_settings)
+        draft = _raw_draft(pasted.prompt, options, [request_layer, template], config)
+        option_note = Note("raw_options", {"options": ", ".join(pasted.options)})
+        draft = replace(draft, notes=[*draft.notes, option_note])
+        targets = option_targets or pasted.targets
+        return _finish_parameters(draft, targets, pasted.orientation, pasted.count, config)
 
     # 3. the parts that are not picture: poster text, seed, size, hires, count. Traditional
-    # characters read as simplified (the copy in quotes stays as typed).
+    # characters read as simplified (the copy in quotes stays as typed). LoRA tags typed into a
+    # chat request are not obeyed, and go first: <lora:dada_v3:1> holds no 3:1 and no IP name.
+    lora_notes = [Note("lora_tag_ignored", {"tag": tag}) for tag in _EXTRA_NETWORK.findall(text)]
+    text = _EXTRA_NETWORK.sub("，", text)
     text, corrections = simplified_outside_quotes(text, dictionary)
     title, subtitle, cta, text, notes = extract_titles(text)
+    notes = lora_notes + notes
     seed, text = extract_seed(text)
     targets, orientation, text = extract_size(text, glossary)
     hires, text = extract_hires(text, glossary)
@@ -470,13 +487,10 @@ def parse_request(
     if hires:
         request_settings.setdefault("enable_hr", True)
 
-    # 4. which IP; LoRA tags and weights typed into a chat request are not obeyed
+    # 4. which IP
     named, text = _find_ips(text, config)
     ip, ip_notes = _choose_ip(named, options, ip_name, config)
     notes += ip_notes
-    for tag in _EXTRA_NETWORK.findall(text):
-        notes.append(Note("lora_tag_ignored", {"tag": tag}))
-    text = _EXTRA_NETWORK.sub("，", text)
 
     # 5. the glossary, then typos and the dictionary for its gaps: terms, English words,
     # negations, untranslated words
