@@ -12,6 +12,7 @@ from typing import Any
 
 NOTE_TEXTS = {
     "several_ips": "several IPs named; used {used} (one LoRA per poster), not {others}",
+    "ips_together": "drew {ips} together; LoRA weights {weights}",
     "default_ip": "no IP named; used the default IP {ip}",
     "no_ip": "no IP configured: the prompt has no trigger word and no LoRA",
     "size_over_orientation": "size {size} given; ignored the word for {orientation}",

@@ -93,6 +93,7 @@ class Draft:
     subtitle: str = ""
     cta: str = ""
     raw_prompt: str = ""  # a WebUI prompt passed through unchanged
+    extra_loras: list[LoraTag] = field(default_factory=list)  # a second mascot's
     notes: list[Note] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
 
@@ -178,8 +179,8 @@ def _choose_ip(
 ) -> tuple[IPConfig | None, list[Note]]:
     if options.ip:
         return config.find_ip(options.ip), []
-    if len(named) > 1:
-        others = ", ".join(ip.name for ip in named[1:])
+    if len(named) > config.prompts.max_ips_per_poster:
+        others = ", ".join(ip.name for ip in named[config.prompts.max_ips_per_poster :])
         return named[0], [Note("several_ips", {"used": named[0].name, "others": others})]
     if named:
         return named[0], []
@@ -189,6 +190,20 @@ def _choose_ip(
     if ip is None:
         return None, [Note("no_ip")]
     return ip, [Note("default_ip", {"ip": ip.name})]
+
+
+def _together(ips: list[IPConfig], config: Config) -> tuple[str, str, list[LoraTag], list[Note]]:
+    """Several mascots on one poster: (triggers, subject naming all, LoRAs, notes). The LoRA
+    weights keep their proportions and add up to at most prompts.shared_lora_weight."""
+    with_lora = [ip for ip in ips if ip.lora]
+    total = sum(ip.lora_weight for ip in with_lora)
+    scale = min(1.0, config.prompts.shared_lora_weight / total) if total else 1.0
+    loras = [LoraTag(ip.lora, round(ip.lora_weight * scale, 2)) for ip in with_lora]
+    subjects = [ip.description or DEFAULT_SUBJECT for ip in ips]
+    subject = " and ".join(subjects) + " together"
+    weights = " + ".join(f"{lora.name} {lora.weight:g}" for lora in loras) or "no LoRA"
+    note = Note("ips_together", {"ips": ", ".join(ip.name for ip in ips), "weights": weights})
+    return ", ".join(ip.trigger for ip in ips), subject, loras, [note]
 
 
 def _sentence(subject: str, terms: list[Term]) -> str:
@@ -527,11 +542,18 @@ def parse_request(
     layers = [request_layer, template, ip_layer(ip) if ip else None]
     settings, style_tags = merge_settings(layers, config.generation)
     subject = (ip.description if ip else "") or DEFAULT_SUBJECT
+    trigger = ip.trigger if ip else ""
+    loras = [LoraTag(ip.lora, ip.lora_weight)] if ip and ip.lora else []
+    together = named[: config.prompts.max_ips_per_poster] if not options.ip else []
+    if len(together) > 1 and ip is together[0]:  # 达达和京东狗一起: both on the poster
+        trigger, subject, loras, together_notes = _together(together, config)
+        notes += together_notes
     draft = Draft(
         request=request,
         ip=ip,
-        trigger=ip.trigger if ip else "",
-        lora=LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None,
+        trigger=trigger,
+        lora=loras[0] if loras else None,
+        extra_loras=loras[1:],
         sentence=_sentence(subject, terms),
         content_tags=_unique([*solo, *content, *english]),
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
@@ -664,7 +686,7 @@ def finish(draft: Draft, source: str = "template", notes: list[Note] | None = No
         tags = merge_near_duplicates(tags)
         said_no = _negative_words(negative)
         tags = [tag for tag in tags if not _said_no_to(tag, said_no)]
-        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
+        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora, draft.extra_loras)
         if source == "template" and draft.untranslated:
             all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
         if copy_space:
@@ -683,6 +705,7 @@ def finish(draft: Draft, source: str = "template", notes: list[Note] | None = No
         source=source,
         targets=draft.targets,
         notes=all_notes,
+        extra_loras=draft.extra_loras,
     )
 
 

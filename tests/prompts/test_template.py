@@ -256,7 +256,7 @@ CASES = [
         },
     ),
     # --- several IPs, negations, untranslated words
-    ("达达和京东狗一起过年", {"ip": "dada", "notes": ["used dada", "not joy"]}),
+    ("达达和京东狗一起过年", {"ip": "dada", "trigger": "dadaknight, joydog"}),
     ("京东狗在公园", {"ip": "joy", "lora": {"name": "joy_v1", "weight": 0.7}}),
     (
         "达达送快递，不要文字，不要水印",
@@ -354,7 +354,8 @@ def test_request_becomes_structured_prompt(config, request_text, expected):
     # Every chat prompt has the designers' shape: trigger first, LoRA last.
     if prompt.ip and Note("raw_prompt") not in prompt.notes:
         assert prompt.prompt.startswith(prompt.trigger + ", ")
-        assert prompt.prompt.endswith(prompt.lora.render())
+        last = (prompt.extra_loras or [prompt.lora])[-1]
+        assert prompt.prompt.endswith(last.render())
     assert prompt.width % 64 == 0 and prompt.height % 64 == 0
     assert prompt.source == "template"
 
