@@ -542,6 +542,8 @@ def parse_request(
     layers = [request_layer, template, ip_layer(ip) if ip else None]
     settings, style_tags = merge_settings(layers, config.generation)
     subject = (ip.description if ip else "") or DEFAULT_SUBJECT
+    # what the request (or the IP's negative prompt) says no to stays out of the sentence too
+    said_no = _negative_words(", ".join([*negated, settings.negative_prompt]))
     trigger = ip.trigger if ip else ""
     loras = [LoraTag(ip.lora, ip.lora_weight)] if ip and ip.lora else []
     together = named[: config.prompts.max_ips_per_poster] if not options.ip else []
@@ -554,7 +556,9 @@ def parse_request(
         trigger=trigger,
         lora=loras[0] if loras else None,
         extra_loras=loras[1:],
-        sentence=_sentence(subject, terms),
+        sentence=_sentence(
+            subject, [term for term in terms if not _said_no_to(term.phrase, said_no)]
+        ),
         content_tags=_unique([*solo, *content, *english]),
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
         negative_tags=negated,
