@@ -296,6 +296,19 @@ class PromptsConfig:
     # A folder of extra glossary .toml files (same layout as prompts/glossary/); their entries
     # add to and override the built-in ones, so admins extend the vocabulary without a release.
     glossary_dir: str = ""
+    # Mascots one poster may draw together ("达达和京东狗一起…": both triggers and LoRAs); 1 = the
+    # first one named only. Their LoRA weights are scaled down to add up to at most
+    # shared_lora_weight: two LoRAs at full weight fight over every face.
+    max_ips_per_poster: int = 2
+    shared_lora_weight: float = 1.2
+
+    def __post_init__(self) -> None:
+        _require(self.max_ips_per_poster >= 1, "prompts.max_ips_per_poster", "must be at least 1")
+        _require(
+            0.0 < self.shared_lora_weight <= MAX_LORA_WEIGHT * 2,
+            "prompts.shared_lora_weight",
+            f"must be above 0 and at most {MAX_LORA_WEIGHT * 2:g}",
+        )
 
 
 # Names of earlier releases, so an old [presets.NAME] table gets a pointer instead of a riddle.
