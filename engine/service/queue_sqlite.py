@@ -44,6 +44,7 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import (
     Job,
     JobNotFound,
@@ -101,7 +102,7 @@ _SELECT_JOB = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _FAIR_ORDER = "priority, turn, created_at, rowid"  # claim order of queued jobs
 
 
-class JobQueue:
+class JobQueue(JobQueueBase):
     """One process's connection to the queue file; thread-safe, open one per process."""
 
     def __init__(
@@ -155,12 +156,6 @@ class JobQueue:
 
     def close(self) -> None:
         self.db.close()
-
-    def __enter__(self) -> JobQueue:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -629,16 +624,39 @@ class JobQueue:
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return self._job(conn, job_id)
 
+    # -- operations --------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[Job]:
+        """Dead jobs, newest first: in this backend the dead-letter list is the dead state."""
+        return self.list_jobs(state=State.DEAD, limit=limit)
+
+    def requeue_dead(self, job_id: str) -> Job:
+        """dead → queued with no attempts spent, its last error kept until it runs again."""
+        with self._write() as conn:
+            job = self._job(conn, job_id)
+            if job.state != State.DEAD:
+                raise JobStateError(f"job {job_id} is {job.state.value}, not dead")
+            return self._jobs(
+                conn,
+                "UPDATE jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
+                f" started_at = NULL WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
+                (job_id,),
+            )[0]
+
 
 def queue_path(config: Config) -> Path:
+    """The file `[queue] url` names (sqlite:///PATH), else engine.db in the data folder."""
+    if config.queue.url.startswith("sqlite:///"):
+        return Path(config.queue.url.removeprefix("sqlite:///"))
     return config.data_dir / QUEUE_FILE
 
 
 def open_queue(config: Config, workers: int = 1) -> JobQueue:
-    """The job queue file of this data folder, with the [engine] limits."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    """The SQLite job queue of this configuration, with the [engine] limits."""
+    path = queue_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return JobQueue(
-        queue_path(config),
+        path,
         max_queue=config.engine.max_queue,
         max_attempts=config.engine.max_attempts,
         workers=workers,

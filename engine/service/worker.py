@@ -37,8 +37,9 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.service.kinds import KINDS
+from engine.service.queue_backend import open_queue
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, JobStateError
-from engine.service.queue_sqlite import JobQueue, open_queue
 from posterbot.config import Config
 from posterbot.errors import Failure, code_of
 from posterbot.logs import LogSetup, setup_worker
@@ -49,7 +50,9 @@ log = logging.getLogger(__name__)
 class Heartbeat(threading.Thread):
     """Renews the leases of the jobs in hand; notices when the service process is gone."""
 
-    def __init__(self, queue: JobQueue, worker_id: str, lease_s: float, stopping: threading.Event):
+    def __init__(
+        self, queue: JobQueueBase, worker_id: str, lease_s: float, stopping: threading.Event
+    ):
         super().__init__(name="heartbeat", daemon=True)
         self.queue = queue
         self.worker_id = worker_id
