@@ -19,6 +19,7 @@ The job record, states and errors are in `queue_common.py`.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -173,6 +174,12 @@ class JobQueueBase(abc.ABC):
     def requeue_dead(self, job_id: str) -> Job:
         """A dead job back in the queue with fresh attempts (an operator fixed the cause);
         `JobStateError` if it is not dead."""
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Return soon after any job changed, or after `timeout_s`. The SQLite file cannot tell
+        another process that it changed, so by default this waits the whole timeout (the event
+        watcher then re-reads on a fixed tick)."""
+        time.sleep(timeout_s)
 
     @abc.abstractmethod
     def close(self) -> None:

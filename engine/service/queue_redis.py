@@ -396,6 +396,7 @@ class RedisQueue(JobQueueBase):
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url, decode_responses=True)
         self.now = now or time.time
+        self._events: redis.client.PubSub | None = None
         self._scripts = {
             name: self.redis.register_script(_LIB + body)
             for name, body in (
@@ -439,7 +440,19 @@ class RedisQueue(JobQueueBase):
                 raise LeaseLost(message) from None
             raise
 
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Return when the `events` channel names a changed job (every script publishes the ids
+        it touched), or after `timeout_s`; one caller at a time (the event watcher)."""
+        if self._events is None:
+            self._events = self.redis.pubsub(ignore_subscribe_messages=True)
+            self._events.subscribe(self._key("events"))
+        if self._events.get_message(timeout=timeout_s) is not None:
+            while self._events.get_message(timeout=0) is not None:
+                pass  # one re-read covers every change so far
+
     def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
         self.redis.close()
 
     # -- submitting and reading -------------------------------------------------------------

@@ -37,7 +37,7 @@ class Service:
         self.api_auth = api_auth or None
         self.registry = Registry(config)
         self.started_at = time.time()
-        self.watcher = JobWatcher(self.read_events)
+        self.watcher = JobWatcher(self.read_events, queue.wait_for_changes)
 
     def submit(
         self,

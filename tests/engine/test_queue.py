@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -526,3 +527,15 @@ def test_killed_worker_leaves_its_job_recoverable(backend: Backend, clock: Clock
     if backend.name == "sqlite":  # the file is intact after the kill
         with sqlite3.connect(backend.spec) as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_valkey_wakes_an_event_reader_when_a_job_changes(valkey_url: str) -> None:
+    """The service's event watcher waits on the queue: with Valkey a change ends the wait."""
+    with RedisQueue(valkey_url) as reader, RedisQueue(valkey_url) as writer:
+        reader.wait_for_changes(0.01)  # subscribed from here on
+        woke = threading.Event()
+        waiting = threading.Thread(target=lambda: (reader.wait_for_changes(60), woke.set()))
+        waiting.start()
+        writer.submit("txt2img", {}, "alice")
+        waiting.join(20)
+        assert woke.is_set()
