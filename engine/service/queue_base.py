@@ -175,6 +175,14 @@ class JobQueueBase(abc.ABC):
         """A dead job back in the queue with fresh attempts (an operator fixed the cause);
         `JobStateError` if it is not dead."""
 
+    @abc.abstractmethod
+    def announce(self, worker_id: str, capabilities: dict[str, Any]) -> None:
+        """Say what a worker runs (models, LoRAs, VRAM), so submits go to a pool that runs it."""
+
+    @abc.abstractmethod
+    def workers_announced(self) -> list[dict[str, Any]]:
+        """What workers said they run (`announce`), recent ones only."""
+
     def wait_for_changes(self, timeout_s: float) -> None:
         """Return soon after any job changed, or after `timeout_s`. The SQLite file cannot tell
         another process that it changed, so by default this waits the whole timeout (the event

@@ -594,6 +594,13 @@ class JobQueue(JobQueueBase):
         """Dead jobs, newest first: in this backend the dead-letter list is the dead state."""
         return self.list_jobs(state=State.DEAD, limit=limit)
 
+    def announce(self, worker_id: str, capabilities: dict[str, Any]) -> None:
+        """Nothing to route: this file's workers are the service's own, on its host."""
+        return None
+
+    def workers_announced(self) -> list[dict[str, Any]]:
+        return []  # the service's supervisor knows its workers (/healthz)
+
     def requeue_dead(self, job_id: str) -> Job:
         """dead → queued with no attempts spent, its last error kept until it runs again."""
         with self._write() as conn:
