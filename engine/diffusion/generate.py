@@ -24,6 +24,7 @@ from PIL import Image
 from engine.diffusion import hires, img2img, infotext
 from engine.diffusion.conditioning import encode_prompts
 from engine.diffusion.controlnet import NO_CONTROLS, ControlNetSet, Controls, prepare
+from engine.diffusion.embeddings import EmbeddingSet
 from engine.diffusion.lora import AppliedLora, LoraSet
 from engine.diffusion.params import GenerationParams, check, resolve_seeds
 from engine.diffusion.registry import ModelRef, Registry, is_sdxl
@@ -205,6 +206,42 @@ class Start:
     picture: Image.Image
     hash: str
     mask: img2img.Mask | None
+    source: Image.Image  # as sent, before fitting (what SD upscale enlarges)
+
+
+TILES_PER_CALL = 4  # SD upscale tiles rendered together
+
+
+def tile_calls(params: GenerationParams, starts: list[Start]) -> int:
+    """Pipeline calls per image: 1, or SD upscale's groups of tiles."""
+    if not params.sd_upscale_scale or not starts:
+        return 1
+    width, height = img2img.upscaled_size(starts[0].source.size, params.sd_upscale_scale)
+    overlap = params.sd_upscale_overlap
+    tiles = len(img2img.tile_origins(width, params.width, overlap)) * len(
+        img2img.tile_origins(height, params.height, overlap)
+    )
+    return math.ceil(tiles / TILES_PER_CALL)
+
+
+CONDITIONING = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                "negative_pooled_prompt_embeds")  # fmt: skip
+
+
+def per_image(sampling: dict, index: int) -> dict:
+    """The sampling arguments of image `index` of a call alone."""
+    return sampling | {
+        name: sampling[name][index : index + 1] for name in CONDITIONING if name in sampling
+    }
+
+
+def repeat(sampling: dict, count: int) -> dict:
+    """One image's sampling arguments for `count` images."""
+    return sampling | {
+        name: sampling[name].repeat(count, *[1] * (sampling[name].dim() - 1))
+        for name in CONDITIONING
+        if name in sampling
+    }
 
 
 def first_pass_steps(params: GenerationParams) -> int:
@@ -247,6 +284,7 @@ class Engine:
         self.loras = LoraSet(
             self.pipe, self.registry, config.models.lora_cache_size, config.models.fuse_lora
         )
+        self.embeddings = EmbeddingSet(self.pipe, self.registry)
         self._scheduler_config = dict(self.pipe.scheduler.config)
         self._tasks: dict[str, Any] = {}  # img2img, inpainting and ControlNet pipelines
         self.controlnets = ControlNetSet(
@@ -292,7 +330,7 @@ class Engine:
         controls = prepare(
             shared.controlnet, self.controlnets, shared.width, shared.height, init_image
         )
-        steps_per_call = first_pass_steps(shared) + (
+        steps_per_call = first_pass_steps(shared) * tile_calls(shared, pictures) + (
             shared.hires_steps() if shared.enable_hr and shared.denoising_strength else 0
         )
         iterations = max(params.n_iter for params in jobs)
@@ -371,7 +409,7 @@ class Engine:
         for reference in params.init_images:
             source = open_picture(self.config, reference).convert("RGB")
             fitted = img2img.resize_image(source, params.resize_mode, *size)
-            starts.append(Start(fitted, hashlib.md5(source.tobytes()).hexdigest(), mask))
+            starts.append(Start(fitted, hashlib.md5(source.tobytes()).hexdigest(), mask, source))
         return starts
 
     @contextmanager
@@ -413,8 +451,10 @@ class Engine:
         count = len(prompts)
         pipe = self.pipe
 
-        # 1. encode prompt and negative prompt together so they have the same chunk count
-        embeds, pooled = encode_prompts(pipe, prompts + negatives, params.clip_skip)
+        # 1. encode prompt and negative prompt together so they have the same chunk count (with
+        #    the textual-inversion embeddings they name)
+        texts = self.embeddings.prepare(prompts + negatives)
+        embeds, pooled = encode_prompts(pipe, texts, params.clip_skip)
         conditioning = {"prompt_embeds": embeds[:count], "negative_prompt_embeds": embeds[count:]}
         if pooled is not None:
             conditioning |= {
@@ -438,6 +478,11 @@ class Engine:
             "generator": generators,
             "output_type": "latent" if latent_upscale else "pil",
         }
+        if starts and params.sd_upscale_scale:
+            return [
+                self.tiled_upscale(start, seed, params, per_image(sampling, k), steps, upscalers)
+                for k, (start, seed) in enumerate(zip(starts, seeds, strict=True))
+            ]
         if starts:
             first = self.picture_pass(starts, seeds, params, sampling, controls, steps)
         else:
@@ -557,6 +602,42 @@ class Engine:
         if sampling["output_type"] == "latent":
             return self.encode(finished, img2img.JUST_RESIZE, size)
         return finished
+
+    def tiled_upscale(
+        self,
+        start: Start,
+        seed: int,
+        params: GenerationParams,
+        sampling: dict,
+        steps: _StepReporter,
+        upscalers: dict[str, Path],
+    ) -> Image.Image:
+        """WebUI's "SD upscale" script: the picture enlarged by the upscaler, then each
+        width×height tile of it redrawn by img2img with the image's seed, and the tiles blended
+        back across their overlaps."""
+        size = img2img.upscaled_size(start.source.size, params.sd_upscale_scale)
+        name = params.sd_upscale_upscaler
+        big = hires.upscale_images([start.source], name, *size, upscalers)[0]
+        origins = [
+            (x, y)
+            for y in img2img.tile_origins(size[1], params.height, params.sd_upscale_overlap)
+            for x in img2img.tile_origins(size[0], params.width, params.sd_upscale_overlap)
+        ]
+        drawn = []
+        for first in range(0, len(origins), TILES_PER_CALL):
+            group = origins[first : first + TILES_PER_CALL]
+            crops = [big.crop((x, y, x + params.width, y + params.height)) for x, y in group]
+            tiles = [Start(crop, start.hash, None, crop) for crop in crops]
+            call = repeat(sampling, len(tiles)) | {
+                "generator": [torch.Generator("cpu").manual_seed(seed) for _ in tiles],
+                "output_type": "pil",
+            }
+            # no ControlNet here: the service refuses units with SD upscale (maps per tile)
+            redrawn = self.picture_pass(
+                tiles, [seed] * len(tiles), params, call, NO_CONTROLS, steps
+            )
+            drawn += zip(redrawn, group, strict=True)
+        return img2img.blend_tiles(size, drawn, params.sd_upscale_overlap)
 
     @torch.no_grad()
     def encode(

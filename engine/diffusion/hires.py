@@ -36,10 +36,10 @@ def upscaler_names(model_files: dict[str, Path]) -> list[str]:
     return [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *model_files]
 
 
-def check_upscaler(name: str, model_files: dict[str, Path]) -> None:
+def check_upscaler(name: str, model_files: dict[str, Path], field: str = "hr_upscaler") -> None:
     if name not in LATENT_UPSCALERS and name not in IMAGE_UPSCALERS and name not in model_files:
         valid = ", ".join(upscaler_names(model_files))
-        raise ValueError(f"hr_upscaler: {name!r} is not available; valid upscalers: {valid}")
+        raise ValueError(f"{field}: {name!r} is not available; valid upscalers: {valid}")
 
 
 def upscale_latents(latents: torch.Tensor, name: str, width: int, height: int, factor: int):

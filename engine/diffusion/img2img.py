@@ -9,6 +9,7 @@ everything here is a function of pictures and numbers, tested without a model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,3 +153,52 @@ def seeded_noise_picture(size: tuple[int, int], seed: int) -> Image.Image:
     """Coloured noise from `seed`: what "latent noise" starts the masked area from."""
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def upscaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The size of a picture enlarged by `scale` (SD upscale's output)."""
+    return round(size[0] * scale), round(size[1] * scale)
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Where tiles of `tile` pixels start along a side of `length`, overlapping by at least
+    `overlap`, the first at 0 and the last ending at the edge (WebUI's SD upscale grid)."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    count = math.ceil((length - overlap) / step)
+    count = max(count, 2)
+    spacing = (length - tile) / (count - 1)
+    return [round(i * spacing) for i in range(count)]
+
+
+def blend_tiles(
+    size: tuple[int, int], tiles: list[tuple[Image.Image, tuple[int, int]]], overlap: int
+) -> Image.Image:
+    """Tiles put back together, each fading into its neighbours across the overlap (a linear
+    ramp on every inner edge), so no seam shows where two renderings meet."""
+    width, height = size
+    total = np.zeros((height, width, 3), np.float64)
+    weight = np.zeros((height, width, 1), np.float64)
+    for tile, (x, y) in tiles:
+        w, h = tile.size
+        ramp_x = _ramp(w, overlap, x > 0, x + w < width)
+        ramp_y = _ramp(h, overlap, y > 0, y + h < height)
+        mask = (ramp_y[:, None] * ramp_x[None, :])[..., None]
+        total[y : y + h, x : x + w] += np.asarray(tile.convert("RGB"), np.float64) * mask
+        weight[y : y + h, x : x + w] += mask
+    return Image.fromarray(
+        np.clip(total / np.maximum(weight, 1e-8), 0, 255).round().astype(np.uint8)
+    )
+
+
+def _ramp(length: int, overlap: int, fade_in: bool, fade_out: bool) -> np.ndarray:
+    ramp = np.ones(length)
+    span = min(overlap, length // 2)
+    if span > 0:
+        edge = (np.arange(span) + 1) / (span + 1)
+        if fade_in:
+            ramp[:span] = edge
+        if fade_out:
+            ramp[length - span :] = edge[::-1]
+    return ramp

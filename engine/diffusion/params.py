@@ -43,6 +43,11 @@ class GenerationParams(GenerationSettings):
     inpaint_full_res: bool = True  # "only masked": repaint the masked region at full size
     inpaint_full_res_padding: int = 32
     inpainting_mask_invert: bool = False
+    # WebUI's "SD upscale" script: the picture upscaled by this factor (0 = off), then redrawn
+    # in width×height tiles overlapping by sd_upscale_overlap pixels
+    sd_upscale_scale: float = 0.0
+    sd_upscale_overlap: int = 64
+    sd_upscale_upscaler: str = "Lanczos"
     # ControlNet units, checked in the service (engine/diffusion/controlnet_units.py)
     controlnet: list[ControlUnit] = field(default_factory=list)
 
@@ -134,6 +139,9 @@ BATCH_FIELDS = (
     "inpaint_full_res",
     "inpaint_full_res_padding",
     "inpainting_mask_invert",
+    "sd_upscale_scale",
+    "sd_upscale_overlap",
+    "sd_upscale_upscaler",
 )
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(GenerationParams)}
@@ -294,8 +302,20 @@ def check_pictures(params: GenerationParams) -> None:
         ("mask_blur", 0, 64),
         ("inpainting_fill", 0, 3),
         ("inpaint_full_res_padding", 0, 256),
+        ("sd_upscale_overlap", 0, min(params.width, params.height) // 2),
     ):
         check_range(name, getattr(params, name), low, high)
+    if params.sd_upscale_scale:
+        check_range("sd_upscale_scale", params.sd_upscale_scale, 1.0, 4.0)
+        conflicts = {
+            "init_images": (not params.init_images, "SD upscale needs the picture to upscale"),
+            "mask": (bool(params.mask), "SD upscale redraws the whole picture, not a mask"),
+            "batch_size": (params.batch_size > 1, "SD upscale makes one picture per n_iter"),
+            "enable_hr": (params.enable_hr, "SD upscale is the upscale itself: no hires fix"),
+        }
+        for name, (conflict, why) in conflicts.items():
+            if conflict:
+                raise Refusal(name, why)
 
 
 def check_text(name: str, text: str, limits: LimitsConfig) -> None:

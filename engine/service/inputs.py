@@ -70,7 +70,9 @@ def decode_picture(data: bytes, field: str, mode: str = "RGB") -> Image.Image:
     except UnidentifiedImageError:
         raise Refusal(field, "is not a PNG, JPEG or WEBP picture", "not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Refusal(field, "declares more pixels than it could hold", "too_many_pixels") from None
+        raise Refusal(
+            field, "declares far too many pixels (a decompression bomb)", "too_many_pixels"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise Refusal(field, f"is damaged or truncated ({exc})", "damaged_image") from None
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from engine.diffusion.controlnet_units import units_from_request
 from engine.diffusion.grid import cell_requests, xyz_request
-from engine.diffusion.hires import check_upscaler
+from engine.diffusion.hires import check_upscaler, is_latent
+from engine.diffusion.img2img import upscaled_size
 from engine.diffusion.params import MAX_INIT_IMAGES, GenerationParams, from_request
 from engine.diffusion.registry import Registry
 from engine.service.devices import visible_gpu_count, worker_devices
@@ -94,7 +95,34 @@ def check_img2img(config: Config, registry: Registry, request: dict[str, Any]) -
         if mask_size != size:
             detail = f"is {mask_size[0]}x{mask_size[1]}, the picture {size[0]}x{size[1]}"
             raise Refusal("mask", detail, "mask_size")
-    return check_generation(config, registry, request)
+    checked = check_generation(config, registry, request)
+    if checked.params.get("sd_upscale_scale"):
+        check_sd_upscale(config, registry, checked.params)
+    return checked
+
+
+def check_sd_upscale(config: Config, registry: Registry, params: dict[str, Any]) -> None:
+    """The picture SD upscale makes: within the size limits, at least one tile large."""
+    upscaler = params["sd_upscale_upscaler"]
+    check_upscaler(upscaler, registry.upscalers(), "sd_upscale_upscaler")
+    if is_latent(upscaler):
+        raise Refusal(
+            "sd_upscale_upscaler",
+            f"{upscaler!r} works on latents; SD upscale needs a picture upscaler",
+        )
+    source = picture_size(config, params["init_images"][0])
+    width, height = upscaled_size(source, params["sd_upscale_scale"])
+    tile = f"{params['width']}x{params['height']}"
+    if width < params["width"] or height < params["height"]:
+        raise Refusal("sd_upscale_scale", f"{width}x{height} is smaller than one {tile} tile")
+    if max(width, height) > config.limits.max_side or width * height > config.limits.max_pixels:
+        size = {"width": width, "height": height}
+        raise Refusal(
+            "sd_upscale_scale",
+            f"{width}x{height} is over the size limits",
+            "size_too_large",
+            **size,
+        )
 
 
 def check_generation(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
@@ -117,6 +145,8 @@ def check_generation(config: Config, registry: Registry, request: dict[str, Any]
     for lora in params.all_loras()[1]:
         registry.lora(lora.name)
     checked = {**params.to_dict(), "model": model} | ({"poster": spec} if spec else {})
+    if units and params.sd_upscale_scale:
+        raise Refusal("sd_upscale_scale", "SD upscale with ControlNet units is not supported")
     if units:  # each job's control maps differ: rendered alone
         return Checked(checked | {"controlnet": [unit.to_dict() for unit in units]})
     return Checked(checked, batch_key(model, params))

@@ -197,3 +197,30 @@ def test_the_only_masked_region_has_the_output_aspect_and_stays_inside():
     assert left >= 0 and top >= 0 and right <= 200 and bottom <= 100
     assert left <= 22 and right >= 48 and top <= 22 and bottom >= 68 - 8
     assert abs((right - left) / (bottom - top) - 2) < 0.1
+
+
+def test_sd_upscale_redraws_the_enlarged_picture_tile_by_tile(engine):
+    source = picture(size=(96, 64))
+    result = run(
+        engine, prompt="x", seed=8, init_images=[stored(engine, source)], denoising_strength=0.3,
+        sd_upscale_scale=2.0, sd_upscale_overlap=16, sd_upscale_upscaler="Lanczos",
+    )  # fmt: skip
+    (image,) = result.images
+    assert image.size == (192, 128)  # 3 × 2 tiles of 64x64 with overlaps
+    enlarged = pixels(source.resize((192, 128), Image.Resampling.LANCZOS))
+    assert np.abs(pixels(image) - enlarged).mean() > 1  # redrawn, not only resized
+    again = run(
+        engine, prompt="x", seed=8, init_images=[stored(engine, source)], denoising_strength=0.3,
+        sd_upscale_scale=2.0, sd_upscale_overlap=16, sd_upscale_upscaler="Lanczos",
+    )  # fmt: skip
+    assert np.array_equal(pixels(again.images[0]), pixels(image))
+
+
+def test_tiles_cover_the_side_and_blend_without_seams():
+    assert img2img.tile_origins(192, 64, 16) == [0, 43, 85, 128]
+    assert img2img.tile_origins(64, 64, 16) == [0]
+    red, blue = Image.new("RGB", (64, 32), (255, 0, 0)), Image.new("RGB", (64, 32), (0, 0, 255))
+    blended = img2img.blend_tiles((96, 32), [(red, (0, 0)), (blue, (32, 0))], 32)
+    assert blended.getpixel((0, 10)) == (255, 0, 0) and blended.getpixel((95, 10)) == (0, 0, 255)
+    row = [blended.getpixel((x, 10))[0] for x in range(32, 64)]
+    assert row == sorted(row, reverse=True)  # red fades into blue across the overlap
