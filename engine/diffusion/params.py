@@ -302,11 +302,12 @@ def check_pictures(params: GenerationParams) -> None:
         ("mask_blur", 0, 64),
         ("inpainting_fill", 0, 3),
         ("inpaint_full_res_padding", 0, 256),
-        ("sd_upscale_overlap", 0, min(params.width, params.height) // 2),
     ):
         check_range(name, getattr(params, name), low, high)
-    if params.sd_upscale_scale:
+    if params.sd_upscale_scale:  # the overlap's bound is the tile's, so only with the script on
         check_range("sd_upscale_scale", params.sd_upscale_scale, 1.0, 4.0)
+        overlap_limit = min(params.width, params.height) // 2
+        check_range("sd_upscale_overlap", params.sd_upscale_overlap, 0, overlap_limit)
         conflicts = {
             "init_images": (not params.init_images, "SD upscale needs the picture to upscale"),
             "mask": (bool(params.mask), "SD upscale redraws the whole picture, not a mask"),

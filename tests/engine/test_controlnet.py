@@ -291,12 +291,14 @@ async def test_detect_runs_canny_in_the_service(client):
     assert (control[:, :, 0] == cv2.Canny(np.asarray(sketch(128, 64)), 50, 150)).all()
 
 
-async def test_a_bad_unit_is_400_before_anything_is_queued(client):
+@pytest.mark.parametrize("route", ["txt2img", "img2img"])
+async def test_a_bad_unit_is_400_before_anything_is_queued(client, route):
     body = {
         "prompt": "x",
         "alwayson_scripts": {"controlnet": {"args": [{**unit(), "model": "nope"}]}},
-    }
-    response = await client.post("/sdapi/v1/txt2img", json=body, headers=basic_auth(*API_AUTH))
+    } | ({"init_images": [b64(sketch(64, 64))]} if route == "img2img" else {})
+    headers = basic_auth(*API_AUTH)
+    response = await client.post(f"/sdapi/v1/{route}", json=body, headers=headers)
     assert response.status == 400
     answer = await response.json()
     assert answer["field"] == "alwayson_scripts.controlnet.args[0].model"
