@@ -55,7 +55,7 @@ def main() -> None:
         assert len({job.batch_key() for job in jobs}) == 1
 
         def batched() -> None:
-            engine.txt2img_batch(jobs)
+            engine.generate_batch(jobs)
 
         def one_by_one() -> None:
             for job in jobs:

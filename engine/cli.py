@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 from engine.diffusion import fetch
+from engine.service import queue_cli
 from engine.training import cli as training_cli
 from posterbot.config import Config, GenerationSettings
 from posterbot.logs import setup_logging
@@ -54,6 +55,7 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
 def register(commands: argparse._SubParsersAction) -> None:
     training_cli.register(commands)  # dataset, train, versions, promote, xyz ...
     fetch.register(commands)  # models fetch
+    queue_cli.register(commands)  # worker, queue status, queue dead-letter
     service = commands.add_parser(
         "engine", help="run the engine service (HTTP + workers)", description=engine_command.__doc__
     )

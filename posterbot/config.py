@@ -173,6 +173,31 @@ class EngineConfig:
             _require(getattr(self, name) > 0, f"engine.{name}", "must be positive")
 
 
+@dataclass(frozen=True)
+class QueueConfig:
+    """Where jobs wait: the embedded SQLite file, or a Valkey/Redis server shared by many hosts."""
+
+    # "" = sqlite:///<data_dir>/engine.db; sqlite:///PATH; redis://[:password@]host:port/db
+    # (Valkey or Redis >= 6.2; rediss:// for TLS). A password is better given in the URL's
+    # environment override POSTERBOT_QUEUE__URL than in the file.
+    url: str = ""
+    # The worker pool this host's workers serve and where jobs go that no announced worker asks
+    # for by model or kind (posterbot worker --pool overrides it for one worker).
+    pool: str = "default"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.url == "" or self.url.startswith(("sqlite:///", "redis://", "rediss://")),
+            "queue.url",
+            "must be empty, sqlite:///PATH, redis://host:port/db or rediss://...",
+        )
+        _require(
+            bool(re.fullmatch(r"[a-z0-9_-]{1,32}", self.pool)),
+            "queue.pool",
+            "must be 1-32 of a-z 0-9 _ -",
+        )
+
+
 # LoRA weights beyond this distort the mascot instead of strengthening it (WebUI's slider max).
 MAX_LORA_WEIGHT = 2.0
 
@@ -296,6 +321,19 @@ class PromptsConfig:
     # A folder of extra glossary .toml files (same layout as prompts/glossary/); their entries
     # add to and override the built-in ones, so admins extend the vocabulary without a release.
     glossary_dir: str = ""
+    # Mascots one poster may draw together ("达达和京东狗一起…": both triggers and LoRAs); 1 = the
+    # first one named only. Their LoRA weights are scaled down to add up to at most
+    # shared_lora_weight: two LoRAs at full weight fight over every face.
+    max_ips_per_poster: int = 2
+    shared_lora_weight: float = 1.2
+
+    def __post_init__(self) -> None:
+        _require(self.max_ips_per_poster >= 1, "prompts.max_ips_per_poster", "must be at least 1")
+        _require(
+            0.0 < self.shared_lora_weight <= MAX_LORA_WEIGHT * 2,
+            "prompts.shared_lora_weight",
+            f"must be above 0 and at most {MAX_LORA_WEIGHT * 2:g}",
+        )
 
 
 # Names of earlier releases, so an old [presets.NAME] table gets a pointer instead of a riddle.
@@ -466,6 +504,7 @@ class Config:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     telegram: TelegramConfig = field(default_factory=TelegramConfig)

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import jieba
+from pypinyin import lazy_pinyin
 
 from prompts.spec import Target
 
 BUILTIN_DIR = Path(__file__).with_name("glossary")
 CATEGORIES = ("festival", "season", "scene", "action", "prop", "style", "mood", "shot", "quality")
 ORIENTATIONS = ("portrait", "landscape", "square")
+FUZZY_CATEGORIES = ("festival", "prop")  # names with a fixed spelling that ops staff mistype
+MAX_FUZZY_CHARS = 6
 # Added words must beat jieba's own split of the same characters; its dictionary's common words
 # have frequencies in the tens of thousands.
 _JIEBA_FREQ = 1_000_000
@@ -42,6 +45,10 @@ class Term:
     category: str
     tags: tuple[str, ...]
     phrase: str = ""
+    source: str = "glossary"  # or "dictionary": CC-CEDICT filled a gap (prompts.fallback)
+    # Words only worth saying no to (文字 "text", 水印, logo, 三视图): drawn they are artefacts
+    # (gibberish letters, a sheet of views), so a request that asks for them draws them not.
+    negative_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,17 @@ class Glossary:
         return tokenizer
 
     @cached_property
+    def fuzzy_index(self) -> dict[int, list[tuple[str, list[str]]]]:
+        """Chinese words of FUZZY_CATEGORIES by length, with their pinyin syllables (toneless):
+        what a typo is matched against (prompts.fallback)."""
+        index: dict[int, list[tuple[str, list[str]]]] = {}
+        for word, term in self.terms.items():
+            chinese = all("\u3400" <= char <= "\u9fff" for char in word)
+            if term.category in FUZZY_CATEGORIES and 2 <= len(word) <= MAX_FUZZY_CHARS and chinese:
+                index.setdefault(len(word), []).append((word, lazy_pinyin(word)))
+        return index
+
+    @cached_property
     def _english_terms(self) -> re.Pattern | None:
         words = sorted((w for w in self.terms if not _CJK.search(w)), key=len, reverse=True)
         if not words:
@@ -99,10 +117,11 @@ class Glossary:
         for word, start, _ in self._tokenizer.tokenize(masked):
             if not word.strip():
                 continue
-            tokens.append(self._classify(word, start))
+            tokens.append(self.classify(word, start))
         return sorted(tokens, key=lambda token: token.start)
 
-    def _classify(self, word: str, start: int) -> Token:
+    def classify(self, word: str, start: int) -> Token:
+        """One word's token: a term, a filler, a negation ... or `unknown`."""
         key = word.lower()
         if key in self.terms:
             return Token(word, start, "term", self.terms[key])
@@ -118,21 +137,24 @@ class Glossary:
 
 
 def _as_term(word: str, category: str, value: Any, where: str) -> tuple[Term, list[str]]:
-    """Read one `[terms]` value: "tag", ["tag", ...] or {phrase, tags, also}."""
+    """Read one `[terms]` value: "tag", ["tag", ...] or {phrase, tags, also, negative_only}."""
     if isinstance(value, str):
         value = {"tags": [value]}
     elif isinstance(value, list):
         value = {"tags": value}
     if not isinstance(value, dict):
         raise ValueError(f"{where}: {word!r} must be a string, a list or a table")
-    unknown = set(value) - {"phrase", "tags", "also"}
+    unknown = set(value) - {"phrase", "tags", "also", "negative_only"}
     if unknown:
         raise ValueError(f"{where}: {word!r} has unknown keys {sorted(unknown)}")
     tags = value.get("tags", [])
     phrase = value.get("phrase", "")
     also = value.get("also", [])
+    negative_only = value.get("negative_only", False)
     if not isinstance(tags, list) or not isinstance(also, list) or not isinstance(phrase, str):
         raise ValueError(f"{where}: {word!r}: tags and also must be lists, phrase a string")
+    if not isinstance(negative_only, bool):
+        raise ValueError(f"{where}: {word!r}: negative_only must be true or false")
     if not tags and not phrase:
         raise ValueError(f"{where}: {word!r} needs tags or a phrase")
     for english in (*tags, phrase):
@@ -141,7 +163,7 @@ def _as_term(word: str, category: str, value: Any, where: str) -> tuple[Term, li
                 f"{where}: {word!r}: {english!r} is not plain lower-case English "
                 "(no commas, brackets or weights)"
             )
-    return Term(word, category, tuple(tags), phrase), [word, *also]
+    return Term(word, category, tuple(tags), phrase, negative_only=negative_only), [word, *also]
 
 
 def _channel(name: str, size: Any, where: str) -> Target:

@@ -15,6 +15,7 @@ from typing import Any
 
 from posterbot.config import GenerationSettings, check_copy_length
 from posterbot.errors import Refusal
+from prompts.dictionary import Dictionary
 from prompts.lexicon import Glossary
 from prompts.notes import Note
 from prompts.sizes import ratio_target
@@ -24,7 +25,7 @@ from prompts.spec import Target, check_sampler
 # A ratio typed on its own must be one of these, so a time (9:30) is not read as a size; after
 # 比例/ratio any W:H is. 1:1 is left to the orientation words (square, no finished size).
 COMMON_RATIOS = {(2, 3), (3, 2), (3, 4), (4, 3), (4, 5), (5, 4), (9, 16), (16, 9), (21, 9)}
-COMMON_RATIOS |= {(1, 2), (2, 1), (1, 3), (3, 1)}
+COMMON_RATIOS |= {(1, 2), (2, 1), (1, 3), (3, 1), (1, 4), (4, 1)}
 
 QUOTES = {"「": "」", "『": "』", "“": "”", '"': '"', "《": "》", "【": "】"}
 _OPENING = re.escape("".join(QUOTES))
@@ -222,6 +223,38 @@ def _unquoted_end(value: str) -> int:
     return len(value.rstrip())
 
 
+# Full-width digits and Latin letters (０-９, Ａ-Ｚ, ａ-ｚ) as typed by Chinese input methods.
+_HALF_WIDTH = {code: code - 0xFEE0 for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B))}
+_HALF_WIDTH |= {code: code - 0xFEE0 for code in range(0xFF41, 0xFF5B)}
+_HAN_RUN = re.compile(r"[\u3400-\u9fff]+")
+
+
+def half_width(text: str) -> str:
+    """`来４张` -> `来4张`: full-width digits and letters as ASCII; punctuation stays."""
+    return text.translate(_HALF_WIDTH)
+
+
+def simplified_outside_quotes(text: str, dictionary: Dictionary) -> tuple[str, list[str]]:
+    """Traditional characters written simplified (聖誕節 -> 圣诞节), except in quoted copy.
+
+    Returns (text, the runs changed as "聖誕節 → 圣诞节") for the notes.
+    """
+    changed: list[str] = []
+
+    def simplify(part: str) -> str:
+        for run in _HAN_RUN.findall(part):
+            if (simple := dictionary.to_simplified(run)) != run:
+                changed.append(f"{run} → {simple}")
+        return dictionary.to_simplified(part)
+
+    pieces, done = [], 0
+    for match in _BARE_QUOTE.finditer(text):
+        pieces += [simplify(text[done : match.start()]), match.group(0)]
+        done = match.end()
+    pieces.append(simplify(text[done:]))
+    return "".join(pieces), changed
+
+
 def extract_titles(text: str) -> tuple[str, str, str, str, list[Note]]:
     """Find the poster's copy; return (title, subtitle, cta, text, notes).
 
@@ -301,6 +334,15 @@ def _sizes_named(text: str, glossary: Glossary) -> list[tuple[re.Match, Target]]
     return sorted(found, key=lambda pair: pair[0].start())
 
 
+def _reshaped(channel: Target, ratio: Target) -> Target:
+    """`channel` at the shape of `ratio`, keeping its long side: banner 1920x640 + 4:1 ->
+    1920x480."""
+    long = max(channel.width, channel.height)
+    scale = long / max(ratio.width, ratio.height)
+    width, height = round(ratio.width * scale), round(ratio.height * scale)
+    return Target(f"{channel.name} {ratio.name}", width, height, channel.dpi)
+
+
 def print_dpi(long_side_mm: float) -> int:
     """The resolution a print of this size is made at: 300 dpi up to A3, 150 up to a metre (an
     elevator frame, a poster board), 100 beyond (roll-up stands, banners are seen from afar)."""
@@ -332,6 +374,10 @@ def extract_size(text: str, glossary: Glossary) -> tuple[list[Target], str | Non
     for match, target in _sizes_named(text, glossary):
         if taken and match.start() < taken[-1].end():
             continue  # inside a size already read
+        between = text[taken[-1].end() : match.start()] if taken else "x"
+        if match.group(0)[:1].isdigit() and ":" in target.name and not between.strip() and targets:
+            # "banner 4:1": a ratio right after a channel gives that channel its shape
+            target = _reshaped(targets.pop(), target)
         taken.append(match)
         if all(
             (t.width, t.height, t.dpi) != (target.width, target.height, target.dpi) for t in targets

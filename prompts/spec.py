@@ -37,6 +37,12 @@ SAMPLER_NAMES = (
     "DPM++ 2M SDE Karras",
     "UniPC",
     "LCM",
+    "PLMS",
+    "DDPM",
+    "Euler Karras",
+    "Heun Karras",
+    "DPM++ 3M SDE",
+    "DPM++ 3M SDE Karras",
 )
 # Names WebUI users type that diffusers has no scheduler for, refused with the reason.
 UNSUPPORTED_SAMPLERS = {
@@ -64,10 +70,16 @@ def check_sampler(name: str, argument: str = "sampler_name") -> str:
 
 
 def render_prompt(
-    trigger: str, natural_language: str, tags: list[str], lora: LoraTag | None
+    trigger: str,
+    natural_language: str,
+    tags: list[str],
+    lora: LoraTag | None,
+    extra_loras: tuple[LoraTag, ...] | list[LoraTag] = (),
 ) -> str:
-    """`trigger, sentence, tag, tag, ..., <lora:name:w>` with empty parts left out."""
-    parts = [trigger, natural_language, *tags, lora.render() if lora else ""]
+    """`trigger, sentence, tag, tag, ..., <lora:name:w>` with empty parts left out; a second
+    mascot's LoRA (`extra_loras`) follows the first."""
+    loras = [tag.render() for tag in (lora, *extra_loras) if tag]
+    parts = [trigger, natural_language, *tags, *loras]
     return ", ".join(part for part in parts if part)
 
 
@@ -113,7 +125,7 @@ class PosterPrompt(GenerationSettings):
     """
 
     ip: str  # the IP's config name ("" for a raw prompt naming no known IP)
-    trigger: str
+    trigger: str  # the trigger word; "dadaknight, joydog" when two mascots share the poster
     natural_language: str
     tags: list[str]
     lora: LoraTag | None
@@ -127,6 +139,7 @@ class PosterPrompt(GenerationSettings):
     # generation size (or hires of it) is final.
     targets: list[Target] = field(default_factory=list)
     notes: list[Note] = field(default_factory=list)  # what was guessed, dropped or untranslated
+    extra_loras: list[LoraTag] = field(default_factory=list)  # the other mascots', after `lora`
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -136,6 +149,7 @@ class PosterPrompt(GenerationSettings):
         """The JSON shape documented in docs/prompts.md."""
         data = asdict(self)
         data["lora"] = {"name": self.lora.name, "weight": self.lora.weight} if self.lora else None
+        data["extra_loras"] = [{"name": tag.name, "weight": tag.weight} for tag in self.extra_loras]
         data["notes"] = [note.to_dict() for note in self.notes]
         return data
 

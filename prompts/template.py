@@ -24,8 +24,11 @@ from posterbot.config import (
     Preset,
 )
 from posterbot.errors import Refusal
+from prompts.dictionary import Dictionary, load_dictionary
+from prompts.fallback import fill_gaps
 from prompts.lexicon import Glossary, Term, Token, load_glossary
 from prompts.notes import Note
+from prompts.pasted import read_pasted
 from prompts.presets import find_preset, ip_layer, merge_settings
 from prompts.request import (
     Options,
@@ -34,6 +37,8 @@ from prompts.request import (
     extract_seed,
     extract_size,
     extract_titles,
+    half_width,
+    simplified_outside_quotes,
     split_options,
 )
 from prompts.sizes import generation_size, orientation_of, orientation_size
@@ -52,6 +57,7 @@ MAX_PROMPT_BREAKS = 4
 MAX_QUOTED_WORDS = 30  # of the words a refusal names: enough to find them in the prompt
 MAX_SENTENCE_PHRASES = 2  # per part of the sentence; more reads as a list, and tags carry them
 SENTENCE_CATEGORIES = ("action", "scene", "festival", "season")
+FRONT_CATEGORIES = ("action", "scene")  # their first tags come first: see _content_tags
 # Finished sizes are resized by the poster step (Pillow), not generated, so they may exceed
 # limits.max_side; this keeps a typo (20000x20000) from filling memory. 易拉宝 at 100 dpi is 7874.
 MAX_TARGET_SIDE = 8192
@@ -87,6 +93,7 @@ class Draft:
     subtitle: str = ""
     cta: str = ""
     raw_prompt: str = ""  # a WebUI prompt passed through unchanged
+    extra_loras: list[LoraTag] = field(default_factory=list)  # a second mascot's
     notes: list[Note] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
 
@@ -172,8 +179,8 @@ def _choose_ip(
 ) -> tuple[IPConfig | None, list[Note]]:
     if options.ip:
         return config.find_ip(options.ip), []
-    if len(named) > 1:
-        others = ", ".join(ip.name for ip in named[1:])
+    if len(named) > config.prompts.max_ips_per_poster:
+        others = ", ".join(ip.name for ip in named[config.prompts.max_ips_per_poster :])
         return named[0], [Note("several_ips", {"used": named[0].name, "others": others})]
     if named:
         return named[0], []
@@ -183,6 +190,20 @@ def _choose_ip(
     if ip is None:
         return None, [Note("no_ip")]
     return ip, [Note("default_ip", {"ip": ip.name})]
+
+
+def _together(ips: list[IPConfig], config: Config) -> tuple[str, str, list[LoraTag], list[Note]]:
+    """Several mascots on one poster: (triggers, subject naming all, LoRAs, notes). The LoRA
+    weights keep their proportions and add up to at most prompts.shared_lora_weight."""
+    with_lora = [ip for ip in ips if ip.lora]
+    total = sum(ip.lora_weight for ip in with_lora)
+    scale = min(1.0, config.prompts.shared_lora_weight / total) if total else 1.0
+    loras = [LoraTag(ip.lora, round(ip.lora_weight * scale, 2)) for ip in with_lora]
+    subjects = [ip.description or DEFAULT_SUBJECT for ip in ips]
+    subject = " and ".join(subjects) + " together"
+    weights = " + ".join(f"{lora.name} {lora.weight:g}" for lora in loras) or "no LoRA"
+    note = Note("ips_together", {"ips": ", ".join(ip.name for ip in ips), "weights": weights})
+    return ", ".join(ip.trigger for ip in ips), subject, loras, [note]
 
 
 def _sentence(subject: str, terms: list[Term]) -> str:
@@ -209,6 +230,7 @@ class _Reading:
     untranslated: list[str] = field(default_factory=list)
     numbers: list[str] = field(default_factory=list)
     solo: bool = False  # 不要人: the mascot alone
+    kept_out: list[str] = field(default_factory=list)  # negative-only words asked for (文字)
 
 
 def _ends_negation(tokens: list[Token], i: int, governed: bool) -> bool:
@@ -219,6 +241,23 @@ def _ends_negation(tokens: list[Token], i: int, governed: bool) -> bool:
     before = tokens[i - 1].text if i > 0 else ""
     after = tokens[i + 1].text if i + 1 < len(tokens) else ""
     return not (before.isascii() and after.isascii() and before.isalnum() and after.isalnum())
+
+
+def _bare_verb(terms: list[Term], tokens: list[Token], i: int) -> Term | None:
+    """The last term read, when it is a verb alone (喝 "drinking") said right before token i."""
+    if not terms or i == 0 or tokens[i - 1].term is not terms[-1]:
+        return None
+    verb = terms[-1]
+    if verb.category != "action" or len(verb.phrase.split()) != 1 or verb.tags != (verb.phrase,):
+        return None
+    return verb
+
+
+def _verb_object(verb: Term, thing: Term) -> Term:
+    """喝 + 豆浆 -> "drinking soy milk", as the action and its tag, and the thing's own tags."""
+    action = f"{verb.phrase} {thing.tags[0]}"
+    source = "dictionary" if "dictionary" in (verb.source, thing.source) else "glossary"
+    return Term(verb.word + thing.word, "action", (action, *thing.tags), action, source)
 
 
 def _read_tokens(tokens: list[Token], glossary: Glossary) -> _Reading:
@@ -246,7 +285,13 @@ def _read_tokens(tokens: list[Token], glossary: Glossary) -> _Reading:
                 term = token.term
                 found.negated.append(term.tags[0] if term.tags else term.phrase)
                 governed = True
+            elif token.term.negative_only:
+                found.kept_out.append(token.text)  # 加上文字: the poster step lays out copy
             elif token.term not in found.terms:
+                if (verb := _bare_verb(found.terms, tokens, i)) and token.term.category == "prop":
+                    found.terms[-1] = _verb_object(verb, token.term)  # 喝 + 豆浆
+                    previous_end = -1
+                    continue
                 if replacing:  # 换成国潮: the earlier style (or scene, action ...) goes
                     kind = token.term.category
                     found.terms = [term for term in found.terms if term.category != kind]
@@ -387,6 +432,7 @@ def parse_request(
     template: Preset | None = None,
     ip_name: str | None = None,
     glossary: Glossary | None = None,
+    dictionary: Dictionary | None = None,
 ) -> Draft:
     """Read a chat request (or a raw WebUI prompt) into a Draft.
 
@@ -408,9 +454,11 @@ def parse_request(
             limit=limit,
         )
     glossary = glossary or load_glossary(config.prompts.glossary_dir)
+    dictionary = dictionary or load_dictionary()
 
-    # 2. options, then a raw WebUI prompt passes through
-    text, options = split_options(request)
+    # 2. options, then a raw WebUI prompt passes through; full-width digits and letters (１２张)
+    # are the ASCII ones
+    text, options = split_options(half_width(request))
     if options.preset:
         template = find_preset(config, options.preset)
     # The size is applied after merging (a named size maps to a generation size).
@@ -423,9 +471,27 @@ def parse_request(
         request_layer = Preset(settings=request_settings)
         draft = _raw_draft(text, options, [request_layer, template], config)
         return _finish_parameters(draft, option_targets, None, None, config)
+    if pasted := read_pasted(text, config, glossary, most_images(config)):
+        # a WebUI prompt with options said in words (竖版 来4张): the prompt as typed
+        if pasted.seed is not None:
+            request_settings.setdefault("seed", pasted.seed)
+        if pasted.hires:
+            request_settings.setdefault("enable_hr", True)
+        request_layer = Preset(settings=request_settings)
+        draft = _raw_draft(pasted.prompt, options, [request_layer, template], config)
+        option_note = Note("raw_options", {"options": ", ".join(pasted.options)})
+        draft = replace(draft, notes=[*draft.notes, option_note])
+        targets = option_targets or pasted.targets
+        return _finish_parameters(draft, targets, pasted.orientation, pasted.count, config)
 
-    # 3. the parts that are not picture: poster text, seed, size, hires, count
+    # 3. the parts that are not picture: poster text, seed, size, hires, count. Traditional
+    # characters read as simplified (the copy in quotes stays as typed). LoRA tags typed into a
+    # chat request are not obeyed, and go first: <lora:dada_v3:1> holds no 3:1 and no IP name.
+    lora_notes = [Note("lora_tag_ignored", {"tag": tag}) for tag in _EXTRA_NETWORK.findall(text)]
+    text = _EXTRA_NETWORK.sub("，", text)
+    text, corrections = simplified_outside_quotes(text, dictionary)
     title, subtitle, cta, text, notes = extract_titles(text)
+    notes = lora_notes + notes
     seed, text = extract_seed(text)
     targets, orientation, text = extract_size(text, glossary)
     hires, text = extract_hires(text, glossary)
@@ -436,16 +502,21 @@ def parse_request(
     if hires:
         request_settings.setdefault("enable_hr", True)
 
-    # 4. which IP; LoRA tags and weights typed into a chat request are not obeyed
+    # 4. which IP
     named, text = _find_ips(text, config)
     ip, ip_notes = _choose_ip(named, options, ip_name, config)
     notes += ip_notes
-    for tag in _EXTRA_NETWORK.findall(text):
-        notes.append(Note("lora_tag_ignored", {"tag": tag}))
-    text = _EXTRA_NETWORK.sub("，", text)
 
-    # 5. the glossary: terms, English words, negations, untranslated words
-    reading = _read_tokens(glossary.tokenize(text), glossary)
+    # 5. the glossary, then typos and the dictionary for its gaps: terms, English words,
+    # negations, untranslated words
+    filled = fill_gaps(glossary.tokenize(text), glossary, dictionary)
+    reading = _read_tokens(filled.tokens, glossary)
+    corrections += [f"{typed} → {word}" for typed, word in filled.corrections]
+    if corrections:
+        notes.append(Note("corrected", {"words": ", ".join(corrections)}))
+    if filled.dictionary:
+        words = ", ".join(dict.fromkeys(f"{word} {english}" for word, english in filled.dictionary))
+        notes.append(Note("dictionary_words", {"words": words}))
     terms, english, untranslated, numbers = (
         reading.terms,
         reading.english,
@@ -456,26 +527,39 @@ def parse_request(
     solo = list(SOLO_TAGS) if reading.solo else []  # 不要人: the mascot alone
     if reading.solo:
         negated += [word for word in NO_PEOPLE_NEGATIVE if word not in negated]
+    if reading.kept_out:
+        notes.append(Note("kept_out", {"words": ", ".join(reading.kept_out)}))
     if english:
         notes.append(Note("english_kept", {"words": ", ".join(english)}))
     if numbers:
         notes.append(Note("numbers_ignored", {"numbers": ", ".join(numbers)}))
     styles = [tag for term in terms if term.category == "style" for tag in term.tags]
     request_layer = Preset(settings=request_settings, style_tags=styles or None)
-    content = [t for term in terms if term.category not in ("style", "quality") for t in term.tags]
+    content = _content_tags(terms)
     quality = [t for term in terms if term.category == "quality" for t in term.tags]
 
     # 6. settings: request > template > IP > global
     layers = [request_layer, template, ip_layer(ip) if ip else None]
     settings, style_tags = merge_settings(layers, config.generation)
     subject = (ip.description if ip else "") or DEFAULT_SUBJECT
+    # what the request (or the IP's negative prompt) says no to stays out of the sentence too
+    said_no = _negative_words(", ".join([*negated, settings.negative_prompt]))
+    trigger = ip.trigger if ip else ""
+    loras = [LoraTag(ip.lora, ip.lora_weight)] if ip and ip.lora else []
+    together = named[: config.prompts.max_ips_per_poster] if not options.ip else []
+    if len(together) > 1 and ip is together[0]:  # 达达和京东狗一起: both on the poster
+        trigger, subject, loras, together_notes = _together(together, config)
+        notes += together_notes
     draft = Draft(
         request=request,
         ip=ip,
-        trigger=ip.trigger if ip else "",
-        lora=LoraTag(ip.lora, ip.lora_weight) if ip and ip.lora else None,
-        sentence=_sentence(subject, terms),
-        content_tags=content + english + solo,
+        trigger=trigger,
+        lora=loras[0] if loras else None,
+        extra_loras=loras[1:],
+        sentence=_sentence(
+            subject, [term for term in terms if not _said_no_to(term.phrase, said_no)]
+        ),
+        content_tags=_unique([*solo, *content, *english]),
         quality_tags=[*(ip.quality_tags if ip else []), *quality],
         negative_tags=negated,
         settings=settings,
@@ -526,6 +610,45 @@ def _finish_parameters(
     return replace(draft, settings=settings, targets=targets, notes=notes)
 
 
+def _content_tags(terms: list[Term]) -> list[str]:
+    """What the request is about: the first tag of each action and place first (with the trigger
+    and the sentence they fit in CLIP's first 75-token chunk, which weighs most), then every
+    term's tags in the order said."""
+    front = [term.tags[0] for term in terms if term.category in FRONT_CATEGORIES and term.tags]
+    rest = [tag for term in terms if term.category not in ("style", "quality") for tag in term.tags]
+    return _unique([*front, *rest])
+
+
+def _singular(word: str) -> str:
+    if len(word) > 3 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _plain(tag: str) -> str:
+    """A tag compared as singular words: "red lanterns" -> "red lantern"."""
+    return " ".join(_singular(word) for word in tag.lower().split())
+
+
+def merge_near_duplicates(tags: list[str]) -> list[str]:
+    """Keep one of tags that say the same: singular and plural ("lantern", "lanterns"), and a
+    word another tag already holds at its end ("mooncake" after "eating mooncake", "sale" with
+    "flash sale"): the fuller tag stays, where the first of them stood."""
+    plain = [_plain(tag) for tag in tags]
+    kept: list[str] = []
+    seen: set[str] = set()
+    for tag, words in zip(tags, plain, strict=True):
+        fuller = any(other != words and other.endswith(" " + words) for other in plain)
+        if words not in seen and not fuller:
+            kept.append(tag)
+        seen.add(words)
+    return kept
+
+
 def _unique(words: list[str]) -> list[str]:
     seen: set[str] = set()
     return [w for w in words if not (w.lower() in seen or seen.add(w.lower()))]
@@ -564,9 +687,10 @@ def finish(draft: Draft, source: str = "template", notes: list[Note] | None = No
     else:
         room = list(COPY_SPACE_TAGS) if copy_space else []
         tags = _unique([*draft.content_tags, *draft.style_tags, *room, *draft.quality_tags])
+        tags = merge_near_duplicates(tags)
         said_no = _negative_words(negative)
         tags = [tag for tag in tags if not _said_no_to(tag, said_no)]
-        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora)
+        prompt = render_prompt(draft.trigger, draft.sentence, tags, draft.lora, draft.extra_loras)
         if source == "template" and draft.untranslated:
             all_notes.append(Note("untranslated", {"words": ", ".join(draft.untranslated)}))
         if copy_space:
@@ -585,6 +709,7 @@ def finish(draft: Draft, source: str = "template", notes: list[Note] | None = No
         source=source,
         targets=draft.targets,
         notes=all_notes,
+        extra_loras=draft.extra_loras,
     )
 
 

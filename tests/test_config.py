@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from posterbot.config import ConfigError, GenerationSettings, load_config
+from posterbot.config import ConfigError, GenerationSettings, QueueConfig, load_config
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
@@ -75,3 +76,16 @@ def test_bad_values_name_the_key_and_the_reason(tmp_path, text, environ, key, re
     with pytest.raises(ConfigError, match=reason) as caught:
         load_config(path, environ=environ)
     assert key in str(caught.value)
+
+
+def test_the_example_lists_every_queue_setting_with_its_default():
+    """[queue]: the embedded SQLite file unless a Valkey/Redis URL is given."""
+    table = tomllib.loads(EXAMPLE.read_text("utf-8"))["queue"]
+    assert table == dataclasses.asdict(QueueConfig())
+
+
+def test_a_queue_url_of_another_scheme_is_refused_by_name(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('[queue]\nurl = "amqp://mq/1"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"queue\.url"):
+        load_config(path, environ={})

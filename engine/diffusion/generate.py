@@ -8,10 +8,12 @@ run at seed + i), runs the sampler, optionally the hires fix, and writes WebUI i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,17 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.diffusion import hires, infotext
+from engine.diffusion import hires, img2img, infotext
 from engine.diffusion.conditioning import encode_prompts
+from engine.diffusion.embeddings import EmbeddingSet
 from engine.diffusion.lora import AppliedLora, LoraSet
 from engine.diffusion.params import GenerationParams, check, resolve_seeds
 from engine.diffusion.registry import ModelRef, Registry, is_sdxl
 from engine.diffusion.samplers import make_scheduler
+from engine.service.inputs import open_picture
 from posterbot import __version__
 from posterbot.config import Config, ModelsConfig
+from posterbot.errors import Refusal
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +79,11 @@ class GenerationResult:
             "steps": p.steps,
             "batch_size": p.batch_size,
             "restore_faces": False,
+            "tiling": p.tiling,
+            "resize_mode": p.resize_mode,
             "sd_model_name": self.model_name,
             "sd_model_hash": self.model_hash,
-            "denoising_strength": p.denoising_strength if p.enable_hr else None,
+            "denoising_strength": p.denoising_strength if p.enable_hr or p.is_img2img else None,
             "clip_skip": p.clip_skip,
             "infotexts": self.infotexts,
             "styles": [],
@@ -190,6 +197,73 @@ def seeded_noise(
     return torch.stack(noise), generators
 
 
+@dataclass(frozen=True)
+class Start:
+    """An init picture at the output size, the hash WebUI's infotext names it by (md5 of the
+    pixels as sent), and the inpainting mask (None for img2img of the whole picture)."""
+
+    picture: Image.Image
+    hash: str
+    mask: img2img.Mask | None
+    source: Image.Image  # as sent, before fitting (what SD upscale enlarges)
+
+
+TILES_PER_CALL = 4  # SD upscale tiles rendered together
+
+
+def tile_calls(params: GenerationParams, starts: list[Start]) -> int:
+    """Pipeline calls per image: 1, or SD upscale's groups of tiles."""
+    if not params.sd_upscale_scale or not starts:
+        return 1
+    width, height = img2img.upscaled_size(starts[0].source.size, params.sd_upscale_scale)
+    overlap = params.sd_upscale_overlap
+    tiles = len(img2img.tile_origins(width, params.width, overlap)) * len(
+        img2img.tile_origins(height, params.height, overlap)
+    )
+    return math.ceil(tiles / TILES_PER_CALL)
+
+
+CONDITIONING = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                "negative_pooled_prompt_embeds")  # fmt: skip
+
+
+def per_image(sampling: dict, index: int) -> dict:
+    """The sampling arguments of image `index` of a call alone."""
+    return sampling | {
+        name: sampling[name][index : index + 1] for name in CONDITIONING if name in sampling
+    }
+
+
+def repeat(sampling: dict, count: int) -> dict:
+    """One image's sampling arguments for `count` images."""
+    return sampling | {
+        name: sampling[name].repeat(count, *[1] * (sampling[name].dim() - 1))
+        for name in CONDITIONING
+        if name in sampling
+    }
+
+
+def first_pass_steps(params: GenerationParams) -> int:
+    """The steps the first pass runs: all of them, or img2img's `denoising_strength` share of
+    them (diffusers' and WebUI's rule: the schedule keeps `steps`, the start skips the rest)."""
+    if not params.is_img2img:
+        return params.steps
+    return min(int(params.steps * params.denoising_strength), params.steps)
+
+
+def masked_start(picture: Image.Image, mask: img2img.Mask, fill: int, seed: int) -> Image.Image:
+    """The picture with its masked area prepared as WebUI's "Masked content" asks (the latent
+    modes are drawn in pixels: grey for nothing, coloured noise from the seed for noise)."""
+    if fill == img2img.FILL:
+        return img2img.fill_masked(picture, mask.sharp)
+    if fill == img2img.LATENT_NOTHING:
+        return Image.composite(Image.new("RGB", picture.size, (128, 128, 128)), picture, mask.sharp)
+    if fill == img2img.LATENT_NOISE:
+        noise = img2img.seeded_noise_picture(picture.size, seed)
+        return Image.composite(noise, picture, mask.sharp)
+    return picture
+
+
 class Engine:
     """A loaded base model, its LoRA adapters, and txt2img with WebUI semantics."""
 
@@ -209,8 +283,9 @@ class Engine:
         self.loras = LoraSet(
             self.pipe, self.registry, config.models.lora_cache_size, config.models.fuse_lora
         )
+        self.embeddings = EmbeddingSet(self.pipe, self.registry)
         self._scheduler_config = dict(self.pipe.scheduler.config)
-        self._img2img = None
+        self._tasks: dict[str, Any] = {}  # img2img and inpainting pipelines, built once
 
     def txt2img(
         self,
@@ -218,10 +293,11 @@ class Engine:
         progress: Progress | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> GenerationResult:
-        """Generate `batch_size × n_iter` images; see the module docstring for the rules."""
-        return self.txt2img_batch([params], progress, cancelled)[0]
+        """Generate `batch_size × n_iter` images (img2img or inpainting when the params bring
+        pictures); see the module docstring for the rules."""
+        return self.generate_batch([params], progress, cancelled)[0]
 
-    def txt2img_batch(
+    def generate_batch(
         self,
         jobs: list[GenerationParams],
         progress: Progress | None = None,
@@ -245,7 +321,10 @@ class Engine:
         texts = [params.all_loras()[0] for params in jobs]
 
         shared = jobs[0]
-        steps_per_call = shared.steps + (shared.hires_steps() if shared.enable_hr else 0)
+        pictures = self.pictures(shared)  # the same for every job of a batch (batch key)
+        steps_per_call = first_pass_steps(shared) * tile_calls(shared, pictures) + (
+            shared.hires_steps() if shared.enable_hr and shared.denoising_strength else 0
+        )
         iterations = max(params.n_iter for params in jobs)
         reporter = _StepReporter(progress, cancelled, iterations * steps_per_call)
         reporter.check("before loading LoRAs")
@@ -257,7 +336,9 @@ class Engine:
         images: list[list[Image.Image]] = [[] for _ in jobs]
         for iteration in range(iterations):
             members = [i for i, params in enumerate(jobs) if iteration < params.n_iter]
-            call: dict[str, list] = {"prompts": [], "negatives": [], "seeds": [], "subseeds": []}
+            call: dict[str, list] = {
+                "prompts": [], "negatives": [], "seeds": [], "subseeds": [], "starts": []
+            }  # fmt: skip
             for i in members:
                 size = jobs[i].batch_size
                 index = slice(iteration * size, (iteration + 1) * size)
@@ -265,7 +346,11 @@ class Engine:
                 call["negatives"] += [jobs[i].negative_prompt] * size
                 call["seeds"] += seeds[i][0][index]
                 call["subseeds"] += seeds[i][1][index]
-            rendered = self.render(**call, params=shared, steps=reporter, upscalers=upscalers)
+                call["starts"] += (
+                    [pictures[k % len(pictures)] for k in range(size)] if pictures else []
+                )
+            with self.tiling(shared.tiling):
+                rendered = self.render(**call, params=shared, steps=reporter, upscalers=upscalers)
             for i in members:
                 images[i] += rendered[: jobs[i].batch_size]
                 rendered = rendered[jobs[i].batch_size :]
@@ -278,8 +363,8 @@ class Engine:
                 seeds[i][0],
                 seeds[i][1],
                 [
-                    self.infotext(params, seed, subseed, applied)
-                    for seed, subseed in zip(*seeds[i], strict=True)
+                    self.infotext(params, seed, subseed, applied, pictures, k)
+                    for k, (seed, subseed) in enumerate(zip(*seeds[i], strict=True))
                 ],
                 self.model.name,
                 self.model_hash,
@@ -289,6 +374,55 @@ class Engine:
             for i, params in enumerate(jobs)
         ]
 
+    def pictures(self, params: GenerationParams) -> list[Start]:
+        """The init pictures fitted to the output size, each with its mask and the region
+        "only masked" works on; [] for txt2img."""
+        if not params.is_img2img:
+            return []
+        size = (params.width, params.height)
+        mask = None
+        if not params.mask and self.pipe.unet.config.in_channels == 9:
+            # an inpainting checkpoint always inpaints: img2img is repainting everything
+            everything = Image.new("L", size, 255)
+            mask = img2img.Mask(everything, everything)
+        if params.mask:
+            mask = img2img.read_mask(
+                open_picture(self.config, params.mask),
+                *size,
+                params.resize_mode,
+                params.mask_blur,
+                params.inpainting_mask_invert,
+            )
+            if mask.box() is None:
+                raise Refusal("mask", "has nothing white to repaint", "empty_mask")
+        starts = []
+        for reference in params.init_images:
+            source = open_picture(self.config, reference).convert("RGB")
+            fitted = img2img.resize_image(source, params.resize_mode, *size)
+            starts.append(Start(fitted, hashlib.md5(source.tobytes()).hexdigest(), mask, source))
+        return starts
+
+    @contextmanager
+    def tiling(self, enabled: bool) -> Iterator[None]:
+        """Seamless pictures (WebUI's `tiling`): every convolution of the UNet and the VAE pads
+        circularly, so the left edge continues the right one and the top the bottom."""
+        if not enabled:
+            yield
+            return
+        convolutions = [
+            module
+            for part in (self.pipe.unet, self.pipe.vae)
+            for module in part.modules()
+            if isinstance(module, torch.nn.Conv2d)
+        ]
+        for conv in convolutions:
+            conv.padding_mode = "circular"
+        try:
+            yield
+        finally:
+            for conv in convolutions:
+                conv.padding_mode = "zeros"
+
     @torch.no_grad()
     def render(
         self,
@@ -296,16 +430,20 @@ class Engine:
         negatives: list[str],
         seeds: list[int],
         subseeds: list[int],
+        starts: list[Start],
         params: GenerationParams,
         steps: _StepReporter,
         upscalers: dict[str, Path],
     ) -> list[Image.Image]:
-        """One pipeline call for len(prompts) images sharing size, sampler, steps, CFG and hires."""
+        """One pipeline call for len(prompts) images sharing size, sampler, steps, CFG and hires
+        (and, for img2img, one start picture per image)."""
         count = len(prompts)
         pipe = self.pipe
 
-        # 1. encode prompt and negative prompt together so they have the same chunk count
-        embeds, pooled = encode_prompts(pipe, prompts + negatives, params.clip_skip)
+        # 1. encode prompt and negative prompt together so they have the same chunk count (with
+        #    the textual-inversion embeddings they name)
+        texts = self.embeddings.prepare(prompts + negatives)
+        embeds, pooled = encode_prompts(pipe, texts, params.clip_skip)
         conditioning = {"prompt_embeds": embeds[:count], "negative_prompt_embeds": embeds[count:]}
         if pooled is not None:
             conditioning |= {
@@ -320,20 +458,31 @@ class Engine:
         shape = (pipe.unet.config.in_channels, params.height // factor, params.width // factor)
         noise, generators = seeded_noise(shape, seeds, subseeds, params.subseed_strength)
 
-        # 3. first pass
+        # 3. first pass: from noise, or from the start pictures
         latent_upscale = params.enable_hr and hires.is_latent(params.hr_upscaler)
-        pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
-        first = pipe(
+        sampling = {
             **conditioning,
-            width=params.width,
-            height=params.height,
-            num_inference_steps=params.steps,
-            guidance_scale=params.cfg_scale,
-            latents=noise.to(self.device, self.dtype),
-            generator=generators,
-            output_type="latent" if latent_upscale else "pil",
-            callback_on_step_end=steps.callback("txt2img"),
-        ).images
+            "num_inference_steps": params.steps,
+            "guidance_scale": params.cfg_scale,
+            "generator": generators,
+            "output_type": "latent" if latent_upscale else "pil",
+        }
+        if starts and params.sd_upscale_scale:
+            return [
+                self.tiled_upscale(start, seed, params, per_image(sampling, k), steps, upscalers)
+                for k, (start, seed) in enumerate(zip(starts, seeds, strict=True))
+            ]
+        if starts:
+            first = self.picture_pass(starts, seeds, params, sampling, steps)
+        else:
+            pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
+            first = pipe(
+                **sampling,
+                width=params.width,
+                height=params.height,
+                latents=noise.to(self.device, self.dtype),
+                callback_on_step_end=steps.callback("txt2img"),
+            ).images
         if not params.enable_hr:
             return first
 
@@ -344,10 +493,12 @@ class Engine:
         else:
             start = hires.upscale_images(first, params.hr_upscaler, width, height, upscalers)
         steps.check("after upscaling")
-        img2img = self._img2img_pipeline()
-        img2img.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
         strength = params.denoising_strength
-        return img2img(
+        if strength == 0:  # WebUI accepts it: the upscaled first pass, not sampled again
+            return self.decode(start) if latent_upscale else start
+        img2img_pipe = self._pipeline("img2img")
+        img2img_pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
+        return img2img_pipe(
             **conditioning,
             image=start,
             strength=strength,
@@ -359,21 +510,161 @@ class Engine:
             callback_on_step_end=steps.callback("hires"),
         ).images
 
-    def _img2img_pipeline(self):
-        if self._img2img is None:
-            from diffusers import AutoPipelineForImage2Image
+    def picture_pass(
+        self,
+        starts: list[Start],
+        seeds: list[int],
+        params: GenerationParams,
+        sampling: dict,
+        steps: _StepReporter,
+    ) -> list[Image.Image] | torch.Tensor:
+        """img2img of each start picture at `denoising_strength`, or its inpainting where the
+        request has a mask; WebUI's rules for the masked content and the "only masked" region."""
+        size = (params.width, params.height)
+        strength = params.denoising_strength
+        mask = starts[0].mask
+        # 1. what the sampler starts from: the picture, its masked area prepared
+        pictures = [start.picture for start in starts]
+        regions: list[tuple[int, int, int, int]] = []
+        if mask is not None:
+            pictures = [
+                masked_start(picture, mask, params.inpainting_fill, seed)
+                for picture, seed in zip(pictures, seeds, strict=True)
+            ]
+            if params.inpaint_full_res:  # the masked region alone, enlarged to the full size
+                box = img2img.region_around(
+                    mask.box(), params.inpaint_full_res_padding, *size, size
+                )
+                regions = [box] * len(pictures)
+                pictures = [p.crop(box).resize(size, Image.Resampling.LANCZOS) for p in pictures]
+        # 2. sample (nothing to sample at strength 0: WebUI gives the picture back)
+        if strength == 0:
+            latents = self.encode(pictures, params.resize_mode, size)
+            if sampling["output_type"] == "latent" and mask is None:
+                return latents
+            drawn = self.decode(latents)
+        elif mask is None:
+            pipe = self._pipeline("img2img")
+            pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
+            return pipe(
+                **sampling,
+                image=self.encode(pictures, params.resize_mode, size),
+                strength=strength,
+                callback_on_step_end=steps.callback("img2img"),
+            ).images
+        else:
+            pipe = self._pipeline("inpaint")
+            pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
+            region_mask = mask.sharp
+            if regions:
+                region_mask = mask.sharp.crop(regions[0]).resize(size, Image.Resampling.LANCZOS)
+            drawn = pipe(
+                **{**sampling, "output_type": "pil"},
+                image=pictures,
+                mask_image=[region_mask] * len(pictures),
+                width=params.width,
+                height=params.height,
+                strength=strength,
+                callback_on_step_end=steps.callback("inpaint"),
+            ).images
+        if mask is None:
+            return drawn
+        # 3. the repainted area back over the original through the blurred mask
+        finished = []
+        for k, (image, start) in enumerate(zip(drawn, starts, strict=True)):
+            if regions:
+                left, top, right, bottom = regions[k]
+                whole = start.picture.copy()
+                whole.paste(
+                    image.resize((right - left, bottom - top), Image.Resampling.LANCZOS),
+                    (left, top),
+                )
+                image = whole
+            finished.append(img2img.paste_back(image, start.picture, mask))
+        if sampling["output_type"] == "latent":
+            return self.encode(finished, img2img.JUST_RESIZE, size)
+        return finished
 
-            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)  # shares the modules
-            self._img2img.set_progress_bar_config(disable=True)
-        return self._img2img
+    def tiled_upscale(
+        self,
+        start: Start,
+        seed: int,
+        params: GenerationParams,
+        sampling: dict,
+        steps: _StepReporter,
+        upscalers: dict[str, Path],
+    ) -> Image.Image:
+        """WebUI's "SD upscale" script: the picture enlarged by the upscaler, then each
+        width×height tile of it redrawn by img2img with the image's seed, and the tiles blended
+        back across their overlaps."""
+        size = img2img.upscaled_size(start.source.size, params.sd_upscale_scale)
+        name = params.sd_upscale_upscaler
+        big = hires.upscale_images([start.source], name, *size, upscalers)[0]
+        origins = [
+            (x, y)
+            for y in img2img.tile_origins(size[1], params.height, params.sd_upscale_overlap)
+            for x in img2img.tile_origins(size[0], params.width, params.sd_upscale_overlap)
+        ]
+        drawn = []
+        for first in range(0, len(origins), TILES_PER_CALL):
+            group = origins[first : first + TILES_PER_CALL]
+            crops = [big.crop((x, y, x + params.width, y + params.height)) for x, y in group]
+            tiles = [Start(crop, start.hash, None, crop) for crop in crops]
+            call = repeat(sampling, len(tiles)) | {
+                "generator": [torch.Generator("cpu").manual_seed(seed) for _ in tiles],
+                "output_type": "pil",
+            }
+            redrawn = self.picture_pass(tiles, [seed] * len(tiles), params, call, steps)
+            drawn += zip(redrawn, group, strict=True)
+        return img2img.blend_tiles(size, drawn, params.sd_upscale_overlap)
+
+    @torch.no_grad()
+    def encode(
+        self, pictures: list[Image.Image], resize_mode: int, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """The VAE's latents of `pictures` (its mean, so a picture always gives the same ones).
+        The latent-upscale resize mode encodes at the picture's own size and scales the latents."""
+        processor = self.pipe.image_processor
+        vae = self.pipe.vae
+        batch = processor.preprocess(pictures).to(self.device, self.dtype)
+        latents = vae.encode(batch).latent_dist.mode() * vae.config.scaling_factor
+        if resize_mode == img2img.LATENT_UPSCALE:
+            factor = self.pipe.vae_scale_factor
+            latents = hires.upscale_latents(latents, "Latent", *size, factor)
+        return latents
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae = self.pipe.vae
+        decoded = vae.decode(latents.to(self.device, self.dtype) / vae.config.scaling_factor)
+        return self.pipe.image_processor.postprocess(decoded.sample, output_type="pil")
+
+    def _pipeline(self, task: str):
+        """The img2img or inpainting pipeline over the loaded model's modules (built once)."""
+        if task not in self._tasks:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            auto = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
+            pipeline = auto.from_pipe(self.pipe)  # shares the modules: no extra memory
+            pipeline.set_progress_bar_config(disable=True)
+            self._tasks[task] = pipeline
+        return self._tasks[task]
 
     def infotext(
-        self, params: GenerationParams, seed: int, subseed: int, loras: list[AppliedLora]
+        self,
+        params: GenerationParams,
+        seed: int,
+        subseed: int,
+        loras: list[AppliedLora],
+        pictures: list[Start] | None = None,
+        index: int = 0,
     ) -> str:
         hr = params.enable_hr
         resized = hr and bool(params.hr_resize_x or params.hr_resize_y)
         final_w, final_h = params.hires_size()
         variation = params.subseed_strength > 0
+        start = pictures[index % len(pictures)] if pictures else None
+        masked = start is not None and start.mask is not None
         values = {
             "Steps": params.steps,
             "Sampler": params.sampler_name,
@@ -385,8 +676,17 @@ class Engine:
             "VAE": Path(self.config.models.vae).stem if self.config.models.vae else None,
             "Variation seed": subseed if variation else None,
             "Variation seed strength": params.subseed_strength if variation else None,
-            "Denoising strength": params.denoising_strength if hr else None,
+            "Denoising strength": params.denoising_strength if hr or start else None,
+            "Init image hash": start.hash if start else None,
+            "Mask blur": params.mask_blur if masked else None,
+            "Inpaint area": "Only masked" if masked and params.inpaint_full_res else None,
+            "Masked area padding": params.inpaint_full_res_padding
+            if masked and params.inpaint_full_res
+            else None,
+            "Mask mode": "Inpaint not masked" if masked and params.inpainting_mask_invert else None,
+            "Masked content": img2img.MASKED_CONTENT[params.inpainting_fill] if masked else None,
             "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
+            "Tiling": True if params.tiling else None,
             "Hires upscale": params.hr_scale if hr and not resized else None,
             "Hires resize": f"{final_w}x{final_h}" if resized else None,
             "Hires steps": params.hr_second_pass_steps

@@ -31,6 +31,26 @@ class GenerationParams(GenerationSettings):
 
     prompt: str
     loras: list[LoraTag] = field(default_factory=list)  # besides <lora:> tags in the prompt
+    tiling: bool = False  # seamless: circular padding in the UNet's and the VAE's convolutions
+    # img2img and inpainting (WebUI's names): stored pictures ("input:<sha256>", see
+    # engine/service/inputs.py), image i of a batch starting from init_images[i % count]
+    init_images: list[str] = field(default_factory=list)
+    resize_mode: int = 0  # engine/diffusion/img2img.py RESIZE_MODES
+    mask: str = ""  # white = repaint; "" = img2img of the whole picture
+    mask_blur: int = 4
+    inpainting_fill: int = 1  # img2img.MASKED_CONTENT: 1 = start from the original
+    inpaint_full_res: bool = True  # "only masked": repaint the masked region at full size
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: bool = False
+    # WebUI's "SD upscale" script: the picture upscaled by this factor (0 = off), then redrawn
+    # in width×height tiles overlapping by sd_upscale_overlap pixels
+    sd_upscale_scale: float = 0.0
+    sd_upscale_overlap: int = 64
+    sd_upscale_upscaler: str = "Lanczos"
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_images)
 
     @property
     def image_count(self) -> int:
@@ -104,6 +124,18 @@ BATCH_FIELDS = (
     "hr_resize_x",
     "hr_resize_y",
     "denoising_strength",
+    "tiling",
+    "init_images",
+    "resize_mode",
+    "mask",
+    "mask_blur",
+    "inpainting_fill",
+    "inpaint_full_res",
+    "inpaint_full_res_padding",
+    "inpainting_mask_invert",
+    "sd_upscale_scale",
+    "sd_upscale_overlap",
+    "sd_upscale_upscaler",
 )
 
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(GenerationParams)}
@@ -115,6 +147,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list):
             raise ValueError(f"loras: must be a list of {{name, weight}}, not {value!r}")
         return [_lora(item) for item in value]
+    if name == "init_images":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Refusal(name, "must be a list of pictures")
+        return value
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{name}: must be true or false, not {value!r}")
@@ -224,11 +260,10 @@ def check(params: GenerationParams, limits: LimitsConfig) -> None:
         ("hr_scale", 1.0, 4.0),
     ):
         check_range(name, getattr(params, name), low, high)
+    check_pictures(params)
     for name in ("seed", "subseed"):
         if not -1 <= getattr(params, name) <= MAX_SEED:
             raise ValueError(f"{name}: must be -1 (random) or 0..{MAX_SEED}")
-    if params.enable_hr and params.denoising_strength == 0:
-        raise ValueError("denoising_strength: must be above 0 for hires fix")
     final_w, final_h = params.hires_size()
     size = {"width": final_w, "height": final_h}
     if max(final_w, final_h) > limits.max_side:
@@ -237,6 +272,40 @@ def check(params: GenerationParams, limits: LimitsConfig) -> None:
     if final_w * final_h > limits.max_pixels:
         detail = f"{final_w}x{final_h} exceeds the limit of {limits.max_pixels} pixels"
         raise Refusal("width/height", detail, "size_too_large", **size)
+
+
+MAX_INIT_IMAGES = 8  # one per image of the largest batch
+
+
+def check_pictures(params: GenerationParams) -> None:
+    """The img2img and inpainting fields (pictures are checked when they are stored)."""
+    if len(params.init_images) > MAX_INIT_IMAGES:
+        raise Refusal("init_images", f"at most {MAX_INIT_IMAGES} pictures")
+    if params.mask and not params.init_images:
+        raise Refusal("mask", "inpainting needs init_images, the picture to repaint")
+    if params.init_images and params.subseed_strength > 0:
+        raise Refusal(
+            "subseed_strength", "variation seeds work with txt2img only; use 0 with a picture"
+        )
+    for name, low, high in (
+        ("resize_mode", 0, 3),
+        ("mask_blur", 0, 64),
+        ("inpainting_fill", 0, 3),
+        ("inpaint_full_res_padding", 0, 256),
+        ("sd_upscale_overlap", 0, min(params.width, params.height) // 2),
+    ):
+        check_range(name, getattr(params, name), low, high)
+    if params.sd_upscale_scale:
+        check_range("sd_upscale_scale", params.sd_upscale_scale, 1.0, 4.0)
+        conflicts = {
+            "init_images": (not params.init_images, "SD upscale needs the picture to upscale"),
+            "mask": (bool(params.mask), "SD upscale redraws the whole picture, not a mask"),
+            "batch_size": (params.batch_size > 1, "SD upscale makes one picture per n_iter"),
+            "enable_hr": (params.enable_hr, "SD upscale is the upscale itself: no hires fix"),
+        }
+        for name, (conflict, why) in conflicts.items():
+            if conflict:
+                raise Refusal(name, why)
 
 
 def check_text(name: str, text: str, limits: LimitsConfig) -> None:

@@ -207,6 +207,13 @@ class Registry:
         log.warning("LoRA %r not found in %s", name, self.config.loras_dir)
         raise Refusal("lora", f"{name!r} not found (available: {known})", "lora_missing", name=name)
 
+    def embeddings(self) -> dict[str, Path]:
+        """Textual-inversion embeddings (name = file stem) in models/embeddings, recursively."""
+        folder = self.config.embeddings_dir
+        if not folder.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(folder.rglob("*.safetensors"))}
+
     def upscalers(self) -> dict[str, Path]:
         folder = self.config.upscalers_dir
         if not folder.is_dir():

@@ -39,6 +39,19 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "DDIM": ("DDIMScheduler", {"set_alpha_to_one": False}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "LCM": ("LCMScheduler", {}),
+    "PLMS": ("PNDMScheduler", {"skip_prk_steps": True}),  # PLMS is PNDM without Runge-Kutta
+    "DDPM": ("DDPMScheduler", {}),
+    # WebUI ≥ 1.9 names the schedule apart ("Euler" + "Karras"): the combined names
+    "Euler Karras": ("EulerDiscreteScheduler", KARRAS),
+    "Heun Karras": ("HeunDiscreteScheduler", KARRAS),
+    "DPM++ 3M SDE": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+    ),
+    "DPM++ 3M SDE Karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3, **KARRAS},
+    ),
 }
 
 

@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from engine.service import metrics, training_views, views, webui, webui_extras
+from engine.service import (
+    metrics,
+    training_views,
+    views,
+    webui,
+    webui_catalogue,
+    webui_extras,
+)
 from engine.service.http import SERVICE
 from engine.service.middlewares import errors_as_json, require_auth
 from engine.service.state import Service
@@ -45,6 +52,7 @@ ROUTES = [
     ("POST", "/v1/versions/rollback", training_views.rollback_version),
     ("GET", "/v1/versions/{name}/file", training_views.export_version),
     ("POST", "/sdapi/v1/txt2img", webui.webui_txt2img),
+    ("POST", "/sdapi/v1/img2img", webui.webui_img2img),
     ("GET", "/sdapi/v1/sd-models", webui.webui_sd_models),
     ("GET", "/sdapi/v1/loras", webui.webui_loras),
     ("GET", "/sdapi/v1/samplers", webui.webui_samplers),
@@ -57,6 +65,10 @@ ROUTES = [
     ("POST", "/sdapi/v1/extra-batch-images", webui_extras.webui_extra_batch_images),
     ("GET", "/sdapi/v1/face-restorers", webui_extras.webui_face_restorers),
     ("GET", "/sdapi/v1/realesrgan-models", webui_extras.webui_realesrgan_models),
+    ("GET", "/sdapi/v1/prompt-styles", webui_catalogue.webui_prompt_styles),
+    ("GET", "/sdapi/v1/embeddings", webui_catalogue.webui_embeddings),
+    ("GET", "/sdapi/v1/hypernetworks", webui_catalogue.webui_hypernetworks),
+    ("GET", "/sdapi/v1/cmd-flags", webui_catalogue.webui_cmd_flags),
 ]
 
 

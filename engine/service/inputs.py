@@ -70,7 +70,9 @@ def decode_picture(data: bytes, field: str, mode: str = "RGB") -> Image.Image:
     except UnidentifiedImageError:
         raise Refusal(field, "is not a PNG, JPEG or WEBP picture", "not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise Refusal(field, "declares more pixels than it could hold", "too_many_pixels") from None
+        raise Refusal(
+            field, "declares far too many pixels (a decompression bomb)", "too_many_pixels"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise Refusal(field, f"is damaged or truncated ({exc})", "damaged_image") from None
 
@@ -114,6 +116,12 @@ def picture_path(config: Config, reference: str) -> Path:
     if not _INPUT_REF.fullmatch(reference):
         raise ValueError(f"not a stored picture reference: {reference!r}")
     return config.inputs_dir / f"{reference.removeprefix(INPUT_PREFIX)}.png"
+
+
+def picture_size(config: Config, reference: str) -> tuple[int, int]:
+    """Width and height of a stored picture, from its header."""
+    with Image.open(picture_path(config, reference), formats=["PNG"]) as image:
+        return image.size
 
 
 def open_picture(config: Config, reference: str) -> Image.Image:

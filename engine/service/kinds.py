@@ -17,17 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
 from engine.diffusion.extras import NO_UPSCALER, ExtrasParams, extras_params
 from engine.diffusion.faces import check_detector, find_restorer
 from engine.diffusion.grid import cell_requests, xyz_request
-from engine.diffusion.hires import check_upscaler
-from engine.diffusion.params import GenerationParams, from_request
+from engine.diffusion.hires import check_upscaler, is_latent
+from engine.diffusion.img2img import upscaled_size
+from engine.diffusion.params import MAX_INIT_IMAGES, GenerationParams, from_request
 from engine.diffusion.registry import Registry, check_weights_file
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.finishing import check_spec
-from engine.service.inputs import MAX_PICTURE_PIXELS, picture_path, store_picture
+from engine.service.inputs import MAX_PICTURE_PIXELS, picture_size, store_picture
 from engine.training.params import check_train_request
 from engine.training.versions import Versions
 from posterbot.config import Config
@@ -65,9 +64,70 @@ def batch_key(model: str | None, params: GenerationParams) -> str:
     return json.dumps({"model": model, "params": params.batch_key()})
 
 
+PICTURE_FIELDS = ("init_images", "mask")
+
+
 def check_txt2img(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
-    """A poster: the params as the worker will check them, plus the model and LoRA files, and
-    the finished posters' spec when the request asks for them (`poster`)."""
+    """A poster from a prompt: the params as the worker will check them, plus the model and
+    LoRA files, and the finished posters' spec when the request asks for them (`poster`)."""
+    for name in PICTURE_FIELDS:
+        if request.get(name):
+            raise Refusal(name, "pictures go with the job kind img2img")
+    return check_generation(config, registry, request)
+
+
+def check_img2img(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
+    """A poster from pictures (img2img, inpainting): each picture checked and stored before the
+    rest is checked as txt2img's is; the mask must have the first picture's size."""
+    request = dict(request)
+    pictures = request.get("init_images")
+    if not isinstance(pictures, list) or not pictures:
+        raise Refusal("init_images", 'required: pictures as base64 or {"output": path}')
+    if len(pictures) > MAX_INIT_IMAGES:
+        raise Refusal("init_images", f"at most {MAX_INIT_IMAGES} pictures")
+    request["init_images"] = [
+        store_picture(config, picture, f"init_images[{i}]") for i, picture in enumerate(pictures)
+    ]
+    if request.get("mask"):
+        request["mask"] = store_picture(config, request["mask"], "mask", mode="RGBA")
+        size = picture_size(config, request["init_images"][0])
+        mask_size = picture_size(config, request["mask"])
+        if mask_size != size:
+            detail = f"is {mask_size[0]}x{mask_size[1]}, the picture {size[0]}x{size[1]}"
+            raise Refusal("mask", detail, "mask_size")
+    checked = check_generation(config, registry, request)
+    if checked.params.get("sd_upscale_scale"):
+        check_sd_upscale(config, registry, checked.params)
+    return checked
+
+
+def check_sd_upscale(config: Config, registry: Registry, params: dict[str, Any]) -> None:
+    """The picture SD upscale makes: within the size limits, at least one tile large."""
+    upscaler = params["sd_upscale_upscaler"]
+    check_upscaler(upscaler, registry.upscalers(), "sd_upscale_upscaler")
+    if is_latent(upscaler):
+        raise Refusal(
+            "sd_upscale_upscaler",
+            f"{upscaler!r} works on latents; SD upscale needs a picture upscaler",
+        )
+    source = picture_size(config, params["init_images"][0])
+    width, height = upscaled_size(source, params["sd_upscale_scale"])
+    tile = f"{params['width']}x{params['height']}"
+    if width < params["width"] or height < params["height"]:
+        raise Refusal("sd_upscale_scale", f"{width}x{height} is smaller than one {tile} tile")
+    if max(width, height) > config.limits.max_side or width * height > config.limits.max_pixels:
+        size = {"width": width, "height": height}
+        raise Refusal(
+            "sd_upscale_scale",
+            f"{width}x{height} is over the size limits",
+            "size_too_large",
+            **size,
+        )
+
+
+def check_generation(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
+    """What txt2img and img2img check alike: the params, the model, LoRAs and upscaler, and
+    the poster spec."""
     request = dict(request)
     model = request.pop("model", None)
     poster = request.pop("poster", None)
@@ -148,8 +208,7 @@ def check_extras(config: Config, registry: Registry, request: dict[str, Any]) ->
         find_restorer(params.face_restoration_model, config.face_restorers_dir)
         check_detector(config.face_restorers_dir)
     image = store_picture(config, request["image"], "image")
-    with Image.open(picture_path(config, image)) as stored:  # the header: its size
-        width, height = params.output_size(*stored.size)
+    width, height = params.output_size(*picture_size(config, image))
     if width * height > MAX_PICTURE_PIXELS:
         detail = f"would make {width}x{height}, past {MAX_PICTURE_PIXELS:,} pixels"
         raise Refusal("upscaling_resize", detail, "too_many_pixels")
@@ -161,6 +220,9 @@ def check_extras(config: Config, registry: Registry, request: dict[str, Any]) ->
 KINDS: dict[str, JobKind] = {
     "txt2img": JobKind(
         check_txt2img, "engine.service.run_posters:run_posters", "engine.job_timeout_s"
+    ),
+    "img2img": JobKind(
+        check_img2img, "engine.service.run_posters:run_posters", "engine.job_timeout_s"
     ),
     "train": JobKind(
         check_train, "engine.service.run_training:run_train", "training.job_timeout_s"

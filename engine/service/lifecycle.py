@@ -23,7 +23,7 @@ from aiohttp import web
 from engine.service.app import make_app
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.http import blocking
-from engine.service.queue_sqlite import open_queue
+from engine.service.queue_backend import open_queue
 from engine.service.state import Service
 from engine.service.supervisor import Supervisor
 from posterbot.config import Config, ConfigError

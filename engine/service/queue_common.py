@@ -7,9 +7,19 @@ SQLite queue (`queue_sqlite.py`) or anything else of the service.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
+
+DEFAULT_MAX_QUEUE = 200  # as EngineConfig.max_queue
+DEFAULT_MAX_ATTEMPTS = 3  # as EngineConfig.max_attempts
+DEFAULT_RUN_S = 10.0  # retry_after guess before any job has finished: a poster takes ~10 s
+THROUGHPUT_WINDOW_S = 300.0  # retry_after: jobs finished per second over the last 5 minutes
+# Retry-After bounds: at least a second; past 10 minutes a client had better ask again soon
+# than trust an estimate made from a queue that will have changed by then.
+MIN_RETRY_AFTER_S = 1
+MAX_RETRY_AFTER_S = 600
 
 
 class Priority(IntEnum):
@@ -105,3 +115,48 @@ class Job:
         fields["state"] = State(fields["state"])
         fields["cancel_requested"] = bool(fields["cancel_requested"])
         return cls(**fields)
+
+
+# The job record's fields and their stored types, as both backends keep them (dicts and lists
+# as JSON text, cancel_requested as 0/1).
+JOB_FIELDS = {
+    "id": str,
+    "kind": str,
+    "params": str,
+    "user": str,
+    "priority": int,
+    "turn": int,
+    "state": str,
+    "attempts": int,
+    "max_attempts": int,
+    "idempotency_key": str,
+    "batch_key": str,
+    "created_at": float,
+    "started_at": float,
+    "finished_at": float,
+    "lease_owner": str,
+    "lease_expires_at": float,
+    "progress": str,
+    "outputs": str,
+    "error": str,
+    "error_code": str,
+    "error_values": str,
+    "cancel_requested": int,
+    "info": str,
+}
+
+
+def retry_after_estimate(
+    depth: int, finished: int, first_start: float | None, now: float, workers: int
+) -> int:
+    """Seconds until a full queue has room: `depth` jobs at the rate jobs left the queue (in
+    any way) over the last THROUGHPUT_WINDOW_S, `finished` of them, the oldest started at
+    `first_start`. Jobs of one batch finish together, so batching counts; with no recent finish,
+    DEFAULT_RUN_S a job per worker. Bounded to MIN_RETRY_AFTER_S..MAX_RETRY_AFTER_S."""
+    if finished:
+        # from when the oldest of them started (or the window's start) until now
+        span = max(1.0, now - max(first_start, now - THROUGHPUT_WINDOW_S))
+        estimate = depth * span / finished
+    else:
+        estimate = depth * DEFAULT_RUN_S / workers
+    return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(estimate)))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import secrets
 import sqlite3
 import threading
@@ -44,7 +43,12 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_QUEUE,
+    JOB_FIELDS,
+    THROUGHPUT_WINDOW_S,
     Job,
     JobNotFound,
     JobStateError,
@@ -52,46 +56,15 @@ from engine.service.queue_common import (
     Priority,
     QueueFull,
     State,
+    retry_after_estimate,
 )
 from posterbot.config import Config
 
 BUSY_TIMEOUT_S = 30.0  # a claim waits this long for the write lock; commits take milliseconds
-DEFAULT_MAX_QUEUE = 200  # as EngineConfig.max_queue
-DEFAULT_MAX_ATTEMPTS = 3  # as EngineConfig.max_attempts
-DEFAULT_RUN_S = 10.0  # retry_after guess before any job has finished: a poster takes ~10 s
-THROUGHPUT_WINDOW_S = 300.0  # retry_after: jobs finished per second over the last 5 minutes
-# Retry-After bounds: at least a second; past 10 minutes a client had better ask again soon
-# than trust an estimate made from a queue that will have changed by then.
-MIN_RETRY_AFTER_S = 1
-MAX_RETRY_AFTER_S = 600
 QUEUE_FILE = "engine.db"  # under data_dir, next to bot.db
 
 
-_COLUMNS = {
-    "id": str,
-    "kind": str,
-    "params": str,
-    "user": str,
-    "priority": int,
-    "turn": int,
-    "state": str,
-    "attempts": int,
-    "max_attempts": int,
-    "idempotency_key": str,
-    "batch_key": str,
-    "created_at": float,
-    "started_at": float,
-    "finished_at": float,
-    "lease_owner": str,
-    "lease_expires_at": float,
-    "progress": str,
-    "outputs": str,
-    "error": str,
-    "error_code": str,
-    "error_values": str,
-    "cancel_requested": int,
-    "info": str,
-}
+_COLUMNS = JOB_FIELDS
 _NOT_NULL = [
     "kind", "params", "user", "priority", "turn", "state", "attempts", "max_attempts",
     "created_at", "outputs", "cancel_requested",
@@ -101,7 +74,7 @@ _SELECT_JOB = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
 _FAIR_ORDER = "priority, turn, created_at, rowid"  # claim order of queued jobs
 
 
-class JobQueue:
+class JobQueue(JobQueueBase):
     """One process's connection to the queue file; thread-safe, open one per process."""
 
     def __init__(
@@ -155,12 +128,6 @@ class JobQueue:
 
     def close(self) -> None:
         self.db.close()
-
-    def __enter__(self) -> JobQueue:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -334,23 +301,15 @@ class JobQueue:
         return serving if users_next is None else max(serving, users_next)
 
     def _retry_after_s(self, conn: sqlite3.Connection, depth: int) -> int:
-        """Seconds until the queue has room, from measured throughput: `depth` jobs at the rate
-        jobs left the queue (finished in any way) over the last THROUGHPUT_WINDOW_S. Jobs of
-        one batch finish together, so batching counts; with no recent finish, DEFAULT_RUN_S a
-        job per worker. Bounded to MIN_RETRY_AFTER_S..MAX_RETRY_AFTER_S."""
+        """Seconds until the queue has room (`retry_after_estimate`), from the jobs that left
+        the queue over the last THROUGHPUT_WINDOW_S."""
         now = self.now()
         finished, first_start = conn.execute(
             "SELECT COUNT(*), MIN(COALESCE(started_at, created_at)) FROM jobs"
             " WHERE finished_at >= ? AND state != 'queued'",
             (now - THROUGHPUT_WINDOW_S,),
         ).fetchone()
-        if finished:
-            # from when the oldest of them started (or the window's start) until now
-            span = max(1.0, now - max(first_start, now - THROUGHPUT_WINDOW_S))
-            estimate = depth * span / finished
-        else:
-            estimate = depth * DEFAULT_RUN_S / self.workers
-        return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(estimate)))
+        return retry_after_estimate(depth, finished, first_start, now, self.workers)
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -629,16 +588,46 @@ class JobQueue:
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return self._job(conn, job_id)
 
+    # -- operations --------------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[Job]:
+        """Dead jobs, newest first: in this backend the dead-letter list is the dead state."""
+        return self.list_jobs(state=State.DEAD, limit=limit)
+
+    def announce(self, worker_id: str, capabilities: dict[str, Any]) -> None:
+        """Nothing to route: this file's workers are the service's own, on its host."""
+        return None
+
+    def workers_announced(self) -> list[dict[str, Any]]:
+        return []  # the service's supervisor knows its workers (/healthz)
+
+    def requeue_dead(self, job_id: str) -> Job:
+        """dead → queued with no attempts spent, its last error kept until it runs again."""
+        with self._write() as conn:
+            job = self._job(conn, job_id)
+            if job.state != State.DEAD:
+                raise JobStateError(f"job {job_id} is {job.state.value}, not dead")
+            return self._jobs(
+                conn,
+                "UPDATE jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
+                f" started_at = NULL, progress = NULL WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
+                (job_id,),
+            )[0]
+
 
 def queue_path(config: Config) -> Path:
+    """The file `[queue] url` names (sqlite:///PATH), else engine.db in the data folder."""
+    if config.queue.url.startswith("sqlite:///"):
+        return Path(config.queue.url.removeprefix("sqlite:///"))
     return config.data_dir / QUEUE_FILE
 
 
 def open_queue(config: Config, workers: int = 1) -> JobQueue:
-    """The job queue file of this data folder, with the [engine] limits."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    """The SQLite job queue of this configuration, with the [engine] limits."""
+    path = queue_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
     return JobQueue(
-        queue_path(config),
+        path,
         max_queue=config.engine.max_queue,
         max_attempts=config.engine.max_attempts,
         workers=workers,

@@ -103,11 +103,11 @@ def render_with_retry(
     progress: Callable[[str, int, int], None],
     cancelled: Callable[[], bool],
 ) -> list[Any]:
-    """`engine.txt2img_batch`, retried once on out-of-GPU-memory with half-size pieces."""
+    """`engine.generate_batch`, retried once on out-of-GPU-memory with half-size pieces."""
     import torch
 
     try:
-        return engine.txt2img_batch(params, progress, cancelled)
+        return engine.generate_batch(params, progress, cancelled)
     except torch.cuda.OutOfMemoryError:
         log.warning("out of GPU memory with %d job(s); retrying in smaller batches", len(params))
         torch.cuda.empty_cache()
@@ -116,7 +116,7 @@ def render_with_retry(
         resolved = resolve_seeds(job)  # every piece must continue the same seeds
         pieces = split_batch(resolved)
         try:
-            parts = [engine.txt2img_batch([piece], progress, cancelled)[0] for piece in pieces]
+            parts = [engine.generate_batch([piece], progress, cancelled)[0] for piece in pieces]
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             size = max(piece.batch_size for piece in pieces)

@@ -12,8 +12,8 @@ from typing import Any
 
 from engine.diffusion.registry import Registry
 from engine.service.kinds import job_kind
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, Priority, State
-from engine.service.queue_sqlite import JobQueue
 from engine.service.supervisor import Supervisor
 from engine.service.watcher import JobWatcher
 from posterbot.config import Config
@@ -25,7 +25,7 @@ class Service:
     def __init__(
         self,
         config: Config,
-        queue: JobQueue,
+        queue: JobQueueBase,
         supervisor: Supervisor | None = None,
         token: str | None = None,
         api_auth: str | None = None,
@@ -37,7 +37,7 @@ class Service:
         self.api_auth = api_auth or None
         self.registry = Registry(config)
         self.started_at = time.time()
-        self.watcher = JobWatcher(self.read_events)
+        self.watcher = JobWatcher(self.read_events, queue.wait_for_changes)
 
     def submit(
         self,

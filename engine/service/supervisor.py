@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from engine.service.kinds import KINDS
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, JobStateError, State
-from engine.service.queue_sqlite import JobQueue
 from engine.service.worker import worker_main
 from posterbot import logs
 from posterbot.config import Config
@@ -62,7 +62,7 @@ class WorkerSlot:
 class Supervisor:
     """Starts one worker process per device and keeps them running (call `check` periodically)."""
 
-    def __init__(self, config: Config, queue: JobQueue, devices: list[str]) -> None:
+    def __init__(self, config: Config, queue: JobQueueBase, devices: list[str]) -> None:
         """`devices`: one worker each, as `worker_devices` spells them out."""
         self.config = config
         self.queue = queue

@@ -6,27 +6,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-EVENT_POLL_S = 0.25  # how often the watcher re-reads the followed jobs: progress is written ~2/s
+# The longest the watcher waits between reads of the followed jobs: a queue that announces
+# changes (Valkey pub/sub) wakes it at once; the SQLite file cannot, so it reads on this tick.
+EVENT_POLL_S = 0.25
 
 
 class JobWatcher:
     """One reader for every follower of a job (event streams, waiting WebUI requests).
 
-    Each tick it reads all followed jobs in one query (and the queue order once, if any is
-    queued) and puts each job's event into its followers' inboxes when it changed for them, so
-    200 open streams cost one read per tick, not 200.
+    Each time a job changed (or a tick passed) it reads all followed jobs in one query (and the
+    queue order once, if any is queued) and puts each job's event into its followers' inboxes
+    when it changed for them, so 200 open streams cost one read per change, not 200.
     """
 
     def __init__(
-        self, read: Callable[[list[str]], dict[str, dict[str, Any]]], tick_s: float = EVENT_POLL_S
+        self,
+        read: Callable[[list[str]], dict[str, dict[str, Any]]],
+        wait: Callable[[float], None] = time.sleep,
+        tick_s: float = EVENT_POLL_S,
     ) -> None:
-        """`read(job_ids)`: each job's current event (a blocking call, run off the loop)."""
+        """`read(job_ids)`: each job's current event; `wait(seconds)`: returns when a job may
+        have changed, at the latest after `seconds` (both blocking, run off the loop)."""
         self.read = read
+        self.wait = wait
         self.tick_s = tick_s
         self._followers: dict[str, list[_Follower]] = {}
         self._wanted = asyncio.Event()  # set while anyone follows a job
@@ -59,7 +67,11 @@ class JobWatcher:
             for job_id, event in events.items():
                 for follower in self._followers.get(job_id, ()):
                     follower.offer(event)
-            await asyncio.sleep(self.tick_s)
+            try:
+                await asyncio.to_thread(self.wait, self.tick_s)
+            except Exception:  # the queue's server away: fall back to the tick
+                log.exception("waiting for job changes failed")
+                await asyncio.sleep(self.tick_s)
 
 
 class _Follower:

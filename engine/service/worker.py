@@ -30,15 +30,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import secrets
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from engine.service.kinds import KINDS
+from engine.service.queue_backend import open_queue
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, JobStateError
-from engine.service.queue_sqlite import JobQueue, open_queue
 from posterbot.config import Config
 from posterbot.errors import Failure, code_of
 from posterbot.logs import LogSetup, setup_worker
@@ -49,7 +52,9 @@ log = logging.getLogger(__name__)
 class Heartbeat(threading.Thread):
     """Renews the leases of the jobs in hand; notices when the service process is gone."""
 
-    def __init__(self, queue: JobQueue, worker_id: str, lease_s: float, stopping: threading.Event):
+    def __init__(
+        self, queue: JobQueueBase, worker_id: str, lease_s: float, stopping: threading.Event
+    ):
         super().__init__(name="heartbeat", daemon=True)
         self.queue = queue
         self.worker_id = worker_id
@@ -120,13 +125,15 @@ class Worker:
         worker_id: str,
         device: str = "auto",
         load_engine: Callable[[Config, str | None], Any] | None = None,
+        pool: str | None = None,
     ) -> None:
-        """`load_engine(config, model)` builds an `Engine` (inject a wrapper in tests)."""
+        """`load_engine(config, model)` builds an `Engine` (inject a wrapper in tests); `pool`:
+        the worker pool it claims from (default `[queue] pool`)."""
         self.config = dataclasses.replace(
             config, models=dataclasses.replace(config.models, device=device)
         )
         self.worker_id = worker_id
-        self.queue = open_queue(config)
+        self.queue = open_queue(config, pool=pool)
         self.stopping = threading.Event()
         self.heartbeat = Heartbeat(self.queue, worker_id, config.engine.lease_s, self.stopping)
         self.load_engine = load_engine or _load_engine
@@ -226,3 +233,48 @@ def worker_main(
     worker.engine_for(None)  # until loaded, SIGTERM simply ends the process: nothing is claimed
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.stopping.set())
     worker.serve(ready)
+
+
+ANNOUNCE_EVERY_S = 30.0  # well inside queue_redis.ANNOUNCE_TTL_S
+
+
+def capabilities(worker: Worker) -> dict[str, Any]:
+    """What a worker can run, for the service's routing: models, LoRAs, device and its memory."""
+    import torch
+
+    from engine.diffusion.registry import Registry
+
+    registry = Registry(worker.config)
+    device = worker.config.models.device
+    vram = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        vram = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return {
+        "host": socket.gethostname(),
+        "device": device,
+        "vram_bytes": vram,
+        "models": [registry.checkpoint(None).name] + [r.name for r in registry.checkpoints()],
+        "loras": sorted(registry.loras()),
+    }
+
+
+def remote_worker_main(config: Config, device: str, pool: str | None) -> None:
+    """`posterbot worker`: a worker on any host with the models, claiming from the shared
+    queue at `[queue] url` until SIGTERM or Ctrl-C; it says what it runs every ANNOUNCE_EVERY_S."""
+    worker_id = f"{socket.gethostname()}/{device}-{secrets.token_hex(3)}"
+    worker = Worker(config, worker_id, device, pool=pool)
+    worker.engine_for(None)  # loaded and warm before it takes a job
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: worker.stopping.set())
+    found = capabilities(worker)
+
+    def announce() -> None:
+        while not worker.stopping.is_set():
+            try:
+                worker.queue.announce(worker_id, found)
+            except Exception:  # the server away for a moment: say it again next time
+                log.exception("worker %s: could not announce itself", worker_id)
+            worker.stopping.wait(ANNOUNCE_EVERY_S)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    worker.serve()

@@ -353,7 +353,9 @@ def test_compose_file_matches_the_compose_specification():
 
 def test_compose_runs_the_engine_on_a_gpu_and_the_bot_once_the_engine_is_healthy():
     services = compose()["services"]
-    assert set(services) == {"engine", "bot"}  # the Redis queue arrives with issue #14
+    assert set(services) == {"engine", "bot", "valkey"}
+    valkey = services["valkey"]  # only with --profile scale-out; the default queue is SQLite
+    assert valkey["profiles"] == ["scale-out"] and "--appendonly" in valkey["command"]
     devices = services["engine"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     assert services["bot"]["depends_on"]["engine"]["condition"] == "service_healthy"

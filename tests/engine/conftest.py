@@ -17,12 +17,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from engine.service.queue_sqlite import JobQueue
+from tests.valkey import ValkeyServer
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
@@ -204,3 +207,19 @@ async def client(config):
         client.queue = queue
         yield client
     queue.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    """One real valkey-server for the session (AOF on); `valkey_url` empties it per test."""
+    server = ValkeyServer(tmp_path_factory.mktemp("valkey")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def valkey_url(valkey_server: ValkeyServer) -> str:
+    """The session's Valkey server, emptied for this test."""
+    with redis.Redis.from_url(valkey_server.url) as client:
+        client.flushdb()
+    return valkey_server.url

@@ -125,7 +125,7 @@ def test_compatible_requests_batched_together_keep_their_own_prompts_and_seeds(e
         )
     ]
     assert requests[0].batch_key() == requests[1].batch_key()
-    batched_a, batched_b = engine.txt2img_batch(requests)
+    batched_a, batched_b = engine.generate_batch(requests)
     assert batched_a.seeds == [50, 51] and batched_b.seeds == [70]
     assert batched_b.infotexts[0].startswith("a dog in the city\n")
     for lone, batched in ((lone_a, batched_a), (lone_b, batched_b)):
@@ -140,7 +140,7 @@ def test_incompatible_requests_are_refused_as_one_batch(engine):
     ]
     assert requests[0].batch_key() != requests[1].batch_key()
     with pytest.raises(ValueError, match="jobs: requests differ"):
-        engine.txt2img_batch(requests)
+        engine.generate_batch(requests)
 
 
 def test_vae_override_from_a_folder_is_used_and_named(tiny_model, with_config, engine_config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from engine.diffusion.generate import Engine
 from engine.diffusion.params import from_request
@@ -64,3 +65,14 @@ def test_esrgan_model_from_the_esrgan_folder(tmp_path, engine_config):
 def test_unknown_upscaler_lists_the_available_ones(engine):
     with pytest.raises(ValueError, match=r"hr_upscaler: 'Magic' is not available.*Lanczos"):
         run(engine, prompt="a cat", enable_hr=True, hr_upscaler="Magic")
+
+
+def test_hires_at_denoising_zero_is_the_upscaled_first_pass(engine):
+    """WebUI accepts denoising 0 with hires fix: the picture is upscaled, not sampled again."""
+    plain = run(engine, prompt="a cat", seed=9)
+    upscaled = run(
+        engine, prompt="a cat", seed=9, enable_hr=True, hr_upscaler="Lanczos", denoising_strength=0
+    )
+    assert upscaled.images[0].size == (128, 128)
+    expected = plain.images[0].resize((128, 128), Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(upscaled.images[0]), np.asarray(expected))

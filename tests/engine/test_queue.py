@@ -1,14 +1,20 @@
-"""The durable job queue: real SQLite files, real processes where concurrency or crashes matter."""
+"""The durable job queue, every test against both backends: a real SQLite file and a real
+valkey-server; real processes where concurrency or crashes matter."""
 
 import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import (
     JobNotFound,
     JobStateError,
@@ -17,11 +23,14 @@ from engine.service.queue_common import (
     QueueFull,
     State,
 )
+from engine.service.queue_redis import RedisQueue
 from engine.service.queue_sqlite import JobQueue
 
-LEASE_S = 60.0
-CLAIMERS = 8  # the issue's concurrency test: 8 processes on one file
+LEASE_S = 60.0  # leases that do not run out during a test
+CLAIMERS = 8  # the issue's concurrency test: 8 processes on one queue
 CONCURRENT_JOBS = 200
+# Valkey measures a lease on its own clock, so leases that must run out are short and real.
+REAL_LEASE_S = 1.0
 
 
 class Clock:
@@ -37,23 +46,54 @@ class Clock:
         self.t += seconds
 
 
+@dataclass
+class Backend:
+    """One queue store (`spec`: a file path or a redis:// URL) and how time passes for it."""
+
+    name: str
+    spec: str
+    clock: Clock
+
+    @property
+    def lease_s(self) -> float:
+        """A lease the test lets run out: SQLite's runs on the test's clock."""
+        return LEASE_S if self.name == "sqlite" else REAL_LEASE_S
+
+    def open(self, **kwargs: Any) -> JobQueueBase:
+        return open_spec(self.spec, **kwargs)
+
+    def lapse(self, seconds: float) -> None:
+        """Let `seconds` pass: on the test's clock, and for Valkey's leases really."""
+        self.clock.advance(seconds)
+        if self.name == "redis":
+            time.sleep(seconds)
+
+
+def open_spec(spec: str, **kwargs: Any) -> JobQueueBase:
+    if spec.startswith("redis://"):
+        return RedisQueue(spec, lease_s=REAL_LEASE_S, **kwargs)
+    return JobQueue(spec, **kwargs)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "engine.db"
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", str(tmp_path / "engine.db"), clock)
+    return Backend("redis", request.getfixturevalue("valkey_url"), clock)
 
 
 @pytest.fixture
-def queue(db_path: Path, clock: Clock) -> Iterator[JobQueue]:
-    with JobQueue(db_path, now=clock) as q:
+def queue(backend: Backend, clock: Clock) -> Iterator[JobQueueBase]:
+    with backend.open(now=clock) as q:
         yield q
 
 
-def submit_many(queue: JobQueue, user: str, count: int, **kwargs) -> list[str]:
+def submit_many(queue: JobQueueBase, user: str, count: int, **kwargs) -> list[str]:
     """Submit `count` jobs one clock tick apart; returns their ids."""
     ids = []
     for i in range(count):
@@ -63,7 +103,7 @@ def submit_many(queue: JobQueue, user: str, count: int, **kwargs) -> list[str]:
     return ids
 
 
-def drain(queue: JobQueue) -> list[str]:
+def drain(queue: JobQueueBase) -> list[str]:
     """Claim and complete jobs one by one until the queue is empty; returns the claim order."""
     order = []
     while jobs := queue.claim("w", LEASE_S):
@@ -75,10 +115,10 @@ def drain(queue: JobQueue) -> list[str]:
 # -- submitting -----------------------------------------------------------------------------
 
 
-def test_submit_stores_the_job_durably(db_path: Path, clock: Clock) -> None:
-    with JobQueue(db_path, now=clock) as q:
+def test_submit_stores_the_job_durably(backend: Backend, clock: Clock) -> None:
+    with backend.open(now=clock) as q:
         job = q.submit("txt2img", {"prompt": "rider in snow"}, "alice", batch_key="k")
-    with JobQueue(db_path) as reopened:
+    with backend.open() as reopened:
         stored = reopened.get(job.id)
     assert stored == job
     assert (stored.state, stored.attempts, stored.max_attempts) == (State.QUEUED, 0, 3)
@@ -91,7 +131,7 @@ def test_submit_stores_the_job_durably(db_path: Path, clock: Clock) -> None:
     assert stored.outputs == [] and stored.progress is None and not stored.cancel_requested
 
 
-def test_submit_rejects_bad_arguments_by_name(queue: JobQueue) -> None:
+def test_submit_rejects_bad_arguments_by_name(queue: JobQueueBase) -> None:
     with pytest.raises(ValueError, match="kind"):
         queue.submit("", {}, "alice")
     with pytest.raises(ValueError, match="user"):
@@ -103,7 +143,7 @@ def test_submit_rejects_bad_arguments_by_name(queue: JobQueue) -> None:
     assert queue.depth() == 0
 
 
-def test_idempotency_key_makes_a_resubmit_a_no_op(queue: JobQueue) -> None:
+def test_idempotency_key_makes_a_resubmit_a_no_op(queue: JobQueueBase) -> None:
     first = queue.submit("txt2img", {"a": 1}, "alice", idempotency_key="update-42")
     again = queue.submit("txt2img", {"a": 1}, "alice", idempotency_key="update-42")
     other = queue.submit("txt2img", {"a": 1}, "alice", idempotency_key="update-43")
@@ -112,8 +152,8 @@ def test_idempotency_key_makes_a_resubmit_a_no_op(queue: JobQueue) -> None:
     assert queue.depth() == 2
 
 
-def test_full_queue_refuses_with_retry_after(db_path: Path, clock: Clock) -> None:
-    with JobQueue(db_path, max_queue=3, workers=2, now=clock) as q:
+def test_full_queue_refuses_with_retry_after(backend: Backend, clock: Clock) -> None:
+    with backend.open(max_queue=3, workers=2, now=clock) as q:
         submit_many(q, "alice", 3)
         with pytest.raises(QueueFull) as refused:
             q.submit("txt2img", {}, "bob")
@@ -132,8 +172,8 @@ def test_full_queue_refuses_with_retry_after(db_path: Path, clock: Clock) -> Non
         assert q.depth() == 3
 
 
-def test_full_queue_still_returns_an_existing_idempotent_job(db_path: Path) -> None:
-    with JobQueue(db_path, max_queue=1) as q:
+def test_full_queue_still_returns_an_existing_idempotent_job(backend: Backend) -> None:
+    with backend.open(max_queue=1) as q:
         job = q.submit("txt2img", {}, "alice", idempotency_key="update-1")
         assert q.submit("txt2img", {}, "alice", idempotency_key="update-1") == job
 
@@ -141,7 +181,7 @@ def test_full_queue_still_returns_an_existing_idempotent_job(db_path: Path) -> N
 # -- fair order -----------------------------------------------------------------------------
 
 
-def test_round_robin_between_users_inside_a_class(queue: JobQueue) -> None:
+def test_round_robin_between_users_inside_a_class(queue: JobQueueBase) -> None:
     greedy = submit_many(queue, "alice", 20)
     modest = submit_many(queue, "bob", 2)
     order = drain(queue)
@@ -149,7 +189,7 @@ def test_round_robin_between_users_inside_a_class(queue: JobQueue) -> None:
     assert order[4:] == greedy[2:]
 
 
-def test_a_latecomer_joins_the_round_being_served(queue: JobQueue) -> None:
+def test_a_latecomer_joins_the_round_being_served(queue: JobQueueBase) -> None:
     alice = submit_many(queue, "alice", 6)
     for _ in range(3):
         queue.claim("w", LEASE_S)
@@ -158,21 +198,21 @@ def test_a_latecomer_joins_the_round_being_served(queue: JobQueue) -> None:
     assert drain(queue)[:2] == [alice[3], bob]
 
 
-def test_a_requeued_job_keeps_its_place(queue: JobQueue) -> None:
+def test_a_requeued_job_keeps_its_place(queue: JobQueueBase) -> None:
     first, second = submit_many(queue, "alice", 2)
     queue.claim("w", LEASE_S)
     queue.release(first)
     assert [queue.position(first), queue.position(second)] == [1, 2]
 
 
-def test_priority_classes_run_admin_then_users_then_training(queue: JobQueue) -> None:
+def test_priority_classes_run_admin_then_users_then_training(queue: JobQueueBase) -> None:
     training = submit_many(queue, "ops", 2, priority=Priority.TRAINING)
     posters = submit_many(queue, "alice", 2, priority=Priority.USER)
     admin = submit_many(queue, "admin", 1, priority=Priority.ADMIN)
     assert drain(queue) == admin + posters + training
 
 
-def test_position_follows_the_claim_order(queue: JobQueue) -> None:
+def test_position_follows_the_claim_order(queue: JobQueueBase) -> None:
     alice = submit_many(queue, "alice", 3)
     bob = submit_many(queue, "bob", 1)
     admin = submit_many(queue, "admin", 1, priority=Priority.ADMIN)
@@ -189,7 +229,7 @@ def test_position_follows_the_claim_order(queue: JobQueue) -> None:
 # -- batching -------------------------------------------------------------------------------
 
 
-def test_batch_claim_groups_only_identical_batch_keys(queue: JobQueue) -> None:
+def test_batch_claim_groups_only_identical_batch_keys(queue: JobQueueBase) -> None:
     first = submit_many(queue, "alice", 1, batch_key="sd15-512-euler")
     submit_many(queue, "bob", 1, batch_key="sdxl-1024")
     submit_many(queue, "carol", 1)  # no batch key: never batched
@@ -208,7 +248,7 @@ def test_batch_claim_groups_only_identical_batch_keys(queue: JobQueue) -> None:
     assert queue.claim("w", LEASE_S, max_batch=4) == []
 
 
-def test_batch_partners_must_share_the_kind(queue: JobQueue) -> None:
+def test_batch_partners_must_share_the_kind(queue: JobQueueBase) -> None:
     txt2img = queue.submit("txt2img", {}, "alice", batch_key="k")
     queue.submit("train", {}, "alice", batch_key="k")
     assert [job.id for job in queue.claim("w", LEASE_S, max_batch=4)] == [txt2img.id]
@@ -217,7 +257,7 @@ def test_batch_partners_must_share_the_kind(queue: JobQueue) -> None:
 # -- running, progress, results ---------------------------------------------------------------
 
 
-def test_claim_complete_records_times_outputs_and_info(queue: JobQueue, clock: Clock) -> None:
+def test_claim_complete_records_times_outputs_and_info(queue: JobQueueBase, clock: Clock) -> None:
     job = queue.submit("txt2img", {}, "alice")
     clock.advance(3)
     [running] = queue.claim("worker-0", LEASE_S)
@@ -238,7 +278,7 @@ def test_claim_complete_records_times_outputs_and_info(queue: JobQueue, clock: C
     assert done.finished and queue.finished_since(clock.t) == [done]
 
 
-def test_finishing_a_job_that_is_not_running_is_refused(queue: JobQueue) -> None:
+def test_finishing_a_job_that_is_not_running_is_refused(queue: JobQueueBase) -> None:
     job = queue.submit("txt2img", {}, "alice")
     with pytest.raises(JobStateError, match="queued"):
         queue.complete(job.id, [])
@@ -246,23 +286,25 @@ def test_finishing_a_job_that_is_not_running_is_refused(queue: JobQueue) -> None
         queue.get("nope")
 
 
-def test_a_worker_that_lost_its_lease_cannot_complete(queue: JobQueue, clock: Clock) -> None:
+def test_a_worker_that_lost_its_lease_cannot_complete(
+    queue: JobQueueBase, backend: Backend
+) -> None:
     job = queue.submit("txt2img", {}, "alice")
-    queue.claim("slow-worker", LEASE_S)
-    clock.advance(LEASE_S + 1)
-    queue.claim("other-worker", LEASE_S)
-    assert queue.heartbeat("slow-worker", [job.id], LEASE_S) == []
+    queue.claim("slow-worker", backend.lease_s)
+    backend.lapse(backend.lease_s * 1.2)
+    queue.claim("other-worker", backend.lease_s)  # a pool's workers share one lease length
+    assert queue.heartbeat("slow-worker", [job.id], backend.lease_s) == []
     with pytest.raises(LeaseLost):
         queue.complete(job.id, ["dup.png"], worker_id="slow-worker")
     assert queue.complete(job.id, ["a.png"], worker_id="other-worker").attempts == 2
 
 
-def test_heartbeat_extends_the_lease(queue: JobQueue, clock: Clock) -> None:
+def test_heartbeat_extends_the_lease(queue: JobQueueBase, backend: Backend) -> None:
     job = queue.submit("txt2img", {}, "alice")
-    queue.claim("w", LEASE_S)
-    for _ in range(3):
-        clock.advance(LEASE_S * 0.75)
-        assert queue.heartbeat("w", [job.id], LEASE_S) == [job.id]
+    queue.claim("w", backend.lease_s)
+    for _ in range(3):  # 1.5 leases in all, never half a lease without a heartbeat
+        backend.lapse(backend.lease_s * 0.5)
+        assert queue.heartbeat("w", [job.id], backend.lease_s) == [job.id]
         assert queue.requeue_expired() == []
     assert queue.get(job.id).state == State.RUNNING
 
@@ -270,30 +312,34 @@ def test_heartbeat_extends_the_lease(queue: JobQueue, clock: Clock) -> None:
 # -- retries, leases, death ---------------------------------------------------------------------
 
 
-def test_expired_lease_requeues_with_the_attempt_spent(queue: JobQueue, clock: Clock) -> None:
+def test_expired_lease_requeues_with_the_attempt_spent(
+    queue: JobQueueBase, backend: Backend
+) -> None:
     job = queue.submit("txt2img", {}, "alice")
-    queue.claim("w", LEASE_S)
-    clock.advance(LEASE_S - 1)
+    queue.claim("w", backend.lease_s)
+    backend.lapse(backend.lease_s * 0.5)
     assert queue.requeue_expired() == []
-    clock.advance(2)
+    backend.lapse(backend.lease_s * 0.7)
     [requeued] = queue.requeue_expired()
     assert (requeued.id, requeued.state, requeued.attempts) == (job.id, State.QUEUED, 1)
     assert requeued.lease_owner is None and "lease expired" in requeued.error
 
 
-def test_expired_leases_are_swept_by_claim(queue: JobQueue, clock: Clock) -> None:
+def test_expired_leases_are_swept_by_claim(queue: JobQueueBase, backend: Backend) -> None:
     job = queue.submit("txt2img", {}, "alice")
-    queue.claim("w1", LEASE_S)
-    clock.advance(LEASE_S + 1)
-    [again] = queue.claim("w2", LEASE_S)
+    queue.claim("w1", backend.lease_s)
+    backend.lapse(backend.lease_s * 1.2)
+    [again] = queue.claim("w2", backend.lease_s)
     assert (again.id, again.attempts, again.lease_owner) == (job.id, 2, "w2")
 
 
-def test_expired_leases_end_dead_after_max_attempts(queue: JobQueue, clock: Clock) -> None:
+def test_expired_leases_end_dead_after_max_attempts(
+    queue: JobQueueBase, backend: Backend, clock: Clock
+) -> None:
     job = queue.submit("txt2img", {}, "alice", max_attempts=2)
     for _ in range(2):
-        queue.claim("w", LEASE_S)
-        clock.advance(LEASE_S + 1)
+        queue.claim("w", backend.lease_s)
+        backend.lapse(backend.lease_s * 1.2)
         queue.requeue_expired()
     dead = queue.get(job.id)
     assert (dead.state, dead.attempts, dead.finished_at) == (State.DEAD, 2, clock.t)
@@ -301,7 +347,7 @@ def test_expired_leases_end_dead_after_max_attempts(queue: JobQueue, clock: Cloc
     assert queue.claim("w", LEASE_S) == []
 
 
-def test_retryable_failure_requeues_then_dies_with_the_reason(queue: JobQueue) -> None:
+def test_retryable_failure_requeues_then_dies_with_the_reason(queue: JobQueueBase) -> None:
     job = queue.submit("txt2img", {}, "alice", max_attempts=2)
     queue.claim("w", LEASE_S)
     retried = queue.fail(job.id, "CUDA out of memory", retry=True)
@@ -316,7 +362,7 @@ def test_retryable_failure_requeues_then_dies_with_the_reason(queue: JobQueue) -
     assert dead.error.startswith("CUDA out of memory")
 
 
-def test_final_failure_is_not_retried(queue: JobQueue) -> None:
+def test_final_failure_is_not_retried(queue: JobQueueBase) -> None:
     job = queue.submit("txt2img", {}, "alice")
     queue.claim("w", LEASE_S)
     failed = queue.fail(job.id, "unknown LoRA 'rider_v9'", retry=False)
@@ -328,7 +374,7 @@ def test_final_failure_is_not_retried(queue: JobQueue) -> None:
     assert queue.depth() == 0
 
 
-def test_release_does_not_spend_an_attempt(queue: JobQueue) -> None:
+def test_release_does_not_spend_an_attempt(queue: JobQueueBase) -> None:
     job = queue.submit("txt2img", {}, "alice", max_attempts=1)
     for _ in range(3):  # more releases than max_attempts: none of them count
         queue.claim("w", LEASE_S)
@@ -345,7 +391,7 @@ def test_release_does_not_spend_an_attempt(queue: JobQueue) -> None:
 # -- cancelling ---------------------------------------------------------------------------------
 
 
-def test_cancel_queued_job_is_immediate(queue: JobQueue) -> None:
+def test_cancel_queued_job_is_immediate(queue: JobQueueBase) -> None:
     job = queue.submit("txt2img", {}, "alice")
     cancelled = queue.cancel(job.id)
     assert cancelled.state == State.CANCELLED and cancelled.finished_at is not None
@@ -353,7 +399,7 @@ def test_cancel_queued_job_is_immediate(queue: JobQueue) -> None:
     assert queue.position(job.id) is None
 
 
-def test_cancel_running_job_asks_the_worker(queue: JobQueue) -> None:
+def test_cancel_running_job_asks_the_worker(queue: JobQueueBase) -> None:
     job = queue.submit("txt2img", {}, "alice")
     queue.claim("w", LEASE_S)
     assert not queue.is_cancel_requested(job.id)
@@ -365,19 +411,19 @@ def test_cancel_running_job_asks_the_worker(queue: JobQueue) -> None:
 
 
 def test_cancel_requested_job_of_a_dead_worker_ends_cancelled(
-    queue: JobQueue, clock: Clock
+    queue: JobQueueBase, backend: Backend
 ) -> None:
     job = queue.submit("txt2img", {}, "alice")
-    queue.claim("w", LEASE_S)
+    queue.claim("w", backend.lease_s)
     queue.cancel(job.id)
-    clock.advance(LEASE_S + 1)
+    backend.lapse(backend.lease_s * 1.2)
     assert [j.state for j in queue.requeue_expired()] == [State.CANCELLED]
 
 
 # -- listing and metrics ------------------------------------------------------------------------
 
 
-def test_list_jobs_filters_by_user_and_state(queue: JobQueue) -> None:
+def test_list_jobs_filters_by_user_and_state(queue: JobQueueBase) -> None:
     alice = submit_many(queue, "alice", 3)
     submit_many(queue, "bob", 1)
     queue.cancel(alice[0])
@@ -386,7 +432,7 @@ def test_list_jobs_filters_by_user_and_state(queue: JobQueue) -> None:
     assert len(queue.list_jobs(limit=2)) == 2
 
 
-def test_counts_cover_every_state(queue: JobQueue) -> None:
+def test_counts_cover_every_state(queue: JobQueueBase) -> None:
     ids = submit_many(queue, "alice", 3)
     queue.cancel(ids[0])
     queue.claim("w", LEASE_S)
@@ -404,9 +450,9 @@ def test_counts_cover_every_state(queue: JobQueue) -> None:
 # -- real processes -----------------------------------------------------------------------------
 
 
-def claim_until_empty(path: str, worker_id: str, start: object, results: object) -> None:
+def claim_until_empty(spec: str, worker_id: str, start: Any, results: Any) -> None:
     """Child process: claim and complete until the queue is empty; report what it claimed."""
-    with JobQueue(path) as q:
+    with open_spec(spec) as q:
         start.wait()
         claimed = []
         while jobs := q.claim(worker_id, LEASE_S):
@@ -415,15 +461,15 @@ def claim_until_empty(path: str, worker_id: str, start: object, results: object)
         results.put((worker_id, claimed))
 
 
-def test_concurrent_claimers_never_claim_a_job_twice(db_path: Path) -> None:
-    with JobQueue(db_path, max_queue=CONCURRENT_JOBS) as q:
+def test_concurrent_claimers_never_claim_a_job_twice(backend: Backend) -> None:
+    with backend.open(max_queue=CONCURRENT_JOBS) as q:
         submitted = set(submit_many(q, "alice", CONCURRENT_JOBS // 2))
         submitted |= set(submit_many(q, "bob", CONCURRENT_JOBS // 2))
 
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
     workers = [
-        ctx.Process(target=claim_until_empty, args=(str(db_path), f"w{i}", start, results))
+        ctx.Process(target=claim_until_empty, args=(backend.spec, f"w{i}", start, results))
         for i in range(CLAIMERS)
     ]
     for worker in workers:
@@ -437,39 +483,40 @@ def test_concurrent_claimers_never_claim_a_job_twice(db_path: Path) -> None:
     claimed = [job_id for _, ids in reports for job_id in ids]
     assert len(claimed) == len(set(claimed)) == CONCURRENT_JOBS
     assert set(claimed) == submitted
-    with JobQueue(db_path) as q:
+    with backend.open() as q:
         jobs = [q.get(job_id) for job_id in submitted]
     assert {(job.state, job.attempts) for job in jobs} == {(State.DONE, 1)}
     claimer = {job_id: worker_id for worker_id, ids in reports for job_id in ids}
     assert all(job.outputs == [f"{claimer[job.id]}.png"] for job in jobs)
 
 
-def claim_and_hang(path: str, claimed: object) -> None:
+def claim_and_hang(spec: str, lease_s: float, claimed: Any) -> None:
     """Child process: claim one job, report it, then hang until killed."""
-    with JobQueue(path) as q:
-        [job] = q.claim("doomed-worker", LEASE_S)
+    with open_spec(spec) as q:
+        [job] = q.claim("doomed-worker", lease_s)
         claimed.put(job.id)
         signal.pause()
 
 
-def test_killed_worker_leaves_its_job_recoverable(db_path: Path) -> None:
-    with JobQueue(db_path) as q:
+def test_killed_worker_leaves_its_job_recoverable(backend: Backend, clock: Clock) -> None:
+    with backend.open() as q:
         job = q.submit("txt2img", {"prompt": "rider"}, "alice")
 
     ctx = multiprocessing.get_context("spawn")
     claimed = ctx.Queue()
-    child = ctx.Process(target=claim_and_hang, args=(str(db_path), claimed))
+    child = ctx.Process(target=claim_and_hang, args=(backend.spec, backend.lease_s, claimed))
     child.start()
     assert claimed.get(timeout=30) == job.id
     os.kill(child.pid, signal.SIGKILL)
     child.join(timeout=10)
     assert child.exitcode == -signal.SIGKILL
 
-    with JobQueue(db_path) as q:
+    with backend.open(now=clock) as q:
         held = q.get(job.id)
         assert (held.state, held.lease_owner) == (State.RUNNING, "doomed-worker")
-        q.now = Clock(start=held.lease_expires_at + 1)  # the lease runs out
-        [again] = q.claim("new-worker", LEASE_S)
+        clock.t = held.started_at
+        backend.lapse(backend.lease_s * 1.2)  # the lease runs out
+        [again] = q.claim("new-worker", backend.lease_s)
         done = q.complete(again.id, ["a.png"], worker_id="new-worker")
     assert (done.id, done.state, done.attempts, done.outputs) == (
         job.id,
@@ -477,5 +524,18 @@ def test_killed_worker_leaves_its_job_recoverable(db_path: Path) -> None:
         2,
         ["a.png"],
     )
-    with sqlite3.connect(db_path) as conn:  # the file is intact after the kill
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    if backend.name == "sqlite":  # the file is intact after the kill
+        with sqlite3.connect(backend.spec) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_valkey_wakes_an_event_reader_when_a_job_changes(valkey_url: str) -> None:
+    """The service's event watcher waits on the queue: with Valkey a change ends the wait."""
+    with RedisQueue(valkey_url) as reader, RedisQueue(valkey_url) as writer:
+        reader.wait_for_changes(0.01)  # subscribed from here on
+        woke = threading.Event()
+        waiting = threading.Thread(target=lambda: (reader.wait_for_changes(60), woke.set()))
+        waiting.start()
+        writer.submit("txt2img", {}, "alice")
+        waiting.join(20)
+        assert woke.is_set()

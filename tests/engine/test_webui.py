@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import webuiapi
 from aiohttp.test_utils import TestClient, TestServer
@@ -99,7 +100,6 @@ def test_webui_fields_map_to_ours():
     ("body", "field"),
     [
         ({"restore_faces": True}, "restore_faces"),
-        ({"styles": ["cinematic"]}, "styles"),
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"scheduler": "Exponential"}, "scheduler"),
     ],
@@ -184,3 +184,21 @@ async def test_samplers_and_upscalers_use_webui_names(client):
     assert {"Euler a", "DPM++ 2M Karras"} <= {sampler["name"] for sampler in samplers}
     upscalers = await (await client.get("/sdapi/v1/upscalers", headers=headers)).json()
     assert {"Latent", "Lanczos"} <= {upscaler["name"] for upscaler in upscalers}
+
+
+@pytest.mark.slow
+def test_webuiapi_inpaints_through_img2img_and_keeps_the_unmasked_pixels(webui):
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    result = webui.img2img(
+        images=[init], mask_image=mask, prompt="a blue ball", seed=7, width=64, height=64,
+        denoising_strength=0.8, mask_blur=0, inpainting_fill=1, inpaint_full_res=False,
+    )  # fmt: skip
+    out = np.asarray(result.image).astype(int)
+    assert result.image.size == (64, 64)
+    assert (out[:16] == (200, 40, 40)).all() and (out[48:] == (200, 40, 40)).all()
+    assert np.abs(out[20:44, 20:44] - (200, 40, 40)).mean() > 5
+    info = parse(result.image.info["parameters"])
+    assert (info["Denoising strength"], info["Mask blur"], info["Seed"]) == ("0.8", "0", "7")
+    assert info["Masked content"] == "original"

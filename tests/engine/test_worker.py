@@ -118,12 +118,12 @@ class SmallGpu:
         self.capacity = capacity
         self.calls: list[int] = []
 
-    def txt2img_batch(self, jobs, progress=None, cancelled=None):
+    def generate_batch(self, jobs, progress=None, cancelled=None):
         images = sum(job.batch_size for job in jobs)
         self.calls.append(images)
         if images > self.capacity:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.engine.txt2img_batch(jobs, progress, cancelled)
+        return self.engine.generate_batch(jobs, progress, cancelled)
 
 
 def checked(config, **request):

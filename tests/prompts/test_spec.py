@@ -96,7 +96,7 @@ def test_unknown_source_is_refused():
 
 def test_sampler_names_any_case_and_errors_list_the_valid_ones():
     assert check_sampler("dpm++ 2m karras") == "DPM++ 2M Karras"
-    assert len(SAMPLER_NAMES) == 18
+    assert {"PLMS", "DDIM", "UniPC", "Euler Karras"} <= set(SAMPLER_NAMES)
     with pytest.raises(
         ValueError, match="sampler_name: unknown sampler 'k_euler'; valid: Euler a,"
     ):

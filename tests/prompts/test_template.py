@@ -49,7 +49,7 @@ CASES = [
         },
     ),
     ("元宵节达达赏月", {"has_tags": ["lantern festival", "looking at the moon"]}),
-    ("情人节，达达送玫瑰", {"has_tags": ["valentine's day", "red roses"]}),
+    ("情人节，达达送玫瑰", {"has_tags": ["valentine's day", "giving red roses"]}),
     ("三八女神节海报", {"has_tags": ["international women's day", "poster"]}),
     ("清明踏青", {"has_tags": ["qingming festival"]}),
     ("五一劳动节出游", {"has_tags": ["labor day", "traveling"]}),
@@ -73,7 +73,7 @@ CASES = [
     ("元旦跨年", {"has_tags": ["new year"]}),
     ("年货节海报", {"has_tags": ["chinese new year shopping festival"]}),
     ("开学季，达达背书包", {"has_tags": ["back to school"]}),
-    ("万圣节南瓜", {"has_tags": ["halloween", "pumpkin"]}),
+    ("万圣节南瓜", {"has_tags": ["halloween", "pumpkins"], "no_tags": ["pumpkin"]}),
     # --- seasons and weather
     (
         "夏天海边冲浪",
@@ -256,13 +256,15 @@ CASES = [
         },
     ),
     # --- several IPs, negations, untranslated words
-    ("达达和京东狗一起过年", {"ip": "dada", "notes": ["used dada", "not joy"]}),
+    ("达达和京东狗一起过年", {"ip": "dada", "trigger": "dadaknight, joydog"}),
     ("京东狗在公园", {"ip": "joy", "lora": {"name": "joy_v1", "weight": 0.7}}),
     (
         "达达送快递，不要文字，不要水印",
         {"negative": ["text", "watermark", "lowres"], "no_tags": ["text"]},
     ),
-    ("达达和长颈鹿", {"notes": ["not translated", "长颈鹿"]}),
+    # outside the glossary: the dictionary draws it, and the notes say so
+    ("达达和长颈鹿", {"has_tags": ["giraffe"], "notes": ["CC-CEDICT", "长颈鹿 giraffe"]}),
+    ("达达和犇犇犇", {"notes": ["not translated", "犇犇犇"]}),
     # --- hires, seed, options on a chat request
     ("高清修复，种子1234", {"enable_hr": True, "seed": 1234}),
     ("达达挥手 --steps 30 --seed 42 --cfg 6.5", {"steps": 30, "seed": 42, "cfg_scale": 6.5}),
@@ -352,7 +354,8 @@ def test_request_becomes_structured_prompt(config, request_text, expected):
     # Every chat prompt has the designers' shape: trigger first, LoRA last.
     if prompt.ip and Note("raw_prompt") not in prompt.notes:
         assert prompt.prompt.startswith(prompt.trigger + ", ")
-        assert prompt.prompt.endswith(prompt.lora.render())
+        last = (prompt.extra_loras or [prompt.lora])[-1]
+        assert prompt.prompt.endswith(last.render())
     assert prompt.width % 64 == 0 and prompt.height % 64 == 0
     assert prompt.source == "template"
 

@@ -23,8 +23,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from bot.i18n import catalog
 from engine.diffusion.params import from_request
-from engine.service.queue_common import QueueFull
-from engine.service.queue_sqlite import MAX_RETRY_AFTER_S, JobQueue
+from engine.service.queue_common import MAX_RETRY_AFTER_S, QueueFull
+from engine.service.queue_sqlite import JobQueue
 from posterbot.config import GenerationSettings, LimitsConfig, TrainingConfig
 from prompts.syntax import estimate_chunks, estimate_tokens
 from tests.engine.conftest import AUTH
