@@ -1,7 +1,9 @@
-"""Model files for tests: random LoRAs in both layouts and a tiny ESRGAN upscaler."""
+"""Model files for tests: random LoRAs in both layouts, a tiny ESRGAN upscaler, a tiny face
+restorer and a face detector file."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -143,4 +145,76 @@ def write_tiny_controlnet(unet, path: Path, layout: str = "diffusers", seed: int
         state = ldm_controlnet_keys(state, unet.config.layers_per_block)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
+
+
+def write_tiny_restoreformer(path: Path) -> Path:
+    """A RestoreFormer (the real architecture, few channels) with random weights, saved the way
+    spandrel detects it: a face restorer for models/GFPGAN."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    torch.manual_seed(0)
+    # Six levels take a 512×512 face down to 16×16, where its attention runs (GroupNorm needs
+    # channels in multiples of 32).
+    model = RestoreFormer(
+        n_embed=16, embed_dim=32, ch=32, ch_mult=(1,) * 6, num_res_blocks=1, z_channels=32
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def write_face_detector(
+    path: Path,
+    size: tuple[int, int],
+    box: tuple[int, int, int, int],
+    landmarks: list[tuple[float, float]],
+) -> Path:
+    """A YuNet-format ONNX face detector (the outputs OpenCV's FaceDetectorYN decodes) that
+    finds one face, `box` with `landmarks`, in any width×height picture: it stands in for YuNet's
+    trained weights, which cannot be fetched offline, as random weights do for the models."""
+    import numpy as np
+
+    width, height = size
+    x, y, w, h = box
+    stride = 8  # the face is reported by one cell of the finest grid
+    cols = width // stride
+    column, row = int((x + w / 2) // stride), int((y + h / 2) // stride)
+    cell = row * cols + column
+    outputs = {}
+    for grid in (8, 16, 32):
+        count = (width // grid) * (height // grid)
+        score, boxes, points = (np.zeros((1, count, n), np.float32) for n in (1, 4, 10))
+        if grid == stride:
+            score[0, cell] = 1
+            centre = ((x + w / 2) / stride - column, (y + h / 2) / stride - row)
+            boxes[0, cell] = [*centre, np.log(w / stride), np.log(h / stride)]
+            points[0, cell] = [
+                v / stride - offset
+                for point in landmarks
+                for v, offset in zip(point, (column, row), strict=True)
+            ]
+        outputs |= {f"cls_{grid}": score, f"obj_{grid}": score, f"bbox_{grid}": boxes}
+        outputs[f"kps_{grid}"] = points
+
+    class Detector(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for name, value in outputs.items():
+                self.register_buffer(name, torch.from_numpy(value))
+
+        def forward(self, picture: torch.Tensor):
+            zero = picture.mean() * 0  # the outputs follow the input, as a network's do
+            return tuple(getattr(self, name) + zero for name in outputs)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the TorchScript exporter: no onnxscript needed for it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            Detector(),
+            torch.zeros(1, 3, height, width),
+            str(path),
+            input_names=["input"],
+            output_names=list(outputs),
+            dynamo=False,
+        )
     return path
