@@ -65,7 +65,7 @@ async def test_a_photo_alone_waits_for_a_reply_with_the_request(bot, telegram):
     photo = telegram.send_text(USER, "", photo=photo_bytes((64, 96)))
     await telegram.wait_for(lambda: any("收到图片" in text for text in telegram.texts(USER)))
     assert not telegram.sent("sendMediaGroup", USER)  # nothing drawn yet
-    telegram.send_text(USER, "达达骑士在海边 --steps 3 来1张", reply_to=photo)
+    telegram.send_text(USER, "达达骑士在海边 来2张 --steps 3", reply_to=photo)
     pictures, _ = await candidates(telegram)
     info = png_info(pictures[0][0])
     assert "Init image hash" in info
@@ -74,7 +74,7 @@ async def test_a_photo_alone_waits_for_a_reply_with_the_request(bot, telegram):
 
 
 async def test_more_like_the_picture_steps_the_strength_down(bot, telegram):
-    telegram.send_text(USER, "达达骑士 --steps 3 来1张", photo=photo_bytes())
+    telegram.send_text(USER, "达达骑士 来2张 --steps 3", photo=photo_bytes())
     _, choose = await candidates(telegram)
     telegram.press(USER, choose.result, buttons(choose)["🖼 更像原图"])
     pictures, second = await candidates(telegram, already=1)
@@ -85,10 +85,10 @@ async def test_more_like_the_picture_steps_the_strength_down(bot, telegram):
 
 
 async def test_a_reply_to_one_of_our_results_draws_from_it(bot, telegram):
-    telegram.send_text(USER, "达达骑士在雪地里 --steps 3 来1张")
+    telegram.send_text(USER, "达达骑士在雪地里 来2张 --steps 3")
     pictures, _ = await candidates(telegram)
     shown = telegram.sent("sendMediaGroup", USER)[0].result[0]
-    telegram.send_text(USER, "改成夏天的海边 --steps 3 来1张", reply_to=shown)
+    telegram.send_text(USER, "改成夏天的海边 来2张 --steps 3", reply_to=shown)
     again, _ = await candidates(telegram, already=1)
     first = Image.open(io.BytesIO(pictures[0][0]))
     info = png_info(again[0][0])
