@@ -429,6 +429,10 @@ class BotConfig:
     # How far a poster drawn from a sent picture may move away from it (img2img's denoising
     # strength): lower keeps the picture, higher follows the request; the buttons step it.
     picture_strength: float = 0.55
+    # The ControlNet model (name in models/ControlNet) for "按这个草图" (sketch), "参考构图"
+    # (layout) and "照这个姿势" (pose); one left out is the first installed whose name says
+    # scribble/lineart/canny, canny/lineart, or openpose.
+    controlnet_models: dict[str, str] = field(default_factory=dict)
     console_output_dir: str = ""  # "" = <data_dir>/console
 
     def __post_init__(self) -> None:
@@ -441,6 +445,12 @@ class BotConfig:
             _require(getattr(self, name) >= 1, f"bot.{name}", "must be at least 1")
         _require(self.default_count <= self.max_count, "bot.default_count", "exceeds max_count")
         _require(self.daily_quota >= 0, "bot.daily_quota", "must be 0 (unlimited) or more")
+        for intent in self.controlnet_models:
+            _require(
+                intent in ("sketch", "layout", "pose"),
+                f"bot.controlnet_models.{intent}",
+                "must be sketch, layout or pose",
+            )
         for name in ("variation_strength", "picture_strength"):
             _require(
                 0.0 < getattr(self, name) <= 1.0, f"bot.{name}", "must be above 0 and at most 1"

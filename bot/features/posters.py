@@ -11,6 +11,7 @@ from bot.features import finishing, retouch
 from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import Html, t
+from bot.picture_requests import picture_params
 from bot.refusals import request_refusal
 from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user, rows
 from bot.settings import UserSettings
@@ -18,8 +19,7 @@ from bot.status import StatusMessage
 from bot.store import JobRecord
 from engine.service.client import EngineError
 from prompts.build import build_prompt
-from prompts.lexicon import load_glossary
-from prompts.picture import from_picture, names_a_size
+from prompts.picture import control_intent
 from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
 from prompts.syntax import LoraTag
@@ -103,7 +103,7 @@ async def poster(
     picture: dict[str, Any] | None = None,
 ) -> None:
     """A poster request: build the prompt, submit the candidates, acknowledge. With a
-    `picture` ({"image", "size"}), the candidates are drawn from it (img2img)."""
+    `picture` ({"image", "size"}), the candidates are drawn from it (bot/pictures.py)."""
     if not await core.admitted(message):
         return
     language = core.language(message.user)
@@ -114,15 +114,16 @@ async def poster(
     if seed is not None:
         settings = UserSettings.from_dict(settings.to_dict() | {"seed": seed})
     try:
+        intent, drawn = control_intent(request) if picture else (None, request)
         prompt = await build_prompt(
-            request, core.config, template=settings.to_template(core.config), session=core.http
+            drawn, core.config, template=settings.to_template(core.config), session=core.http
         )
         prompt, lora_note = await without_untrained_lora(core, message, language, prompt)
         params = candidate_params(core, prompt, settings, wanted_count(request))
+        notes = [lora_note] if lora_note else []
         if picture is not None:
-            keep_shape = not names_a_size(request, load_glossary(core.config.prompts.glossary_dir))
-            strength = core.config.bot.picture_strength
-            params = from_picture(params, picture["image"], picture["size"], strength, keep_shape)
+            params, note = await picture_params(core, language, drawn, intent, params, picture)
+            notes.append(note)
             check_bot_limits(core, params)
     except OverLimit as exc:
         await core.say(message.place, language, exc.key, **exc.values)
@@ -131,10 +132,6 @@ async def poster(
         reason = request_refusal(language, exc)
         await core.say(message.place, language, "bad_request", reason=reason)
         return
-    notes = [lora_note] if lora_note else []
-    if picture is not None:
-        strength = f"{params['denoising_strength']:g}"
-        notes.append(t(language, "from_picture", strength=strength))
     summary = describe(language, prompt, params, notes)
     await submit(core, message, language, "candidates", request, params, summary)
 

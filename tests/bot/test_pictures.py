@@ -101,3 +101,40 @@ async def test_a_file_that_is_not_a_picture_is_refused_in_words(bot, telegram):
         lambda: [t for t in telegram.texts(USER) if "PNG、JPEG 或 WEBP" in t]
     )
     assert "Traceback" not in text[0] and "inputs" not in text[0]
+
+
+async def test_a_sketch_becomes_a_poster_laid_out_by_controlnet(
+    bot, telegram, engine_config_file, tiny_model
+):
+    """ "按这个草图": with no ControlNet installed the chat says so and draws from the picture;
+    once one is in models/ControlNet, the sketch is its control map (a fresh txt2img, the
+    mascot's trigger and LoRA as usual, the sketch's shape kept)."""
+    from diffusers import UNet2DConditionModel
+
+    from posterbot.config import load_config
+    from tests.fakes.models import write_tiny_controlnet
+
+    telegram.send_text(USER, "按这个草图，达达骑士在海边 来2张 --steps 3", photo=photo_bytes())
+    pictures, _ = await candidates(telegram)
+    assert "还没装构图用的 ControlNet 模型" in telegram.texts(USER)[0]
+    assert "Init image hash" in png_info(pictures[0][0])
+
+    engine = load_config(engine_config_file, environ={})
+    unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
+    model = write_tiny_controlnet(unet, engine.controlnet_dir / "control_scribble_tiny.safetensors")
+    try:
+        telegram.send_text(USER, "按这个草图，达达骑士在海边 来2张 --steps 3", photo=photo_bytes())
+        pictures, _ = await candidates(telegram, already=1)
+        ack = [text for text in telegram.texts(USER) if "按你的草图构图画" in text]
+        assert ack and "control_scribble_tiny" in ack[0]
+        info = png_info(pictures[0][0])
+        assert "Init image hash" not in info
+        assert (
+            "Module: invert" in info["ControlNet 0"]
+            and "control_scribble_tiny" in info["ControlNet 0"]
+        )
+        assert "dadaknight" in info["Prompt"] and "<lora:dada_lora" in info["Prompt"]
+        width, height = Image.open(io.BytesIO(pictures[0][0])).size
+        assert width > height
+    finally:
+        model.unlink()

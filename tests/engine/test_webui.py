@@ -99,7 +99,6 @@ def test_webui_fields_map_to_ours():
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"restore_faces": True}, "restore_faces"),
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"scheduler": "Exponential"}, "scheduler"),
     ],
