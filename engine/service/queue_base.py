@@ -121,9 +121,13 @@ class JobQueueBase(abc.ABC):
         info: dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         """running → done with its outputs and info. With `worker_id`, `LeaseLost` if another
-        worker holds the job now; `JobStateError` if it is not running."""
+        worker holds the job now; `JobStateError` if it is not running. `files`: the bytes of
+        the outputs, by name, from a worker on another host: a backend shared by hosts stores
+        them with the result for the service to collect (shared_files.py); the SQLite queue's
+        workers share the service's disk and refuse them."""
 
     @abc.abstractmethod
     def mark_cancelled(
@@ -133,8 +137,10 @@ class JobQueueBase(abc.ABC):
         worker_id: str | None = None,
         outputs: list[str] | None = None,
         info: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
-        """running → cancelled after `cancel` asked, keeping what was made before stopping."""
+        """running → cancelled after `cancel` asked, keeping what was made before stopping
+        (`files` as for `complete`)."""
 
     @abc.abstractmethod
     def fail(

@@ -13,6 +13,7 @@ between two commands leaves nothing half done. Keys, under the prefix `posterbot
     finished              sorted set id → finished_at (metrics, retry-after)
     running:<pool>:<p>, turns:<pool>:<p>:<user>    id → turn (the round-robin bookkeeping)
     events                pub/sub channel: the id of every job that changed
+    file:…, collect, collecting   pictures and outputs that travel between hosts (shared_files.py)
 
 Claiming (`claim`): a dispatcher inside the claim script takes the head of the pool's fair order
 plus its batch partners, adds one stream entry per job, and reads them at once with XREADGROUP
@@ -53,6 +54,7 @@ from engine.service.queue_common import (
     State,
     retry_after_estimate,
 )
+from engine.service.shared_files import OUTPUT_TTL_S
 from posterbot.config import Config
 
 PREFIX = "posterbot"
@@ -275,12 +277,22 @@ end
 return kept
 """
 
-# ARGV: prefix, id, worker ("" = any), final state, now, fields (JSON)
+# ARGV: prefix, id, worker ("" = any), final state, now, fields (JSON), file TTL (s), then a
+# remote worker's output files as name, bytes, name, bytes ... (see shared_files.py)
 _END = """
 local id = ARGV[2]
 local wrong = check_running(id, ARGV[3])
 if wrong then return redis.error_reply(wrong) end
 set_fields(id, cjson.decode(ARGV[6]))
+local names = {}
+for i = 8, #ARGV, 2 do
+  redis.call('SET', key('file', 'outputs/' .. ARGV[i]), ARGV[i + 1], 'EX', ARGV[7])
+  table.insert(names, ARGV[i])
+end
+if #names > 0 then
+  redis.call('HSET', jkey(id), 'files', cjson.encode(names))
+  redis.call('RPUSH', key('collect'), id)
+end
 finish(id, ARGV[4], ARGV[5])
 return id
 """
@@ -632,9 +644,24 @@ class RedisQueue(JobQueueBase):
             raise JobNotFound(job_id)
         return flag == "1"
 
-    def _end(self, job_id: str, worker_id: str | None, state: State, fields: dict[str, Any]) -> Job:
+    def _end(
+        self,
+        job_id: str,
+        worker_id: str | None,
+        state: State,
+        fields: dict[str, Any],
+        files: dict[str, bytes] | None = None,
+    ) -> Job:
+        shipped = [part for name, data in (files or {}).items() for part in (name, data)]
         self._run(
-            "end", job_id, worker_id or "", state.value, _text(self.now()), json.dumps(fields)
+            "end",
+            job_id,
+            worker_id or "",
+            state.value,
+            _text(self.now()),
+            json.dumps(fields),
+            OUTPUT_TTL_S,
+            *shipped,
         )
         return self.get(job_id)
 
@@ -645,12 +672,13 @@ class RedisQueue(JobQueueBase):
         info: dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         fields = {
             "outputs": json.dumps(outputs),
             "info": None if info is None else json.dumps(info),
         }
-        return self._end(job_id, worker_id, State.DONE, fields)
+        return self._end(job_id, worker_id, State.DONE, fields, files)
 
     def mark_cancelled(
         self,
@@ -659,11 +687,12 @@ class RedisQueue(JobQueueBase):
         worker_id: str | None = None,
         outputs: list[str] | None = None,
         info: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         kept = {} if outputs is None else {"outputs": json.dumps(outputs)}
         if info is not None:
             kept["info"] = json.dumps(info)
-        return self._end(job_id, worker_id, State.CANCELLED, kept)
+        return self._end(job_id, worker_id, State.CANCELLED, kept, files)
 
     def fail(
         self,

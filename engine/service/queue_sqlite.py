@@ -419,12 +419,14 @@ class JobQueue(JobQueueBase):
         info: dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         """running → done with its output paths and result info.
 
         With `worker_id`, raises `LeaseLost` if another worker holds the job now, so a worker
         that overran its lease cannot record a second set of outputs.
         """
+        _on_this_host(files)
         return self._end(
             job_id,
             worker_id,
@@ -440,9 +442,11 @@ class JobQueue(JobQueueBase):
         worker_id: str | None = None,
         outputs: list[str] | None = None,
         info: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         """running → cancelled: the worker stopped the job after `cancel` asked it to, keeping
         what it made before stopping (a cancelled training keeps its saved epochs)."""
+        _on_this_host(files)
         kept = {} if outputs is None else {"outputs": json.dumps(outputs)}
         if info is not None:
             kept["info"] = json.dumps(info)
@@ -613,6 +617,11 @@ class JobQueue(JobQueueBase):
                 f" started_at = NULL, progress = NULL WHERE id = ? RETURNING {', '.join(_COLUMNS)}",
                 (job_id,),
             )[0]
+
+
+def _on_this_host(files: dict[str, bytes] | None) -> None:
+    if files:
+        raise ValueError("files: the SQLite queue's workers write outputs on the service's disk")
 
 
 def queue_path(config: Config) -> Path:

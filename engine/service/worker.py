@@ -9,7 +9,8 @@ at most every `poll_s` between denoising steps.
 
 How a job's attempt ends here:
 
-- done: PNGs saved with `save_png`, the job completed with their paths and WebUI's info object.
+- done: PNGs saved with `save_png`, the job completed with their paths and WebUI's info object
+  (a worker on another host sends the files with the result: `shared_files.py`).
 - bad parameters (a `ValueError`, e.g. an unknown LoRA): `failed` at once, the message and its
   code (`posterbot.errors`) kept.
 - out of GPU memory: retried once with every job split into pieces of half its batch size,
@@ -42,6 +43,7 @@ from engine.service.kinds import KINDS
 from engine.service.queue_backend import open_queue
 from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, JobStateError
+from engine.service.shared_files import result_names, ship
 from posterbot.config import Config
 from posterbot.errors import Failure, code_of
 from posterbot.logs import LogSetup, setup_worker
@@ -126,13 +128,16 @@ class Worker:
         device: str = "auto",
         load_engine: Callable[[Config, str | None], Any] | None = None,
         pool: str | None = None,
+        remote: bool = False,
     ) -> None:
         """`load_engine(config, model)` builds an `Engine` (inject a wrapper in tests); `pool`:
-        the worker pool it claims from (default `[queue] pool`)."""
+        the worker pool it claims from (default `[queue] pool`); `remote`: on another host than
+        the service's, so its results travel to the service through the queue (`ship`)."""
         self.config = dataclasses.replace(
             config, models=dataclasses.replace(config.models, device=device)
         )
         self.worker_id = worker_id
+        self.remote = remote
         self.queue = open_queue(config, pool=pool)
         self.stopping = threading.Event()
         self.heartbeat = Heartbeat(self.queue, worker_id, config.engine.lease_s, self.stopping)
@@ -207,13 +212,22 @@ class Worker:
                 self.end(job, "release")
 
     def end(self, job: Job, action: str, **kwargs: Any) -> bool:
-        """Call queue.<action> for a job this worker holds; False when the lease was lost."""
+        """Call queue.<action> for a job this worker holds; False when the lease was lost. A
+        remote worker's outputs go with the result and leave its disk once recorded."""
+        made = []
+        if self.remote and kwargs.get("outputs"):
+            made = result_names(kwargs["outputs"], kwargs.get("info"))
+            kwargs["outputs"], kwargs["info"], kwargs["files"] = ship(
+                self.config.outputs_dir, self.worker_id, kwargs["outputs"], kwargs.get("info")
+            )
         try:
             getattr(self.queue, action)(job.id, worker_id=self.worker_id, **kwargs)
-            return True
         except JobStateError as exc:
             log.warning("worker %s: could not %s job %s: %s", self.worker_id, action, job.id, exc)
             return False
+        for name in made:
+            (self.config.outputs_dir / name).unlink(missing_ok=True)
+        return True
 
 
 def _load_engine(config: Config, model: str | None) -> Any:
@@ -262,7 +276,7 @@ def remote_worker_main(config: Config, device: str, pool: str | None) -> None:
     """`posterbot worker`: a worker on any host with the models, claiming from the shared
     queue at `[queue] url` until SIGTERM or Ctrl-C; it says what it runs every ANNOUNCE_EVERY_S."""
     worker_id = f"{socket.gethostname()}/{device}-{secrets.token_hex(3)}"
-    worker = Worker(config, worker_id, device, pool=pool)
+    worker = Worker(config, worker_id, device, pool=pool, remote=True)
     worker.engine_for(None)  # loaded and warm before it takes a job
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: worker.stopping.set())
