@@ -16,6 +16,7 @@ from bot.features import (
     grids,
     history,
     posters,
+    retouch,
     settings,
     training,
     versions,
@@ -28,7 +29,18 @@ from posterbot.config import Config
 
 # Files go to the first feature that accepts them: a dataset session's PNG is a dataset file
 # before it is a PNG to read (/info).
-FEATURES = [access, settings, posters, finishing, versions, datasets, history, training, grids]
+FEATURES = [
+    access,
+    settings,
+    posters,
+    finishing,
+    retouch,
+    versions,
+    datasets,
+    history,
+    training,
+    grids,
+]
 ROUTER = Router.of(FEATURES)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -56,6 +57,18 @@ class Core:
 
     def is_admin(self, user_id: int) -> bool:
         return self.roles.of(user_id) >= Role.ADMIN
+
+    def over_limit(self, user_id: int) -> tuple[str, dict[str, Any]] | None:
+        """Why this user may not start another job now (message key and values), or None."""
+        if self.is_admin(user_id):
+            return None
+        limits = self.config.bot
+        if len(self.store.active_jobs(user_id)) >= limits.concurrent_jobs:
+            return "too_many_jobs", {"limit": limits.concurrent_jobs}
+        midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        if limits.daily_quota and self.store.jobs_since(user_id, midnight) >= limits.daily_quota:
+            return "quota_used", {"limit": limits.daily_quota}
+        return None
 
     def job_key(self, event: Incoming | Press) -> str:
         """The engine's idempotency key for the job this message or press asks for."""

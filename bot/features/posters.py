@@ -4,11 +4,10 @@ the original file. Also how candidates and HD posters reach the chat."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from typing import Any
 
 from bot.core import Core, job_button
-from bot.features import finishing
+from bot.features import finishing, retouch
 from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import Html, t
@@ -160,19 +159,6 @@ def check_bot_limits(core: Core, params: dict[str, Any]) -> None:
         raise OverLimit("limit_size", size=size, limit=limits.max_side)
 
 
-def over_limit(core: Core, user_id: int) -> tuple[str, dict[str, Any]] | None:
-    """Why this user may not start another job now (message key and values), or None."""
-    if core.is_admin(user_id):
-        return None
-    limits = core.config.bot
-    if len(core.store.active_jobs(user_id)) >= limits.concurrent_jobs:
-        return "too_many_jobs", {"limit": limits.concurrent_jobs}
-    midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    if limits.daily_quota and core.store.jobs_since(user_id, midnight) >= limits.daily_quota:
-        return "quota_used", {"limit": limits.daily_quota}
-    return None
-
-
 async def submit(
     core: Core,
     event: Incoming | Press,
@@ -185,7 +171,7 @@ async def submit(
 ) -> None:
     """Send one job to the engine and acknowledge it; refusals become friendly messages."""
     user, place = event.user, event.place
-    if limited := over_limit(core, user.id):
+    if limited := core.over_limit(user.id):
         await core.say(place, language, limited[0], **limited[1])
         return
     call = core.engine.submit(
@@ -299,10 +285,9 @@ async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str |
         return await hd(core, press, record, index)
     language = core.language(press.user)
     finished = bool(core.store.posters(record.job_id, index)[1])
-    reply = Reply(
-        t(language, "chosen", number=index + 1, seed=record.seeds[index]),
-        chosen_keyboard(language, record.job_id, index, finished),
-    )
+    buttons = chosen_keyboard(language, record.job_id, index, finished)
+    buttons[-1:-1] = await retouch.keyboard(core, language, record.job_id, index)  # 放大 修脸
+    reply = Reply(t(language, "chosen", number=index + 1, seed=record.seeds[index]), buttons)
     await core.outbox.edit(press.place, press.message_id, reply)
     return None
 
@@ -438,7 +423,9 @@ async def deliver_final(
     if posters := core.store.posters(record.job_id, 0)[1]:
         await finishing.send_posters(core, place, record.language, record, 0, posters, True)
         return
-    photo = await core.follower.retrying(lambda: send.send_photo(place, picture))
+    buttons = await retouch.keyboard(core, record.language, record.job_id, 0)  # 放大 修脸
+    shown = dataclasses.replace(picture, keyboard=buttons)
+    photo = await core.follower.retrying(lambda: send.send_photo(place, shown))
     document = await core.follower.retrying(lambda: send.send_document(place, picture))
     for message_id in (photo, document):
         core.store.remember_message(place.chat_id, message_id, record.job_id, 0)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from engine.diffusion import hires, img2img, infotext
 from engine.diffusion.conditioning import encode_prompts
+from engine.diffusion.controlnet import NO_CONTROLS, ControlNetSet, Controls, prepare
 from engine.diffusion.embeddings import EmbeddingSet
 from engine.diffusion.lora import AppliedLora, LoraSet
 from engine.diffusion.params import GenerationParams, check, resolve_seeds
@@ -285,7 +286,10 @@ class Engine:
         )
         self.embeddings = EmbeddingSet(self.pipe, self.registry)
         self._scheduler_config = dict(self.pipe.scheduler.config)
-        self._tasks: dict[str, Any] = {}  # img2img and inpainting pipelines, built once
+        self._tasks: dict[str, Any] = {}  # img2img, inpainting and ControlNet pipelines
+        self.controlnets = ControlNetSet(
+            config, dict(self.pipe.unet.config), self.device, self.dtype
+        )
 
     def txt2img(
         self,
@@ -322,6 +326,10 @@ class Engine:
 
         shared = jobs[0]
         pictures = self.pictures(shared)  # the same for every job of a batch (batch key)
+        init_image = pictures[0].picture if pictures else None
+        controls = prepare(
+            shared.controlnet, self.controlnets, shared.width, shared.height, init_image
+        )
         steps_per_call = first_pass_steps(shared) * tile_calls(shared, pictures) + (
             shared.hires_steps() if shared.enable_hr and shared.denoising_strength else 0
         )
@@ -349,8 +357,10 @@ class Engine:
                 call["starts"] += (
                     [pictures[k % len(pictures)] for k in range(size)] if pictures else []
                 )
-            with self.tiling(shared.tiling):
-                rendered = self.render(**call, params=shared, steps=reporter, upscalers=upscalers)
+            with self.tiling(shared.tiling), controls.soft_injection():
+                rendered = self.render(
+                    **call, params=shared, controls=controls, steps=reporter, upscalers=upscalers
+                )
             for i in members:
                 images[i] += rendered[: jobs[i].batch_size]
                 rendered = rendered[jobs[i].batch_size :]
@@ -363,7 +373,7 @@ class Engine:
                 seeds[i][0],
                 seeds[i][1],
                 [
-                    self.infotext(params, seed, subseed, applied, pictures, k)
+                    self.infotext(params, seed, subseed, applied, pictures, k, controls)
                     for k, (seed, subseed) in enumerate(zip(*seeds[i], strict=True))
                 ],
                 self.model.name,
@@ -432,6 +442,7 @@ class Engine:
         subseeds: list[int],
         starts: list[Start],
         params: GenerationParams,
+        controls: Controls,
         steps: _StepReporter,
         upscalers: dict[str, Path],
     ) -> list[Image.Image]:
@@ -473,11 +484,13 @@ class Engine:
                 for k, (start, seed) in enumerate(zip(starts, seeds, strict=True))
             ]
         if starts:
-            first = self.picture_pass(starts, seeds, params, sampling, steps)
+            first = self.picture_pass(starts, seeds, params, sampling, controls, steps)
         else:
+            pipe = self._pipeline("txt2img", controls)
             pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
             first = pipe(
                 **sampling,
+                **controls.arguments("txt2img", params.width, params.height),
                 width=params.width,
                 height=params.height,
                 latents=noise.to(self.device, self.dtype),
@@ -496,10 +509,11 @@ class Engine:
         strength = params.denoising_strength
         if strength == 0:  # WebUI accepts it: the upscaled first pass, not sampled again
             return self.decode(start) if latent_upscale else start
-        img2img_pipe = self._pipeline("img2img")
+        img2img_pipe = self._pipeline("img2img", controls)
         img2img_pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
         return img2img_pipe(
             **conditioning,
+            **controls.arguments("img2img", width, height),
             image=start,
             strength=strength,
             # WebUI runs exactly `hires steps` steps: the schedule is stretched so that the
@@ -516,6 +530,7 @@ class Engine:
         seeds: list[int],
         params: GenerationParams,
         sampling: dict,
+        controls: Controls,
         steps: _StepReporter,
     ) -> list[Image.Image] | torch.Tensor:
         """img2img of each start picture at `denoising_strength`, or its inpainting where the
@@ -544,22 +559,25 @@ class Engine:
                 return latents
             drawn = self.decode(latents)
         elif mask is None:
-            pipe = self._pipeline("img2img")
+            pipe = self._pipeline("img2img", controls)
             pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
             return pipe(
                 **sampling,
+                **controls.arguments("img2img", *size),
                 image=self.encode(pictures, params.resize_mode, size),
                 strength=strength,
                 callback_on_step_end=steps.callback("img2img"),
             ).images
         else:
-            pipe = self._pipeline("inpaint")
+            pipe = self._pipeline("inpaint", controls)
             pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
             region_mask = mask.sharp
             if regions:
                 region_mask = mask.sharp.crop(regions[0]).resize(size, Image.Resampling.LANCZOS)
             drawn = pipe(
                 **{**sampling, "output_type": "pil"},
+                # the maps of the region "only masked" repaints, as the extension crops them
+                **controls.arguments("inpaint", *size, regions[0] if regions else None),
                 image=pictures,
                 mask_image=[region_mask] * len(pictures),
                 width=params.width,
@@ -614,7 +632,10 @@ class Engine:
                 "generator": [torch.Generator("cpu").manual_seed(seed) for _ in tiles],
                 "output_type": "pil",
             }
-            redrawn = self.picture_pass(tiles, [seed] * len(tiles), params, call, steps)
+            # no ControlNet here: the service refuses units with SD upscale (maps per tile)
+            redrawn = self.picture_pass(
+                tiles, [seed] * len(tiles), params, call, NO_CONTROLS, steps
+            )
             drawn += zip(redrawn, group, strict=True)
         return img2img.blend_tiles(size, drawn, params.sd_upscale_overlap)
 
@@ -639,16 +660,31 @@ class Engine:
         decoded = vae.decode(latents.to(self.device, self.dtype) / vae.config.scaling_factor)
         return self.pipe.image_processor.postprocess(decoded.sample, output_type="pil")
 
-    def _pipeline(self, task: str):
-        """The img2img or inpainting pipeline over the loaded model's modules (built once)."""
-        if task not in self._tasks:
-            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+    def _pipeline(self, task: str, controls: Controls = NO_CONTROLS):
+        """The txt2img, img2img or inpainting pipeline over the loaded model's modules (built
+        once), with the job's ControlNets when it has units (diffusers' ControlNet variant)."""
+        if task == "txt2img" and not controls:
+            return self.pipe
+        key = f"controlnet {task}" if controls else task
+        if key not in self._tasks:
+            from diffusers import (
+                AutoPipelineForImage2Image,
+                AutoPipelineForInpainting,
+                AutoPipelineForText2Image,
+            )
 
-            auto = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
-            pipeline = auto.from_pipe(self.pipe)  # shares the modules: no extra memory
+            auto = {
+                "txt2img": AutoPipelineForText2Image,
+                "img2img": AutoPipelineForImage2Image,
+                "inpaint": AutoPipelineForInpainting,
+            }[task]
+            extra = {"controlnet": controls.model} if controls else {}
+            pipeline = auto.from_pipe(self.pipe, **extra)  # shares the modules: no extra memory
             pipeline.set_progress_bar_config(disable=True)
-            self._tasks[task] = pipeline
-        return self._tasks[task]
+            self._tasks[key] = pipeline
+        if controls:
+            self._tasks[key].controlnet = controls.model  # this job's units
+        return self._tasks[key]
 
     def infotext(
         self,
@@ -658,6 +694,7 @@ class Engine:
         loras: list[AppliedLora],
         pictures: list[Start] | None = None,
         index: int = 0,
+        controls: Controls = NO_CONTROLS,
     ) -> str:
         hr = params.enable_hr
         resized = hr and bool(params.hr_resize_x or params.hr_resize_y)
@@ -699,6 +736,7 @@ class Engine:
                 f"{lora.name}: {lora.version}" for lora in loras if lora.version
             )
             or None,
+            **controls.infotext(),
             "Demo model": DEMO_NOTE if self.model.is_demo else None,
             "Version": f"posterbot {__version__}",
         }

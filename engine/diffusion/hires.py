@@ -32,13 +32,17 @@ def is_latent(name: str) -> bool:
     return name in LATENT_UPSCALERS
 
 
-def upscaler_names(model_files: dict[str, Path]) -> list[str]:
-    return [*LATENT_UPSCALERS, *IMAGE_UPSCALERS, *model_files]
+def upscaler_names(model_files: dict[str, Path], latent: bool = True) -> list[str]:
+    """Every upscaler's name; `latent=False` leaves out those that work only inside a
+    generation (WebUI's Extras tab lists the rest)."""
+    return [*(LATENT_UPSCALERS if latent else ()), *IMAGE_UPSCALERS, *model_files]
 
 
-def check_upscaler(name: str, model_files: dict[str, Path], field: str = "hr_upscaler") -> None:
-    if name not in LATENT_UPSCALERS and name not in IMAGE_UPSCALERS and name not in model_files:
-        valid = ", ".join(upscaler_names(model_files))
+def check_upscaler(
+    name: str, model_files: dict[str, Path], field: str = "hr_upscaler", latent: bool = True
+) -> None:
+    if name not in upscaler_names(model_files, latent):
+        valid = ", ".join(upscaler_names(model_files, latent))
         raise ValueError(f"{field}: {name!r} is not available; valid upscalers: {valid}")
 
 
@@ -51,17 +55,25 @@ def upscale_latents(latents: torch.Tensor, name: str, width: int, height: int, f
 
 
 @lru_cache(maxsize=2)
-def _load_model(path: str, device: str):
+def _load_model(path: str, device: str, field: str):
     import spandrel
 
-    descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
+    try:
+        descriptor = spandrel.ModelLoader(device="cpu").load_from_file(path)
+    except Exception as exc:  # an untrusted file: whatever went wrong, it is no model we load
+        raise ValueError(f"{field}: {Path(path).name} could not be loaded ({exc})") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-        raise ValueError(f"hr_upscaler: {Path(path).name} is not an image upscaler model")
+        raise ValueError(f"{field}: {Path(path).name} is not an image upscaler model")
     return descriptor.to(device).eval()
 
 
 def upscale_images(
-    images: list[Image.Image], name: str, width: int, height: int, model_files: dict[str, Path]
+    images: list[Image.Image],
+    name: str,
+    width: int,
+    height: int,
+    model_files: dict[str, Path],
+    field: str = "hr_upscaler",
 ) -> list[Image.Image]:
     """Resize decoded images to width×height with `name` (a PIL filter or a model file)."""
     if name in IMAGE_UPSCALERS:
@@ -69,17 +81,19 @@ def upscale_images(
     return [
         # The model scales by its own factor (e.g. 4×); WebUI then resizes to the target size.
         image.resize((width, height), Image.Resampling.LANCZOS)
-        for image in upscale_with_model(images, model_files[name])
+        for image in upscale_with_model(images, model_files[name], field)
     ]
 
 
-def upscale_with_model(images: list[Image.Image], path: Path) -> list[Image.Image]:
+def upscale_with_model(
+    images: list[Image.Image], path: Path, field: str = "hr_upscaler"
+) -> list[Image.Image]:
     """Each image through an ESRGAN-family model, at the model's own scale."""
     import numpy as np
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = _load_model(str(path), device)
+    model = _load_model(str(path), device, field)
     upscaled = []
     with torch.no_grad():
         for image in images:

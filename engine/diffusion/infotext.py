@@ -80,10 +80,10 @@ def parse(text: str) -> dict[str, str]:
     }
 
 
-def png_bytes(image: Image.Image, infotext: str) -> bytes:
-    """Encode `image` as PNG with the infotext in the `parameters` chunk."""
+def png_bytes(image: Image.Image, infotext: str, key: str = PNG_KEY) -> bytes:
+    """Encode `image` as PNG with the infotext in the `parameters` chunk (or `key`'s)."""
     info = PngImagePlugin.PngInfo()
-    info.add_text(PNG_KEY, infotext)
+    info.add_text(key, infotext)
     buffer = BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.diffusion.controlnet_units import ControlUnit
 from engine.diffusion.samplers import check_sampler
 from posterbot.config import MAX_LORA_WEIGHT, GenerationSettings, LimitsConfig
 from posterbot.errors import Refusal
@@ -47,6 +48,8 @@ class GenerationParams(GenerationSettings):
     sd_upscale_scale: float = 0.0
     sd_upscale_overlap: int = 64
     sd_upscale_upscaler: str = "Lanczos"
+    # ControlNet units, checked in the service (engine/diffusion/controlnet_units.py)
+    controlnet: list[ControlUnit] = field(default_factory=list)
 
     @property
     def is_img2img(self) -> bool:
@@ -96,7 +99,10 @@ class GenerationParams(GenerationSettings):
         for tag in tags:
             weights[tag.name] = weights.get(tag.name, 0.0) + tag.weight
         shared = {name: getattr(self, name) for name in BATCH_FIELDS}
-        return json.dumps({**shared, "loras": sorted(weights.items())}, sort_keys=True)
+        controlnet = [unit.to_dict() for unit in self.controlnet]
+        return json.dumps(
+            {**shared, "loras": sorted(weights.items()), "controlnet": controlnet}, sort_keys=True
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -147,6 +153,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list):
             raise ValueError(f"loras: must be a list of {{name, weight}}, not {value!r}")
         return [_lora(item) for item in value]
+    if name == "controlnet":  # units as the service's check wrote them into the job
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise Refusal(name, "must be a list of checked ControlNet units")
+        return [ControlUnit.from_dict(unit) for unit in value]
     if name == "init_images":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise Refusal(name, "must be a list of pictures")
@@ -292,11 +302,12 @@ def check_pictures(params: GenerationParams) -> None:
         ("mask_blur", 0, 64),
         ("inpainting_fill", 0, 3),
         ("inpaint_full_res_padding", 0, 256),
-        ("sd_upscale_overlap", 0, min(params.width, params.height) // 2),
     ):
         check_range(name, getattr(params, name), low, high)
-    if params.sd_upscale_scale:
+    if params.sd_upscale_scale:  # the overlap's bound is the tile's, so only with the script on
         check_range("sd_upscale_scale", params.sd_upscale_scale, 1.0, 4.0)
+        overlap_limit = min(params.width, params.height) // 2
+        check_range("sd_upscale_overlap", params.sd_upscale_overlap, 0, overlap_limit)
         conflicts = {
             "init_images": (not params.init_images, "SD upscale needs the picture to upscale"),
             "mask": (bool(params.mask), "SD upscale redraws the whole picture, not a mask"),

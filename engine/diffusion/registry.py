@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ UPSCALER_SUFFIXES = {".safetensors", ".pth"}  # spandrel reads .pth with a restr
 DEMO_MODEL_NAME = "posterbot-demo"
 DEMO_MARKER = "posterbot_demo.json"  # in a tiny model's folder: outputs from it say "demo model"
 HASH_BLOCK = 1 << 20
+# torch.save's format before zip files (PyTorch < 1.6): a pickle that starts with this magic number
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,27 @@ def refuse_pickle(path: Path, what: str) -> None:
             f"{what}: {path.name} is a pickle file ({path.suffix}), which can run code when "
             "loaded; only .safetensors files are loaded (convert it to .safetensors first)"
         )
+
+
+def check_weights_file(path: Path, field: str) -> None:
+    """Refuse a spandrel weights file that is not what its suffix says (a pickle renamed
+    .safetensors, a bare pickle as .pth) from its first bytes, before a worker loads it; a .pth
+    that passes still meets spandrel's restricted unpickler there."""
+    from safetensors import SafetensorError, safe_open
+
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(path, framework="np"):  # the header only
+                return
+        except (SafetensorError, OSError, ValueError):
+            reason = "is not a valid .safetensors file"
+    else:
+        with open(path, "rb") as file:
+            legacy = file.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
+        if legacy or zipfile.is_zipfile(path):
+            return
+        reason = "is not a PyTorch checkpoint (a plain pickle can run code when loaded)"
+    raise Refusal(field, f"{path.name} {reason}", "model_unreadable", name=path.name)
 
 
 class Registry:

@@ -15,7 +15,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from engine.service import metrics, training_views, views, webui, webui_catalogue
+from engine.service import (
+    metrics,
+    training_views,
+    views,
+    webui,
+    webui_catalogue,
+    webui_controlnet,
+    webui_extras,
+)
 from engine.service.http import SERVICE
 from engine.service.middlewares import errors_as_json, require_auth
 from engine.service.state import Service
@@ -54,10 +62,19 @@ ROUTES = [
     ("POST", "/sdapi/v1/options", webui.webui_set_options),
     ("GET", "/sdapi/v1/progress", webui.webui_progress),
     ("POST", "/sdapi/v1/png-info", webui.webui_png_info),
+    ("POST", "/sdapi/v1/extra-single-image", webui_extras.webui_extra_single_image),
+    ("POST", "/sdapi/v1/extra-batch-images", webui_extras.webui_extra_batch_images),
+    ("GET", "/sdapi/v1/face-restorers", webui_extras.webui_face_restorers),
+    ("GET", "/sdapi/v1/realesrgan-models", webui_extras.webui_realesrgan_models),
     ("GET", "/sdapi/v1/prompt-styles", webui_catalogue.webui_prompt_styles),
     ("GET", "/sdapi/v1/embeddings", webui_catalogue.webui_embeddings),
     ("GET", "/sdapi/v1/hypernetworks", webui_catalogue.webui_hypernetworks),
     ("GET", "/sdapi/v1/cmd-flags", webui_catalogue.webui_cmd_flags),
+    ("GET", "/controlnet/version", webui_controlnet.controlnet_version),
+    ("GET", "/controlnet/model_list", webui_controlnet.controlnet_model_list),
+    ("GET", "/controlnet/module_list", webui_controlnet.controlnet_module_list),
+    ("GET", "/controlnet/settings", webui_controlnet.controlnet_settings),
+    ("POST", "/controlnet/detect", webui_controlnet.controlnet_detect),
 ]
 
 

@@ -179,6 +179,14 @@ class EngineClient:
     async def loras(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/v1/loras"))["loras"]
 
+    async def face_restorers(self) -> list[dict[str, Any]]:
+        """The face restorers installed (WebUI's list: `name`, `cmd_dir`)."""
+        return await self._json("GET", "/sdapi/v1/face-restorers")
+
+    async def esrgan_models(self) -> list[dict[str, Any]]:
+        """ESRGAN-family upscalers installed (WebUI's list: `name`, `path`, `scale`)."""
+        return await self._json("GET", "/sdapi/v1/realesrgan-models")
+
     # -- datasets and LoRA versions (admins; docs/engine-api.md "Training") ----------------------
 
     async def check_dataset(self, data: bytes, *, ip: str | None = None) -> dict[str, Any]:

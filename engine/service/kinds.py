@@ -11,20 +11,24 @@ given (`engine.service.worker.Worker` has the helpers).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.diffusion.controlnet_units import units_from_request
+from engine.diffusion.extras import NO_UPSCALER, ExtrasParams, extras_params
+from engine.diffusion.faces import check_detector, find_restorer
 from engine.diffusion.grid import cell_requests, xyz_request
 from engine.diffusion.hires import check_upscaler, is_latent
 from engine.diffusion.img2img import upscaled_size
 from engine.diffusion.params import MAX_INIT_IMAGES, GenerationParams, from_request
-from engine.diffusion.registry import Registry
+from engine.diffusion.registry import Registry, check_weights_file
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.finishing import check_spec
-from engine.service.inputs import picture_size, store_picture
+from engine.service.inputs import MAX_PICTURE_PIXELS, picture_size, store_picture
 from engine.training.params import check_train_request
 from engine.training.versions import Versions
 from posterbot.config import Config
@@ -134,14 +138,19 @@ def check_generation(config: Config, registry: Registry, request: dict[str, Any]
         raise Refusal("model", f"must be a checkpoint name or null, not {model!r}")
     if model == registry.checkpoint(None).name:
         model = None  # the base model by name: the same batches as a request naming none
-    if model is not None:
-        registry.checkpoint(model)
+    base = registry.checkpoint(model)
+    store = functools.partial(store_picture, config)
+    units = units_from_request(config, request, base, store, bool(request.get("init_images")))
     params = from_request(request, config.generation, config.limits)
     if params.enable_hr:  # the upscaler the worker would look for (models/ESRGAN included)
         check_upscaler(params.hr_upscaler, registry.upscalers())
     for lora in params.all_loras()[1]:
         registry.lora(lora.name)
     checked = {**params.to_dict(), "model": model} | ({"poster": spec} if spec else {})
+    if units and params.sd_upscale_scale:
+        raise Refusal("sd_upscale_scale", "SD upscale with ControlNet units is not supported")
+    if units:  # each job's control maps differ: rendered alone
+        return Checked(checked | {"controlnet": [unit.to_dict() for unit in units]})
     return Checked(checked, batch_key(model, params))
 
 
@@ -189,6 +198,30 @@ def check_xyz(config: Config, registry: Registry, params: dict[str, Any]) -> Che
     return Checked(request)
 
 
+def check_extras(config: Config, registry: Registry, request: dict[str, Any]) -> Checked:
+    """WebUI's Extras on one picture: the fields, the upscalers' and face restorer's files, the
+    picture (stored) and the size it would become."""
+    if "image" not in request:
+        raise Refusal("image", 'required: base64, or {"output": "<path of a result>"}')
+    params = extras_params({**request, "image": ""})
+    upscalers = registry.upscalers()
+    for field in ("upscaler_1", "upscaler_2"):
+        name = getattr(params, field)
+        if name != NO_UPSCALER:
+            check_upscaler(name, upscalers, field, latent=False)
+            if name in upscalers:
+                check_weights_file(upscalers[name], field)
+    if params.restores_faces:
+        find_restorer(params.face_restoration_model, config.face_restorers_dir)
+        check_detector(config.face_restorers_dir)
+    image = store_picture(config, request["image"], "image")
+    width, height = params.output_size(*picture_size(config, image))
+    if width * height > MAX_PICTURE_PIXELS:
+        detail = f"would make {width}x{height}, past {MAX_PICTURE_PIXELS:,} pixels"
+        raise Refusal("upscaling_resize", detail, "too_many_pixels")
+    return Checked(ExtrasParams(**{**params.to_dict(), "image": image}).to_dict())
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 KINDS: dict[str, JobKind] = {
@@ -202,6 +235,7 @@ KINDS: dict[str, JobKind] = {
         check_train, "engine.service.run_training:run_train", "training.job_timeout_s"
     ),
     "xyz": JobKind(check_xyz, "engine.service.run_training:run_xyz", "engine.job_timeout_s"),
+    "extras": JobKind(check_extras, "engine.service.run_extras:run_extras", "engine.job_timeout_s"),
 }
 
 

@@ -65,17 +65,21 @@ def shorten(value: Any) -> Any:
     return value
 
 
+# WebUI's API: its own routes and the ControlNet extension's, both behind --api-auth
+WEBUI_PREFIXES = ("/sdapi/", "/controlnet/")
+
+
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _authorized(request: web.Request, svc: Service) -> bool:
-    """Bearer token anywhere; on /sdapi also WebUI's basic auth."""
+    """Bearer token anywhere; on WebUI's routes also WebUI's basic auth."""
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     if svc.token and scheme.lower() == "bearer" and _same(credentials.strip(), svc.token):
         return True
-    if svc.api_auth and scheme.lower() == "basic" and request.path.startswith("/sdapi/"):
+    if svc.api_auth and scheme.lower() == "basic" and request.path.startswith(WEBUI_PREFIXES):
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
@@ -88,7 +92,7 @@ def _authorized(request: web.Request, svc: Service) -> bool:
 async def require_auth(request: web.Request, handler: Callable[..., Awaitable[Any]]):
     """401 unless the request carries the credentials its path needs (/healthz is open)."""
     svc = request.app[SERVICE]
-    webui = request.path.startswith("/sdapi/")
+    webui = request.path.startswith(WEBUI_PREFIXES)
     needed = svc.token is not None or (webui and svc.api_auth is not None)
     if request.path == "/healthz" or not needed or _authorized(request, svc):
         return await handler(request)

@@ -39,7 +39,6 @@ WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name,
 WEBUI_UNSUPPORTED = (
     "restore_faces",
     "script_name",
-    "alwayson_scripts",
     "hr_checkpoint_name",
     "hr_prompt",
     "hr_negative_prompt",
@@ -136,6 +135,8 @@ def webui_request(
         if not request["mask"]:
             del request["mask"]
         request |= script
+    if body.get("alwayson_scripts"):  # ControlNet units; the job kind's check reads them
+        request["alwayson_scripts"] = body["alwayson_scripts"]
     sampler = request.get("sampler_name") or body.get("sampler_index")
     if sampler is not None and not isinstance(sampler, str):
         raise Refusal("sampler_name", f"must be a sampler's name, not {sampler!r}")
