@@ -89,7 +89,6 @@ async def test_a_remote_worker_reads_the_picture_and_its_pngs_reach_the_service(
     queue = RedisQueue(valkey_url)
     app = make_app(Service(service_host, queue, token=TOKEN))
     request = {"prompt": "x", "seed": 5, "denoising_strength": 0.5, "poster": POSTER}
-    request["sd_upscale_overlap"] = 8  # its default, 64, is refused at these 64x64 pictures
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         # 1. the service stores the picture on its host and queues the job
         body = {"kind": "img2img", "user": "tg:1", "params": {**request}}
