@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.service.queue_common import Job, Priority, State
+from engine.service.queue_common import Job, PoolStats, Priority, State
 
 
 class JobQueueBase(abc.ABC):
@@ -80,6 +80,11 @@ class JobQueueBase(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> dict[State, int]:
         """Number of jobs in each state, every state present."""
+
+    @abc.abstractmethod
+    def pool_stats(self) -> list[PoolStats]:
+        """Each worker pool's depth, jobs in flight, and its reclaimed, dead-lettered and
+        per-worker completed totals (/metrics)."""
 
     @abc.abstractmethod
     def finished_since(self, since: float) -> list[Job]:

@@ -12,6 +12,8 @@ between two commands leaves nothing half done. Keys, under the prefix `posterbot
     state:<state>         sorted set id → seq (counts, listings); jobs, user:<name>: id → seq
     finished              sorted set id → finished_at (metrics, retry-after)
     running:<pool>:<p>, turns:<pool>:<p>:<user>    id → turn (the round-robin bookkeeping)
+    totals:<pool>         hash: reclaimed, dead_lettered (counters for /metrics)
+    done_by:<pool>        hash: worker id → jobs it completed
     events                pub/sub channel: the id of every job that changed
     file:…, collect, collecting   pictures and outputs that travel between hosts (shared_files.py)
 
@@ -49,6 +51,7 @@ from engine.service.queue_common import (
     JobNotFound,
     JobStateError,
     LeaseLost,
+    PoolStats,
     Priority,
     QueueFull,
     State,
@@ -110,6 +113,9 @@ local function finish(id, state, now)
   redis.call('ZREM', running_key(id), id)
   redis.call('ZREM', turns_key(id), id)
   drop_entry(id)
+  if state == 'done' then
+    redis.call('HINCRBY', key('done_by', hget(id, 'pool')), hget(id, 'lease_owner') or '?', 1)
+  end
   move_state(id, state)
   redis.call('HSET', jkey(id), 'finished_at', now)
   redis.call('HDEL', jkey(id), 'lease_owner', 'lease_expires_at')
@@ -122,6 +128,7 @@ local function give_back(id, attempts, err, now)
   if hget(id, 'cancel_requested') == '1' then state = 'cancelled'
   elseif attempts >= max then
     state = 'dead'
+    redis.call('HINCRBY', key('totals', hget(id, 'pool')), 'dead_lettered', 1)
     err.error = (err.error or '') .. string.format(' (attempt %d of %d, none left)', attempts, max)
   end
   err.attempts = tostring(attempts)
@@ -156,6 +163,7 @@ local function reclaim(pool, lease_ms, now)
       local id = rows[1] and rows[1][2][2]
       if id and hget(id, 'state') == 'running' and hget(id, 'entry') == entry then
         local owner = hget(id, 'lease_owner') or '?'
+        redis.call('HINCRBY', key('totals', pool), 'reclaimed', 1)
         give_back(id, tonumber(hget(id, 'attempts')), {
           error = 'lease expired: worker ' .. owner .. ' stopped renewing it',
           error_code = 'worker_died', error_values = '{}'}, now)
@@ -587,6 +595,30 @@ class RedisQueue(JobQueueBase):
         for state in State:
             pipe.zcard(self._key("state", state.value))
         return dict(zip(State, pipe.execute(), strict=True))
+
+    def pool_stats(self) -> list[PoolStats]:
+        pools = sorted(self.redis.smembers(self._key("pools")))
+        pipe = self.redis.pipeline(transaction=False)
+        for pool in pools:
+            pipe.zcard(self._key("queued", pool))
+            pipe.xpending(self._key("stream", pool), GROUP)
+            pipe.hgetall(self._key("totals", pool))
+            pipe.hgetall(self._key("done_by", pool))
+        replies = pipe.execute()
+        stats = []
+        for n, pool in enumerate(pools):
+            queued, pending, totals, done = replies[4 * n : 4 * n + 4]
+            stats.append(
+                PoolStats(
+                    pool,
+                    queued,
+                    pending["pending"],
+                    int(totals.get("reclaimed", 0)),
+                    int(totals.get("dead_lettered", 0)),
+                    {worker: int(count) for worker, count in done.items()},
+                )
+            )
+        return stats
 
     def finished_since(self, since: float) -> list[Job]:
         ids = self.redis.zrangebyscore(self._key("finished"), since, "+inf")

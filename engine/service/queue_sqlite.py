@@ -53,6 +53,7 @@ from engine.service.queue_common import (
     JobNotFound,
     JobStateError,
     LeaseLost,
+    PoolStats,
     Priority,
     QueueFull,
     State,
@@ -85,8 +86,10 @@ class JobQueue(JobQueueBase):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         workers: int = 1,
         now: Callable[[], float] = time.time,
+        pool: str = "default",
     ) -> None:
-        """`workers` only feeds the retry_after estimate; `now` is the clock (inject in tests)."""
+        """`workers` only feeds the retry_after estimate; `now` is the clock (inject in tests);
+        `pool`: the name /metrics gives this host's one pool."""
         for name, value in (
             ("max_queue", max_queue),
             ("max_attempts", max_attempts),
@@ -99,6 +102,7 @@ class JobQueue(JobQueueBase):
         self.max_attempts = max_attempts
         self.workers = workers
         self.now = now
+        self.pool = pool
         self._lock = threading.Lock()
         # isolation_level=None: the driver opens no implicit transactions, we BEGIN ourselves
         conn = sqlite3.connect(
@@ -125,6 +129,15 @@ class JobQueue(JobQueueBase):
         jobs.create_index(["idempotency_key"], unique=True, if_not_exists=True)
         jobs.create_index(["user", "created_at"], if_not_exists=True)  # list_jobs(user=...)
         jobs.create_index(["finished_at"], if_not_exists=True)  # metrics, retry_after
+        # /metrics totals: "reclaimed", "dead_lettered", "done:<worker id>"
+        self.db.table("counters").create({"name": str, "value": int}, pk="name", if_not_exists=True)
+
+    def _count(self, conn: sqlite3.Connection, name: str, by: int = 1) -> None:
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -321,6 +334,23 @@ class JobQueue(JobQueueBase):
                 counts[State(state)] = count
         return counts
 
+    def pool_stats(self) -> list[PoolStats]:
+        """The one pool of this file (every worker is on this host)."""
+        counts = self.counts()
+        with self._read() as conn:
+            totals = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        done = {name[5:]: n for name, n in totals.items() if name.startswith("done:")}
+        return [
+            PoolStats(
+                self.pool,
+                counts[State.QUEUED],
+                counts[State.RUNNING],
+                totals.get("reclaimed", 0),
+                totals.get("dead_lettered", 0),
+                done,
+            )
+        ]
+
     def finished_since(self, since: float) -> list[Job]:
         """Jobs finished at or after `since`, oldest first (their wait_s/run_s feed metrics)."""
         with self._read() as conn:
@@ -498,6 +528,8 @@ class JobQueue(JobQueueBase):
         expired = self._jobs(
             conn, f"{_SELECT_JOB} WHERE state = 'running' AND lease_expires_at < ?", (now,)
         )
+        if expired:
+            self._count(conn, "reclaimed", len(expired))
         return [
             self._give_back(
                 conn,
@@ -529,6 +561,7 @@ class JobQueue(JobQueueBase):
         elif attempts >= job.max_attempts:
             state = State.DEAD
             message = f"{message} (attempt {attempts} of {job.max_attempts}, none left)"
+            self._count(conn, "dead_lettered")
         else:
             state = State.QUEUED
         finished_at = None if state == State.QUEUED else now
@@ -567,7 +600,9 @@ class JobQueue(JobQueueBase):
         """Move a running job to the finished `state`, setting `columns`, clearing its lease."""
         assignments = "".join(f", {name} = ?" for name in columns)
         with self._write() as conn:
-            self._running(conn, job_id, worker_id)
+            job = self._running(conn, job_id, worker_id)
+            if state == State.DONE:
+                self._count(conn, f"done:{job.lease_owner}")
             return self._jobs(
                 conn,
                 f"UPDATE jobs SET state = ?{assignments}, finished_at = ?, lease_owner = NULL,"
@@ -640,4 +675,5 @@ def open_queue(config: Config, workers: int = 1) -> JobQueue:
         max_queue=config.engine.max_queue,
         max_attempts=config.engine.max_attempts,
         workers=workers,
+        pool=config.queue.pool,
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import save_file
 
 from engine.service.queue_common import State
@@ -263,10 +264,15 @@ async def test_metrics_are_prometheus_text(client):
     await submit(client, {"prompt": "another"})
     await asyncio.to_thread(play_worker, client.queue, job["id"], [], 0)
     text = await (await client.get("/metrics", headers=AUTH)).text()
-    assert "posterbot_queue_depth 1" in text
-    assert 'posterbot_jobs{state="done"} 1' in text
-    assert "posterbot_job_wait_seconds_count 1" in text
-    assert 'posterbot_job_run_seconds_bucket{le="+Inf"} 1' in text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples["posterbot_queue_depth", ()] == 1
+    assert samples["posterbot_jobs", (("state", "done"),)] == 1
+    assert samples["posterbot_job_wait_seconds_count", ()] == 1
+    assert samples["posterbot_job_run_seconds_bucket", (("le", "+Inf"),)] == 1
 
 
 @pytest.mark.slow
