@@ -19,7 +19,6 @@ The job record, states and errors are in `queue_common.py`.
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -194,11 +193,11 @@ class JobQueueBase(abc.ABC):
     def workers_announced(self) -> list[dict[str, Any]]:
         """What workers said they run (`announce`), recent ones only."""
 
+    @abc.abstractmethod
     def wait_for_changes(self, timeout_s: float) -> None:
-        """Return soon after any job changed, or after `timeout_s`. The SQLite file cannot tell
-        another process that it changed, so by default this waits the whole timeout (the event
-        watcher then re-reads on a fixed tick)."""
-        time.sleep(timeout_s)
+        """Return soon after any job changed (the change pushed by whoever made it: a UNIX
+        socket datagram for the SQLite file, the events channel for Valkey), or after
+        `timeout_s`; one caller per process (the service's event watcher)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -5,6 +5,12 @@ Every process opens its own `JobQueue` on the same file. Writes run inside `BEGI
 claimers instead of waiting), the database is in WAL mode so readers never block writers, and
 `synchronous=FULL` makes every committed claim or result survive a power cut.
 
+The file cannot tell another process that it changed, so every commit also sends a one-byte
+datagram to a UNIX socket named after the file (Linux's abstract namespace: no file to clean
+up, no path-length limit); the service's event watcher listens there (`wait_for_changes`) and
+re-reads at once instead of on a tick. Best effort: with nobody listening, or the listener's
+buffer full (it is behind and will re-read anyway), the datagram is dropped.
+
 Life of a job::
 
     queued ──claim──▶ running ──complete──▶ done
@@ -32,8 +38,11 @@ jobs ahead of it are claimed. Batch partners (see `claim`) may run ahead of thei
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
+import select
+import socket
 import sqlite3
 import threading
 import time
@@ -111,6 +120,13 @@ class JobQueue(JobQueueBase):
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        # change notices (module docstring): one address per queue file
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:32]
+        self._events_address = f"\0posterbot-queue-{digest}"
+        self._notifier = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notifier.setblocking(False)
+        self._listener: socket.socket | None = None
+        self._listening = True  # False once another process holds the address
         with self._write():
             self._create_schema()
 
@@ -141,6 +157,36 @@ class JobQueue(JobQueueBase):
 
     def close(self) -> None:
         self.db.close()
+        self._notifier.close()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _notify(self) -> None:
+        """Tell the listening watcher (if any) that the file changed."""
+        with contextlib.suppress(OSError):  # nobody listening, or its buffer full
+            self._notifier.sendto(b"!", self._events_address)
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Return when a process committed a change to this file (its datagram arrived), or
+        after `timeout_s`; one caller per file (the service's event watcher). Where the address
+        is taken (a second service on the file) or not supported, this waits the whole timeout."""
+        if self._listener is None and self._listening:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                listener.bind(self._events_address)
+                listener.setblocking(False)
+                self._listener = listener
+            except OSError:
+                listener.close()
+                self._listening = False
+        if self._listener is None:
+            time.sleep(timeout_s)
+            return
+        ready, _, _ = select.select([self._listener], [], [], timeout_s)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                while True:  # one re-read covers every change so far
+                    self._listener.recv(16)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -155,6 +201,7 @@ class JobQueue(JobQueueBase):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._notify()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

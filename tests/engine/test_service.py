@@ -151,7 +151,7 @@ async def test_cancel_a_queued_job_at_once(client):
 
 def play_worker(queue, job_id: str, outputs: list[str], pause_s: float = 1.0) -> None:
     """Do what a worker does to a job, slowly enough for an event stream to see each step
-    (four times the watcher's 0.25 s tick, so a busy machine does not merge two steps)."""
+    (slow enough that a busy machine does not merge two steps into one event)."""
     time.sleep(pause_s)
     (job,) = queue.claim("fake-worker", lease_s=30)
     assert job.id == job_id
