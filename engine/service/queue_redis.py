@@ -265,7 +265,9 @@ local read = redis.call('XREADGROUP', 'GROUP', 'workers', worker, 'COUNT', #chos
   'STREAMS', s, '>')
 for _, row in ipairs(read[1][2]) do entries[row[1]] = nil end
 if next(entries) ~= nil then return redis.error_reply('DISPATCH entries left unread') end
-return chosen
+local rows = {}
+for _, id in ipairs(chosen) do table.insert(rows, redis.call('HGETALL', jkey(id))) end
+return rows
 """
 
 # ARGV: prefix, worker, lease expiry, ids...
@@ -302,7 +304,7 @@ if #names > 0 then
   redis.call('RPUSH', key('collect'), id)
 end
 finish(id, ARGV[4], ARGV[5])
-return id
+return redis.call('HGETALL', jkey(id))
 """
 
 # ARGV: prefix, id, worker ("" = any), attempts spent by this attempt (1 or 0), now, error JSON
@@ -312,7 +314,7 @@ local wrong = check_running(id, ARGV[3])
 if wrong then return redis.error_reply(wrong) end
 local attempts = tonumber(hget(id, 'attempts')) - 1 + tonumber(ARGV[4])
 give_back(id, attempts, cjson.decode(ARGV[6]), ARGV[5])
-return id
+return redis.call('HGETALL', jkey(id))
 """
 
 # ARGV: prefix, lease_ms, now
@@ -370,6 +372,11 @@ return id
 
 def _text(value: float) -> str:
     return repr(float(value))
+
+
+def _decode_flat(pairs: list[str]) -> Job:
+    """A job record from a script's HGETALL reply (name, value, name, value ...)."""
+    return _decode(dict(zip(pairs[::2], pairs[1::2], strict=True)))
 
 
 def _decode(fields: dict[str, str]) -> Job:
@@ -648,7 +655,7 @@ class RedisQueue(JobQueueBase):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
         now = self.now()
-        ids = self._run(
+        rows = self._run(
             "claim",
             self.pool,
             worker_id,
@@ -658,8 +665,7 @@ class RedisQueue(JobQueueBase):
             _text(now + lease_s),
             json.dumps(None if kinds is None else list(kinds)),
         )
-        jobs = {job.id: job for job in self.get_many(ids)}
-        return [jobs[job_id] for job_id in ids]
+        return [_decode_flat(row) for row in rows]  # the script returns the records: one trip
 
     def heartbeat(self, worker_id: str, job_ids: list[str], lease_s: float) -> list[str]:
         if not job_ids:
@@ -685,7 +691,7 @@ class RedisQueue(JobQueueBase):
         files: dict[str, bytes] | None = None,
     ) -> Job:
         shipped = [part for name, data in (files or {}).items() for part in (name, data)]
-        self._run(
+        row = self._run(
             "end",
             job_id,
             worker_id or "",
@@ -695,7 +701,7 @@ class RedisQueue(JobQueueBase):
             OUTPUT_TTL_S,
             *shipped,
         )
-        return self.get(job_id)
+        return _decode_flat(row)
 
     def complete(
         self,
@@ -747,8 +753,10 @@ class RedisQueue(JobQueueBase):
     def _give_back(
         self, job_id: str, worker_id: str | None, spent: int, error: dict[str, Any]
     ) -> Job:
-        self._run("give_back", job_id, worker_id or "", spent, _text(self.now()), json.dumps(error))
-        return self.get(job_id)
+        row = self._run(
+            "give_back", job_id, worker_id or "", spent, _text(self.now()), json.dumps(error)
+        )
+        return _decode_flat(row)
 
     def requeue_expired(self, now: float | None = None) -> list[Job]:
         """Give back the jobs of every pool whose entries were idle past `lease_s` on the
