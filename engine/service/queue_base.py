@@ -28,6 +28,10 @@ from engine.service.queue_common import Job, PoolStats, Priority, State
 class JobQueueBase(abc.ABC):
     """One process's handle on the queue; thread-safe, open one per process."""
 
+    # What a call raises while the queue's server is unreachable (a worker waits it out), and
+    # the server in words for the log (no password). The SQLite file has no server.
+    unavailable: tuple[type[Exception], ...] = ()
+    where: str = "file"
     max_queue: int  # queued jobs beyond this are refused with QueueFull
     max_attempts: int  # default of submit's max_attempts
     now: Callable[[], float]  # the clock of recorded times (a test injects its own)

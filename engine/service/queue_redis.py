@@ -33,6 +33,7 @@ each user's next job is given at submit, then submit order, per pool.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -422,6 +423,9 @@ class RedisQueue(JobQueueBase):
         self.lease_s = lease_s
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url, decode_responses=True)
+        self.unavailable = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+        address = self.redis.connection_pool.connection_kwargs
+        self.where = f"{address.get('host', '?')}:{address.get('port', '?')}"
         self.now = now or time.time
         self._events: redis.client.PubSub | None = None
         self._scripts = {
@@ -438,7 +442,9 @@ class RedisQueue(JobQueueBase):
                 ("requeue_dead", _REQUEUE_DEAD),
             )
         }
-        self._ensure_group(pool)
+        self._grouped = False  # the pool's consumer group: made now, or (server away) at a claim
+        with contextlib.suppress(*self.unavailable):
+            self._ensure_group(pool)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -450,6 +456,7 @@ class RedisQueue(JobQueueBase):
             if "BUSYGROUP" not in str(exc):
                 raise
         self.redis.sadd(self._key("pools"), pool)
+        self._grouped = True
 
     def _run(self, script: str, *args: Any, expected: str = "running") -> Any:
         """Run one of the scripts; its error replies become the queue's errors (`expected`: the
@@ -606,20 +613,22 @@ class RedisQueue(JobQueueBase):
     def pool_stats(self) -> list[PoolStats]:
         pools = sorted(self.redis.smembers(self._key("pools")))
         pipe = self.redis.pipeline(transaction=False)
+        width = 3 + len(Priority)
         for pool in pools:
             pipe.zcard(self._key("queued", pool))
-            pipe.xpending(self._key("stream", pool), GROUP)
             pipe.hgetall(self._key("totals", pool))
             pipe.hgetall(self._key("done_by", pool))
+            for priority in Priority:
+                pipe.zcard(self._key("running", pool, str(int(priority))))
         replies = pipe.execute()
         stats = []
         for n, pool in enumerate(pools):
-            queued, pending, totals, done = replies[4 * n : 4 * n + 4]
+            queued, totals, done, *running = replies[width * n : width * (n + 1)]
             stats.append(
                 PoolStats(
                     pool,
                     queued,
-                    pending["pending"],
+                    sum(running),
                     int(totals.get("reclaimed", 0)),
                     int(totals.get("dead_lettered", 0)),
                     {worker: int(count) for worker, count in done.items()},
@@ -654,9 +663,10 @@ class RedisQueue(JobQueueBase):
             raise ValueError(f"lease_s must be positive, got {lease_s!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        if not self._grouped:
+            self._ensure_group(self.pool)
         now = self.now()
-        rows = self._run(
-            "claim",
+        args = (
             self.pool,
             worker_id,
             max(1, round(lease_s * 1000)),
@@ -665,6 +675,13 @@ class RedisQueue(JobQueueBase):
             _text(now + lease_s),
             json.dumps(None if kinds is None else list(kinds)),
         )
+        try:
+            rows = self._run("claim", *args)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ensure_group(self.pool)  # a server restarted without its data: start afresh
+            rows = self._run("claim", *args)
         return [_decode_flat(row) for row in rows]  # the script returns the records: one trip
 
     def heartbeat(self, worker_id: str, job_ids: list[str], lease_s: float) -> list[str]:
