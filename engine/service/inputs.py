@@ -6,7 +6,9 @@ as `{"output": "<path of one of our results>"}`. `store_picture` decodes it the 
 first: size and format are checked before any pixel is decoded; Pillow's decompression-bomb guard
 as an error; a truncated file fails the full decode) and writes it as a metadata-free PNG under
 `inputs/<sha256>.png`; the job carries `"input:<sha256>"` and the worker opens it with
-`open_picture`. The same picture sent twice is stored once. No torch here: the service runs this.
+`open_picture`. The same picture sent twice is stored once. With a queue shared by hosts the
+picture travels through it to workers elsewhere (`shared_files.py`). No torch here: the service
+runs this.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from engine.service.shared_files import ensure_output, fetch_input, share_input
 from posterbot.config import Config
 from posterbot.errors import Refusal
 from posterbot.files import atomic_path
@@ -83,8 +86,10 @@ def store_picture(config: Config, value: Any, field: str, mode: str = "RGB") -> 
     `value` is base64, `{"output": path}` (one of our results), or a reference this function
     returned before (a request checked twice, e.g. a retry)."""
     if isinstance(value, str) and _INPUT_REF.fullmatch(value):
-        if not picture_path(config, value).is_file():
+        path = picture_path(config, value)
+        if not path.is_file():
             raise Refusal(field, f"no stored picture {value}")
+        share_input(config, path)  # renewed for the workers of other hosts
         return value
     if isinstance(value, dict) and set(value) == {"output"}:
         data = read_output(config, value["output"], field)
@@ -100,11 +105,13 @@ def store_picture(config: Config, value: Any, field: str, mode: str = "RGB") -> 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as scratch:
             scratch.write_bytes(png)
+    share_input(config, path)
     return reference
 
 
 def read_output(config: Config, relative: Any, field: str) -> bytes:
     """The PNG of one of our results, by its path under the outputs folder."""
+    ensure_output(config, str(relative))  # a remote worker's, perhaps not collected yet
     root = config.outputs_dir.resolve()
     path = (root / str(relative)).resolve()
     if not path.is_relative_to(root) or path.suffix.lower() != ".png" or not path.is_file():
@@ -125,7 +132,11 @@ def picture_size(config: Config, reference: str) -> tuple[int, int]:
 
 
 def open_picture(config: Config, reference: str) -> Image.Image:
-    """A stored picture, decoded (the worker's side)."""
-    with Image.open(picture_path(config, reference), formats=["PNG"]) as image:
+    """A stored picture, decoded (the worker's side); a worker on another host than the
+    service's fetches it from the shared queue first (`Failure` `input_missing` if gone)."""
+    path = picture_path(config, reference)
+    if not path.is_file():
+        fetch_input(config, path)
+    with Image.open(path, formats=["PNG"]) as image:
         image.load()
         return image.copy()

@@ -24,6 +24,7 @@ from engine.service.app import make_app
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.http import blocking
 from engine.service.queue_backend import open_queue
+from engine.service.shared_files import collect_outputs, shared_files
 from engine.service.state import Service
 from engine.service.supervisor import Supervisor
 from posterbot.config import Config, ConfigError
@@ -82,6 +83,12 @@ async def running_service(
     )
     await blocking(supervisor.start)
     supervising.start()
+    files = shared_files(config)  # what workers on other hosts made, filed under outputs/
+    collecting = threading.Thread(
+        target=collect_outputs, args=(config, files, stop), name="collector", daemon=True
+    )
+    if files is not None:
+        collecting.start()
     try:
         # 3. HTTP
         await runner.setup()
@@ -93,6 +100,8 @@ async def running_service(
         await runner.cleanup()
         stop.set()
         await blocking(supervising.join)
+        if collecting.is_alive():
+            await blocking(collecting.join)
         await blocking(supervisor.stop)
         queue.close()
 

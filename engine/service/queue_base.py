@@ -19,16 +19,19 @@ The job record, states and errors are in `queue_common.py`.
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.service.queue_common import Job, Priority, State
+from engine.service.queue_common import Job, PoolStats, Priority, State
 
 
 class JobQueueBase(abc.ABC):
     """One process's handle on the queue; thread-safe, open one per process."""
 
+    # What a call raises while the queue's server is unreachable (a worker waits it out), and
+    # the server in words for the log (no password). The SQLite file has no server.
+    unavailable: tuple[type[Exception], ...] = ()
+    where: str = "file"
     max_queue: int  # queued jobs beyond this are refused with QueueFull
     max_attempts: int  # default of submit's max_attempts
     now: Callable[[], float]  # the clock of recorded times (a test injects its own)
@@ -82,6 +85,11 @@ class JobQueueBase(abc.ABC):
         """Number of jobs in each state, every state present."""
 
     @abc.abstractmethod
+    def pool_stats(self) -> list[PoolStats]:
+        """Each worker pool's depth, jobs in flight, and its reclaimed, dead-lettered and
+        per-worker completed totals (/metrics)."""
+
+    @abc.abstractmethod
     def finished_since(self, since: float) -> list[Job]:
         """Jobs finished at or after `since`, oldest first (their wait_s/run_s feed metrics)."""
 
@@ -121,9 +129,13 @@ class JobQueueBase(abc.ABC):
         info: dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         """running → done with its outputs and info. With `worker_id`, `LeaseLost` if another
-        worker holds the job now; `JobStateError` if it is not running."""
+        worker holds the job now; `JobStateError` if it is not running. `files`: the bytes of
+        the outputs, by name, from a worker on another host: a backend shared by hosts stores
+        them with the result for the service to collect (shared_files.py); the SQLite queue's
+        workers share the service's disk and refuse them."""
 
     @abc.abstractmethod
     def mark_cancelled(
@@ -133,8 +145,10 @@ class JobQueueBase(abc.ABC):
         worker_id: str | None = None,
         outputs: list[str] | None = None,
         info: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
-        """running → cancelled after `cancel` asked, keeping what was made before stopping."""
+        """running → cancelled after `cancel` asked, keeping what was made before stopping
+        (`files` as for `complete`)."""
 
     @abc.abstractmethod
     def fail(
@@ -183,11 +197,11 @@ class JobQueueBase(abc.ABC):
     def workers_announced(self) -> list[dict[str, Any]]:
         """What workers said they run (`announce`), recent ones only."""
 
+    @abc.abstractmethod
     def wait_for_changes(self, timeout_s: float) -> None:
-        """Return soon after any job changed, or after `timeout_s`. The SQLite file cannot tell
-        another process that it changed, so by default this waits the whole timeout (the event
-        watcher then re-reads on a fixed tick)."""
-        time.sleep(timeout_s)
+        """Return soon after any job changed (the change pushed by whoever made it: a UNIX
+        socket datagram for the SQLite file, the events channel for Valkey), or after
+        `timeout_s`; one caller per process (the service's event watcher)."""
 
     @abc.abstractmethod
     def close(self) -> None:

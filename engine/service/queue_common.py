@@ -117,6 +117,19 @@ class Job:
         return cls(**fields)
 
 
+@dataclass(frozen=True)
+class PoolStats:
+    """One worker pool's figures for /metrics: now (queued, running) and totals since the queue
+    was created (the counters)."""
+
+    pool: str
+    queued: int
+    running: int  # in flight: claimed and not ended
+    reclaimed: int  # leases that ran out and were taken back from a worker that stopped renewing
+    dead_lettered: int  # jobs that used up their attempts
+    done_by_worker: dict[str, int]  # jobs each worker completed
+
+
 # The job record's fields and their stored types, as both backends keep them (dicts and lists
 # as JSON text, cancel_requested as 0/1).
 JOB_FIELDS = {

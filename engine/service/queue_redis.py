@@ -12,7 +12,10 @@ between two commands leaves nothing half done. Keys, under the prefix `posterbot
     state:<state>         sorted set id → seq (counts, listings); jobs, user:<name>: id → seq
     finished              sorted set id → finished_at (metrics, retry-after)
     running:<pool>:<p>, turns:<pool>:<p>:<user>    id → turn (the round-robin bookkeeping)
+    totals:<pool>         hash: reclaimed, dead_lettered (counters for /metrics)
+    done_by:<pool>        hash: worker id → jobs it completed
     events                pub/sub channel: the id of every job that changed
+    file:…, collect, collecting   pictures and outputs that travel between hosts (shared_files.py)
 
 Claiming (`claim`): a dispatcher inside the claim script takes the head of the pool's fair order
 plus its batch partners, adds one stream entry per job, and reads them at once with XREADGROUP
@@ -30,6 +33,7 @@ each user's next job is given at submit, then submit order, per pool.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -48,11 +52,13 @@ from engine.service.queue_common import (
     JobNotFound,
     JobStateError,
     LeaseLost,
+    PoolStats,
     Priority,
     QueueFull,
     State,
     retry_after_estimate,
 )
+from engine.service.shared_files import OUTPUT_TTL_S
 from posterbot.config import Config
 
 PREFIX = "posterbot"
@@ -108,6 +114,9 @@ local function finish(id, state, now)
   redis.call('ZREM', running_key(id), id)
   redis.call('ZREM', turns_key(id), id)
   drop_entry(id)
+  if state == 'done' then
+    redis.call('HINCRBY', key('done_by', hget(id, 'pool')), hget(id, 'lease_owner') or '?', 1)
+  end
   move_state(id, state)
   redis.call('HSET', jkey(id), 'finished_at', now)
   redis.call('HDEL', jkey(id), 'lease_owner', 'lease_expires_at')
@@ -120,6 +129,7 @@ local function give_back(id, attempts, err, now)
   if hget(id, 'cancel_requested') == '1' then state = 'cancelled'
   elseif attempts >= max then
     state = 'dead'
+    redis.call('HINCRBY', key('totals', hget(id, 'pool')), 'dead_lettered', 1)
     err.error = (err.error or '') .. string.format(' (attempt %d of %d, none left)', attempts, max)
   end
   err.attempts = tostring(attempts)
@@ -154,6 +164,7 @@ local function reclaim(pool, lease_ms, now)
       local id = rows[1] and rows[1][2][2]
       if id and hget(id, 'state') == 'running' and hget(id, 'entry') == entry then
         local owner = hget(id, 'lease_owner') or '?'
+        redis.call('HINCRBY', key('totals', pool), 'reclaimed', 1)
         give_back(id, tonumber(hget(id, 'attempts')), {
           error = 'lease expired: worker ' .. owner .. ' stopped renewing it',
           error_code = 'worker_died', error_values = '{}'}, now)
@@ -255,7 +266,9 @@ local read = redis.call('XREADGROUP', 'GROUP', 'workers', worker, 'COUNT', #chos
   'STREAMS', s, '>')
 for _, row in ipairs(read[1][2]) do entries[row[1]] = nil end
 if next(entries) ~= nil then return redis.error_reply('DISPATCH entries left unread') end
-return chosen
+local rows = {}
+for _, id in ipairs(chosen) do table.insert(rows, redis.call('HGETALL', jkey(id))) end
+return rows
 """
 
 # ARGV: prefix, worker, lease expiry, ids...
@@ -275,14 +288,24 @@ end
 return kept
 """
 
-# ARGV: prefix, id, worker ("" = any), final state, now, fields (JSON)
+# ARGV: prefix, id, worker ("" = any), final state, now, fields (JSON), file TTL (s), then a
+# remote worker's output files as name, bytes, name, bytes ... (see shared_files.py)
 _END = """
 local id = ARGV[2]
 local wrong = check_running(id, ARGV[3])
 if wrong then return redis.error_reply(wrong) end
 set_fields(id, cjson.decode(ARGV[6]))
+local names = {}
+for i = 8, #ARGV, 2 do
+  redis.call('SET', key('file', 'outputs/' .. ARGV[i]), ARGV[i + 1], 'EX', ARGV[7])
+  table.insert(names, ARGV[i])
+end
+if #names > 0 then
+  redis.call('HSET', jkey(id), 'files', cjson.encode(names))
+  redis.call('RPUSH', key('collect'), id)
+end
 finish(id, ARGV[4], ARGV[5])
-return id
+return redis.call('HGETALL', jkey(id))
 """
 
 # ARGV: prefix, id, worker ("" = any), attempts spent by this attempt (1 or 0), now, error JSON
@@ -292,7 +315,7 @@ local wrong = check_running(id, ARGV[3])
 if wrong then return redis.error_reply(wrong) end
 local attempts = tonumber(hget(id, 'attempts')) - 1 + tonumber(ARGV[4])
 give_back(id, attempts, cjson.decode(ARGV[6]), ARGV[5])
-return id
+return redis.call('HGETALL', jkey(id))
 """
 
 # ARGV: prefix, lease_ms, now
@@ -352,6 +375,11 @@ def _text(value: float) -> str:
     return repr(float(value))
 
 
+def _decode_flat(pairs: list[str]) -> Job:
+    """A job record from a script's HGETALL reply (name, value, name, value ...)."""
+    return _decode(dict(zip(pairs[::2], pairs[1::2], strict=True)))
+
+
 def _decode(fields: dict[str, str]) -> Job:
     """A job record from its hash (absent fields are None)."""
     row: dict[str, Any] = {}
@@ -395,6 +423,9 @@ class RedisQueue(JobQueueBase):
         self.lease_s = lease_s
         self.prefix = prefix
         self.redis = redis.Redis.from_url(url, decode_responses=True)
+        self.unavailable = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+        address = self.redis.connection_pool.connection_kwargs
+        self.where = f"{address.get('host', '?')}:{address.get('port', '?')}"
         self.now = now or time.time
         self._events: redis.client.PubSub | None = None
         self._scripts = {
@@ -411,7 +442,9 @@ class RedisQueue(JobQueueBase):
                 ("requeue_dead", _REQUEUE_DEAD),
             )
         }
-        self._ensure_group(pool)
+        self._grouped = False  # the pool's consumer group: made now, or (server away) at a claim
+        with contextlib.suppress(*self.unavailable):
+            self._ensure_group(pool)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -423,6 +456,7 @@ class RedisQueue(JobQueueBase):
             if "BUSYGROUP" not in str(exc):
                 raise
         self.redis.sadd(self._key("pools"), pool)
+        self._grouped = True
 
     def _run(self, script: str, *args: Any, expected: str = "running") -> Any:
         """Run one of the scripts; its error replies become the queue's errors (`expected`: the
@@ -576,6 +610,32 @@ class RedisQueue(JobQueueBase):
             pipe.zcard(self._key("state", state.value))
         return dict(zip(State, pipe.execute(), strict=True))
 
+    def pool_stats(self) -> list[PoolStats]:
+        pools = sorted(self.redis.smembers(self._key("pools")))
+        pipe = self.redis.pipeline(transaction=False)
+        width = 3 + len(Priority)
+        for pool in pools:
+            pipe.zcard(self._key("queued", pool))
+            pipe.hgetall(self._key("totals", pool))
+            pipe.hgetall(self._key("done_by", pool))
+            for priority in Priority:
+                pipe.zcard(self._key("running", pool, str(int(priority))))
+        replies = pipe.execute()
+        stats = []
+        for n, pool in enumerate(pools):
+            queued, totals, done, *running = replies[width * n : width * (n + 1)]
+            stats.append(
+                PoolStats(
+                    pool,
+                    queued,
+                    sum(running),
+                    int(totals.get("reclaimed", 0)),
+                    int(totals.get("dead_lettered", 0)),
+                    {worker: int(count) for worker, count in done.items()},
+                )
+            )
+        return stats
+
     def finished_since(self, since: float) -> list[Job]:
         ids = self.redis.zrangebyscore(self._key("finished"), since, "+inf")
         return self.get_many(ids)
@@ -603,9 +663,10 @@ class RedisQueue(JobQueueBase):
             raise ValueError(f"lease_s must be positive, got {lease_s!r}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        if not self._grouped:
+            self._ensure_group(self.pool)
         now = self.now()
-        ids = self._run(
-            "claim",
+        args = (
             self.pool,
             worker_id,
             max(1, round(lease_s * 1000)),
@@ -614,8 +675,14 @@ class RedisQueue(JobQueueBase):
             _text(now + lease_s),
             json.dumps(None if kinds is None else list(kinds)),
         )
-        jobs = {job.id: job for job in self.get_many(ids)}
-        return [jobs[job_id] for job_id in ids]
+        try:
+            rows = self._run("claim", *args)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._ensure_group(self.pool)  # a server restarted without its data: start afresh
+            rows = self._run("claim", *args)
+        return [_decode_flat(row) for row in rows]  # the script returns the records: one trip
 
     def heartbeat(self, worker_id: str, job_ids: list[str], lease_s: float) -> list[str]:
         if not job_ids:
@@ -632,11 +699,26 @@ class RedisQueue(JobQueueBase):
             raise JobNotFound(job_id)
         return flag == "1"
 
-    def _end(self, job_id: str, worker_id: str | None, state: State, fields: dict[str, Any]) -> Job:
-        self._run(
-            "end", job_id, worker_id or "", state.value, _text(self.now()), json.dumps(fields)
+    def _end(
+        self,
+        job_id: str,
+        worker_id: str | None,
+        state: State,
+        fields: dict[str, Any],
+        files: dict[str, bytes] | None = None,
+    ) -> Job:
+        shipped = [part for name, data in (files or {}).items() for part in (name, data)]
+        row = self._run(
+            "end",
+            job_id,
+            worker_id or "",
+            state.value,
+            _text(self.now()),
+            json.dumps(fields),
+            OUTPUT_TTL_S,
+            *shipped,
         )
-        return self.get(job_id)
+        return _decode_flat(row)
 
     def complete(
         self,
@@ -645,12 +727,13 @@ class RedisQueue(JobQueueBase):
         info: dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         fields = {
             "outputs": json.dumps(outputs),
             "info": None if info is None else json.dumps(info),
         }
-        return self._end(job_id, worker_id, State.DONE, fields)
+        return self._end(job_id, worker_id, State.DONE, fields, files)
 
     def mark_cancelled(
         self,
@@ -659,11 +742,12 @@ class RedisQueue(JobQueueBase):
         worker_id: str | None = None,
         outputs: list[str] | None = None,
         info: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         kept = {} if outputs is None else {"outputs": json.dumps(outputs)}
         if info is not None:
             kept["info"] = json.dumps(info)
-        return self._end(job_id, worker_id, State.CANCELLED, kept)
+        return self._end(job_id, worker_id, State.CANCELLED, kept, files)
 
     def fail(
         self,
@@ -686,8 +770,10 @@ class RedisQueue(JobQueueBase):
     def _give_back(
         self, job_id: str, worker_id: str | None, spent: int, error: dict[str, Any]
     ) -> Job:
-        self._run("give_back", job_id, worker_id or "", spent, _text(self.now()), json.dumps(error))
-        return self.get(job_id)
+        row = self._run(
+            "give_back", job_id, worker_id or "", spent, _text(self.now()), json.dumps(error)
+        )
+        return _decode_flat(row)
 
     def requeue_expired(self, now: float | None = None) -> list[Job]:
         """Give back the jobs of every pool whose entries were idle past `lease_s` on the

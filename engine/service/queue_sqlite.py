@@ -5,6 +5,12 @@ Every process opens its own `JobQueue` on the same file. Writes run inside `BEGI
 claimers instead of waiting), the database is in WAL mode so readers never block writers, and
 `synchronous=FULL` makes every committed claim or result survive a power cut.
 
+The file cannot tell another process that it changed, so every commit also sends a one-byte
+datagram to a UNIX socket named after the file (Linux's abstract namespace: no file to clean
+up, no path-length limit); the service's event watcher listens there (`wait_for_changes`) and
+re-reads at once instead of on a tick. Best effort: with nobody listening, or the listener's
+buffer full (it is behind and will re-read anyway), the datagram is dropped.
+
 Life of a job::
 
     queued ──claim──▶ running ──complete──▶ done
@@ -32,8 +38,11 @@ jobs ahead of it are claimed. Batch partners (see `claim`) may run ahead of thei
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import secrets
+import select
+import socket
 import sqlite3
 import threading
 import time
@@ -53,6 +62,7 @@ from engine.service.queue_common import (
     JobNotFound,
     JobStateError,
     LeaseLost,
+    PoolStats,
     Priority,
     QueueFull,
     State,
@@ -85,8 +95,10 @@ class JobQueue(JobQueueBase):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         workers: int = 1,
         now: Callable[[], float] = time.time,
+        pool: str = "default",
     ) -> None:
-        """`workers` only feeds the retry_after estimate; `now` is the clock (inject in tests)."""
+        """`workers` only feeds the retry_after estimate; `now` is the clock (inject in tests);
+        `pool`: the name /metrics gives this host's one pool."""
         for name, value in (
             ("max_queue", max_queue),
             ("max_attempts", max_attempts),
@@ -99,6 +111,7 @@ class JobQueue(JobQueueBase):
         self.max_attempts = max_attempts
         self.workers = workers
         self.now = now
+        self.pool = pool
         self._lock = threading.Lock()
         # isolation_level=None: the driver opens no implicit transactions, we BEGIN ourselves
         conn = sqlite3.connect(
@@ -107,6 +120,13 @@ class JobQueue(JobQueueBase):
         self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        # change notices (module docstring): one address per queue file
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:32]
+        self._events_address = f"\0posterbot-queue-{digest}"
+        self._notifier = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notifier.setblocking(False)
+        self._listener: socket.socket | None = None
+        self._listening = True  # False once another process holds the address
         with self._write():
             self._create_schema()
 
@@ -125,9 +145,48 @@ class JobQueue(JobQueueBase):
         jobs.create_index(["idempotency_key"], unique=True, if_not_exists=True)
         jobs.create_index(["user", "created_at"], if_not_exists=True)  # list_jobs(user=...)
         jobs.create_index(["finished_at"], if_not_exists=True)  # metrics, retry_after
+        # /metrics totals: "reclaimed", "dead_lettered", "done:<worker id>"
+        self.db.table("counters").create({"name": str, "value": int}, pk="name", if_not_exists=True)
+
+    def _count(self, conn: sqlite3.Connection, name: str, by: int = 1) -> None:
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
 
     def close(self) -> None:
         self.db.close()
+        self._notifier.close()
+        if self._listener is not None:
+            self._listener.close()
+
+    def _notify(self) -> None:
+        """Tell the listening watcher (if any) that the file changed."""
+        with contextlib.suppress(OSError):  # nobody listening, or its buffer full
+            self._notifier.sendto(b"!", self._events_address)
+
+    def wait_for_changes(self, timeout_s: float) -> None:
+        """Return when a process committed a change to this file (its datagram arrived), or
+        after `timeout_s`; one caller per file (the service's event watcher). Where the address
+        is taken (a second service on the file) or not supported, this waits the whole timeout."""
+        if self._listener is None and self._listening:
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                listener.bind(self._events_address)
+                listener.setblocking(False)
+                self._listener = listener
+            except OSError:
+                listener.close()
+                self._listening = False
+        if self._listener is None:
+            time.sleep(timeout_s)
+            return
+        ready, _, _ = select.select([self._listener], [], [], timeout_s)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                while True:  # one re-read covers every change so far
+                    self._listener.recv(16)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -142,6 +201,7 @@ class JobQueue(JobQueueBase):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            self._notify()
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -321,6 +381,23 @@ class JobQueue(JobQueueBase):
                 counts[State(state)] = count
         return counts
 
+    def pool_stats(self) -> list[PoolStats]:
+        """The one pool of this file (every worker is on this host)."""
+        counts = self.counts()
+        with self._read() as conn:
+            totals = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        done = {name[5:]: n for name, n in totals.items() if name.startswith("done:")}
+        return [
+            PoolStats(
+                self.pool,
+                counts[State.QUEUED],
+                counts[State.RUNNING],
+                totals.get("reclaimed", 0),
+                totals.get("dead_lettered", 0),
+                done,
+            )
+        ]
+
     def finished_since(self, since: float) -> list[Job]:
         """Jobs finished at or after `since`, oldest first (their wait_s/run_s feed metrics)."""
         with self._read() as conn:
@@ -419,12 +496,14 @@ class JobQueue(JobQueueBase):
         info: dict[str, Any] | None = None,
         *,
         worker_id: str | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         """running → done with its output paths and result info.
 
         With `worker_id`, raises `LeaseLost` if another worker holds the job now, so a worker
         that overran its lease cannot record a second set of outputs.
         """
+        _on_this_host(files)
         return self._end(
             job_id,
             worker_id,
@@ -440,9 +519,11 @@ class JobQueue(JobQueueBase):
         worker_id: str | None = None,
         outputs: list[str] | None = None,
         info: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> Job:
         """running → cancelled: the worker stopped the job after `cancel` asked it to, keeping
         what it made before stopping (a cancelled training keeps its saved epochs)."""
+        _on_this_host(files)
         kept = {} if outputs is None else {"outputs": json.dumps(outputs)}
         if info is not None:
             kept["info"] = json.dumps(info)
@@ -494,6 +575,8 @@ class JobQueue(JobQueueBase):
         expired = self._jobs(
             conn, f"{_SELECT_JOB} WHERE state = 'running' AND lease_expires_at < ?", (now,)
         )
+        if expired:
+            self._count(conn, "reclaimed", len(expired))
         return [
             self._give_back(
                 conn,
@@ -525,6 +608,7 @@ class JobQueue(JobQueueBase):
         elif attempts >= job.max_attempts:
             state = State.DEAD
             message = f"{message} (attempt {attempts} of {job.max_attempts}, none left)"
+            self._count(conn, "dead_lettered")
         else:
             state = State.QUEUED
         finished_at = None if state == State.QUEUED else now
@@ -563,7 +647,9 @@ class JobQueue(JobQueueBase):
         """Move a running job to the finished `state`, setting `columns`, clearing its lease."""
         assignments = "".join(f", {name} = ?" for name in columns)
         with self._write() as conn:
-            self._running(conn, job_id, worker_id)
+            job = self._running(conn, job_id, worker_id)
+            if state == State.DONE:
+                self._count(conn, f"done:{job.lease_owner}")
             return self._jobs(
                 conn,
                 f"UPDATE jobs SET state = ?{assignments}, finished_at = ?, lease_owner = NULL,"
@@ -615,6 +701,11 @@ class JobQueue(JobQueueBase):
             )[0]
 
 
+def _on_this_host(files: dict[str, bytes] | None) -> None:
+    if files:
+        raise ValueError("files: the SQLite queue's workers write outputs on the service's disk")
+
+
 def queue_path(config: Config) -> Path:
     """The file `[queue] url` names (sqlite:///PATH), else engine.db in the data folder."""
     if config.queue.url.startswith("sqlite:///"):
@@ -631,4 +722,5 @@ def open_queue(config: Config, workers: int = 1) -> JobQueue:
         max_queue=config.engine.max_queue,
         max_attempts=config.engine.max_attempts,
         workers=workers,
+        pool=config.queue.pool,
     )

@@ -19,6 +19,7 @@ from engine.service.http import blocking, read_json, service
 from engine.service.inputs import decode_base64, picture_size, read_output, store_picture
 from engine.service.kinds import job_kind
 from engine.service.queue_common import FINAL_STATES, Priority, State
+from engine.service.shared_files import ensure_output
 from posterbot.errors import Refusal
 
 KEEPALIVE_S = 15.0  # an idle event stream sends a comment this often so proxies keep it open
@@ -110,7 +111,9 @@ OUTPUT_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}  # results and pos
 
 async def get_output(request: web.Request) -> web.StreamResponse:
     """A result PNG or a poster's SVG; 404 for anything outside the outputs folder."""
-    root = service(request).config.outputs_dir.resolve()
+    config = service(request).config
+    await blocking(ensure_output, config, request.match_info["path"])  # a remote worker's
+    root = config.outputs_dir.resolve()
     path = (root / request.match_info["path"]).resolve()
     kind = OUTPUT_TYPES.get(path.suffix.lower())
     if not path.is_relative_to(root) or kind is None or not path.is_file():

@@ -12,17 +12,18 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# The longest the watcher waits between reads of the followed jobs: a queue that announces
-# changes (Valkey pub/sub) wakes it at once; the SQLite file cannot, so it reads on this tick.
-EVENT_POLL_S = 0.25
+# The longest the watcher waits between reads of the followed jobs. Both queues push a notice
+# of every change (a datagram for the SQLite file, pub/sub for Valkey) that wakes it at once;
+# this slow tick is only the safety net for a notice lost (a second service on one file).
+EVENT_POLL_S = 1.0
 
 
 class JobWatcher:
     """One reader for every follower of a job (event streams, waiting WebUI requests).
 
-    Each time a job changed (or a tick passed) it reads all followed jobs in one query (and the
-    queue order once, if any is queued) and puts each job's event into its followers' inboxes
-    when it changed for them, so 200 open streams cost one read per change, not 200.
+    Each time a job changed (or the safety tick passed) it reads all followed jobs in one query
+    (and the queue order once, if any is queued) and puts each job's event into its followers'
+    inboxes when it changed for them, so 200 open streams cost one read per change, not 200.
     """
 
     def __init__(

@@ -9,7 +9,8 @@ at most every `poll_s` between denoising steps.
 
 How a job's attempt ends here:
 
-- done: PNGs saved with `save_png`, the job completed with their paths and WebUI's info object.
+- done: PNGs saved with `save_png`, the job completed with their paths and WebUI's info object
+  (a worker on another host sends the files with the result: `shared_files.py`).
 - bad parameters (a `ValueError`, e.g. an unknown LoRA): `failed` at once, the message and its
   code (`posterbot.errors`) kept.
 - out of GPU memory: retried once with every job split into pieces of half its batch size,
@@ -23,13 +24,18 @@ How a job's attempt ends here:
   queue without spending an attempt (`release`), then the process exits.
 - the process itself dies (kill -9, segfault, OOM killer): the service sees the exit and gives the
   attempt back with the exit code (else the lease runs out), then starts a new worker.
+- the queue's server goes away (a Valkey restart): the worker keeps rendering what it holds,
+  waits for the server with backoff (`QueueLink`), then records the result (or learns that its
+  lease was lost) and claims again; it never exits for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import multiprocessing
+import random
 import secrets
 import signal
 import socket
@@ -42,6 +48,7 @@ from engine.service.kinds import KINDS
 from engine.service.queue_backend import open_queue
 from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, JobStateError
+from engine.service.shared_files import result_names, ship
 from posterbot.config import Config
 from posterbot.errors import Failure, code_of
 from posterbot.logs import LogSetup, setup_worker
@@ -49,15 +56,79 @@ from posterbot.logs import LogSetup, setup_worker
 log = logging.getLogger(__name__)
 
 
+OUTAGE_FIRST_WAIT_S = 0.5  # a worker retries a queue server that went away after this,
+OUTAGE_MAX_WAIT_S = 10.0  # doubling up to this: a restart is noticed within seconds
+
+
+class QueueLink:
+    """A worker's calls to the queue across an outage of its server (a Valkey restart, a network
+    cut): `patiently` waits and retries until the server answers (claims, recording a result),
+    `if_reachable` gives up at once (progress, a renewal, a cancel check: the next comes soon).
+    The log says once, in words, that the server went away, and when it answers again."""
+
+    def __init__(self, queue: JobQueueBase, worker_id: str) -> None:
+        self.queue = queue
+        self.worker_id = worker_id
+        self.down_since: float | None = None
+        self._lock = threading.Lock()
+
+    def patiently(
+        self, call: Callable[..., Any], *args: Any, until: threading.Event | None = None, **kw: Any
+    ) -> Any:
+        """`call(*args, **kw)` once the server answers; None if `until` is set first."""
+        wait = OUTAGE_FIRST_WAIT_S
+        while until is None or not until.is_set():
+            try:
+                return self._answered(call(*args, **kw))
+            except self.queue.unavailable as exc:
+                self._went_away(exc)
+            time.sleep(wait * random.uniform(0.8, 1.2))  # workers do not return in lockstep
+            wait = min(OUTAGE_MAX_WAIT_S, wait * 2)
+        return None
+
+    def if_reachable(self, call: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """`call(*args)`, or `default` while the server is away."""
+        try:
+            return self._answered(call(*args))
+        except self.queue.unavailable as exc:
+            self._went_away(exc)
+            return default
+
+    def _went_away(self, exc: Exception) -> None:
+        with self._lock:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                log.warning(
+                    "worker %s: the queue server %s is unreachable (%s); retrying, up to every"
+                    " %.0f s, and keeping the jobs in hand",
+                    self.worker_id,
+                    self.queue.where,
+                    exc,
+                    OUTAGE_MAX_WAIT_S,
+                )
+
+    def _answered(self, result: Any) -> Any:
+        if self.down_since is not None:
+            with self._lock:
+                if self.down_since is not None:
+                    log.warning(
+                        "worker %s: the queue server %s answers again after %.0f s",
+                        self.worker_id,
+                        self.queue.where,
+                        time.monotonic() - self.down_since,
+                    )
+                    self.down_since = None
+        return result
+
+
 class Heartbeat(threading.Thread):
     """Renews the leases of the jobs in hand; notices when the service process is gone."""
 
-    def __init__(
-        self, queue: JobQueueBase, worker_id: str, lease_s: float, stopping: threading.Event
-    ):
+    def __init__(self, link: QueueLink, lease_s: float, stopping: threading.Event):
         super().__init__(name="heartbeat", daemon=True)
-        self.queue = queue
-        self.worker_id = worker_id
+        self.link = link
+        self.queue = link.queue
+        self.worker_id = link.worker_id
         self.lease_s = lease_s
         self.stopping = stopping
         self.held: list[str] = []  # set by the worker loop; read here
@@ -73,9 +144,12 @@ class Heartbeat(threading.Thread):
             self.beat()
 
     def beat(self) -> list[str]:
-        """Renew now; returns the ids still held."""
+        """Renew now; returns the ids still held (all of them while the server is away: the
+        lease runs on its clock, and recording the result checks it again)."""
         held = list(self.held)
-        kept = self.queue.heartbeat(self.worker_id, held, self.lease_s)
+        kept = self.link.if_reachable(self.queue.heartbeat, self.worker_id, held, self.lease_s)
+        if kept is None:
+            return held
         self.lost |= set(held) - set(kept)
         return kept
 
@@ -99,8 +173,10 @@ class StepGate:
         if throttled and step < total and not force:
             return
         self.last_progress = now
+        queue = self.worker.queue
         for job in self.jobs:
-            self.worker.queue.set_progress(job.id, step, total, stage, **details)
+            call = functools.partial(queue.set_progress, job.id, step, total, stage, **details)
+            self.worker.link.if_reachable(call)
 
     def cancelled(self) -> bool:
         """True when the worker is stopping, or (checked every `poll_s`) a job was cancelled."""
@@ -113,7 +189,8 @@ class StepGate:
         ids = {job.id for job in self.jobs}
         if ids <= self.worker.heartbeat.lost:
             return True  # every job runs elsewhere now: stop wasting the device
-        return any(self.worker.queue.is_cancel_requested(job_id) for job_id in ids)
+        asked = self.worker.queue.is_cancel_requested
+        return any(self.worker.link.if_reachable(asked, job_id, default=False) for job_id in ids)
 
 
 class Worker:
@@ -126,16 +203,20 @@ class Worker:
         device: str = "auto",
         load_engine: Callable[[Config, str | None], Any] | None = None,
         pool: str | None = None,
+        remote: bool = False,
     ) -> None:
         """`load_engine(config, model)` builds an `Engine` (inject a wrapper in tests); `pool`:
-        the worker pool it claims from (default `[queue] pool`)."""
+        the worker pool it claims from (default `[queue] pool`); `remote`: on another host than
+        the service's, so its results travel to the service through the queue (`ship`)."""
         self.config = dataclasses.replace(
             config, models=dataclasses.replace(config.models, device=device)
         )
         self.worker_id = worker_id
+        self.remote = remote
         self.queue = open_queue(config, pool=pool)
         self.stopping = threading.Event()
-        self.heartbeat = Heartbeat(self.queue, worker_id, config.engine.lease_s, self.stopping)
+        self.link = QueueLink(self.queue, worker_id)
+        self.heartbeat = Heartbeat(self.link, config.engine.lease_s, self.stopping)
         self.load_engine = load_engine or _load_engine
         self.engine: Any = None
         self.engine_model: str | None = None
@@ -157,7 +238,10 @@ class Worker:
         log.info("worker %s ready on %s", self.worker_id, self.config.models.device)
         engine = self.config.engine
         while not self.stopping.is_set():
-            jobs = self.queue.claim(self.worker_id, engine.lease_s, engine.max_batch)
+            claim = self.queue.claim
+            jobs = self.link.patiently(
+                claim, self.worker_id, engine.lease_s, engine.max_batch, until=self.stopping
+            )
             if jobs:
                 self.run(jobs)
             else:
@@ -193,7 +277,7 @@ class Worker:
     def complete(self, job: Job, outputs: list[str], info: dict[str, Any]) -> bool:
         """Record a finished job: done, or cancelled when a cancel stopped it early (what it made
         before stopping is kept); False when the lease was lost."""
-        stopped = self.queue.is_cancel_requested(job.id)
+        stopped = self.link.patiently(self.queue.is_cancel_requested, job.id)
         return self.end(
             job, "mark_cancelled" if stopped else "complete", outputs=outputs, info=info
         )
@@ -201,19 +285,30 @@ class Worker:
     def _stop_early(self, jobs: list[Job]) -> None:
         """After a stop between steps: cancelled jobs end cancelled, the rest go back queued."""
         for job in jobs:
-            if self.queue.is_cancel_requested(job.id):
+            if self.link.patiently(self.queue.is_cancel_requested, job.id):
                 self.end(job, "mark_cancelled")
             else:
                 self.end(job, "release")
 
     def end(self, job: Job, action: str, **kwargs: Any) -> bool:
-        """Call queue.<action> for a job this worker holds; False when the lease was lost."""
-        try:
-            getattr(self.queue, action)(job.id, worker_id=self.worker_id, **kwargs)
-            return True
+        """Call queue.<action> for a job this worker holds; False when the lease was lost. A
+        remote worker's outputs go with the result and leave its disk once recorded."""
+        made = []
+        if self.remote and kwargs.get("outputs"):
+            made = result_names(kwargs["outputs"], kwargs.get("info"))
+            kwargs["outputs"], kwargs["info"], kwargs["files"] = ship(
+                self.config.outputs_dir, self.worker_id, kwargs["outputs"], kwargs.get("info")
+            )
+        try:  # a result waits out an outage of the server: it is the point of the work
+            self.link.patiently(
+                getattr(self.queue, action), job.id, worker_id=self.worker_id, **kwargs
+            )
         except JobStateError as exc:
             log.warning("worker %s: could not %s job %s: %s", self.worker_id, action, job.id, exc)
             return False
+        for name in made:
+            (self.config.outputs_dir / name).unlink(missing_ok=True)
+        return True
 
 
 def _load_engine(config: Config, model: str | None) -> Any:
@@ -262,7 +357,7 @@ def remote_worker_main(config: Config, device: str, pool: str | None) -> None:
     """`posterbot worker`: a worker on any host with the models, claiming from the shared
     queue at `[queue] url` until SIGTERM or Ctrl-C; it says what it runs every ANNOUNCE_EVERY_S."""
     worker_id = f"{socket.gethostname()}/{device}-{secrets.token_hex(3)}"
-    worker = Worker(config, worker_id, device, pool=pool)
+    worker = Worker(config, worker_id, device, pool=pool, remote=True)
     worker.engine_for(None)  # loaded and warm before it takes a job
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: worker.stopping.set())
@@ -270,10 +365,7 @@ def remote_worker_main(config: Config, device: str, pool: str | None) -> None:
 
     def announce() -> None:
         while not worker.stopping.is_set():
-            try:
-                worker.queue.announce(worker_id, found)
-            except Exception:  # the server away for a moment: say it again next time
-                log.exception("worker %s: could not announce itself", worker_id)
+            worker.link.if_reachable(worker.queue.announce, worker_id, found)  # again next time
             worker.stopping.wait(ANNOUNCE_EVERY_S)
 
     threading.Thread(target=announce, name="announce", daemon=True).start()

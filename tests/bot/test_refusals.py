@@ -37,6 +37,7 @@ CODES = {
     "timeout": {"seconds": 600},
     "out_of_memory": {},
     "worker_died": {},
+    "input_missing": {},
     "cancelled": {},
     "internal": {},
 }

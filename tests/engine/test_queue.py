@@ -529,13 +529,27 @@ def test_killed_worker_leaves_its_job_recoverable(backend: Backend, clock: Clock
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_valkey_wakes_an_event_reader_when_a_job_changes(valkey_url: str) -> None:
-    """The service's event watcher waits on the queue: with Valkey a change ends the wait."""
-    with RedisQueue(valkey_url) as reader, RedisQueue(valkey_url) as writer:
-        reader.wait_for_changes(0.01)  # subscribed from here on
+def submit_one(spec: str) -> None:
+    """Child process: one submit, as a worker process or another host changes the queue."""
+    with open_spec(spec) as q:
+        q.submit("txt2img", {}, "alice")
+
+
+def test_a_change_in_another_process_wakes_the_event_reader(backend: Backend) -> None:
+    """The service's event watcher waits on the queue: a change made by another process (a
+    worker) ends the wait, for the SQLite file as for Valkey."""
+    with backend.open() as reader:
+        reader.wait_for_changes(0.01)  # listening from here on
         woke = threading.Event()
-        waiting = threading.Thread(target=lambda: (reader.wait_for_changes(60), woke.set()))
+        waiting = threading.Thread(
+            target=lambda: (reader.wait_for_changes(60), woke.set()), daemon=True
+        )
         waiting.start()
-        writer.submit("txt2img", {}, "alice")
+        writer = multiprocessing.get_context("spawn").Process(
+            target=submit_one, args=(backend.spec,)
+        )
+        writer.start()
+        writer.join(30)
         waiting.join(20)
         assert woke.is_set()
+        assert reader.depth() == 1
