@@ -16,12 +16,13 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parent.parent)  # run from anywhere in the checkout
 
-import argparse  # noqa: E402
 import base64  # noqa: E402
 import functools  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from io import BytesIO  # noqa: E402
+
+from bench.tiny_engine import engine_arguments, warm_engine  # noqa: E402
 
 
 def sketch_base64(size: int) -> str:
@@ -38,35 +39,19 @@ def sketch_base64(size: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=64, help="width and height in pixels")
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--model", help="a diffusers folder (default: the tiny demo model)")
-    args = parser.parse_args()
+    args = engine_arguments(__doc__.splitlines()[0]).parse_args()
 
     import torch
     from diffusers import ControlNetModel
     from safetensors.torch import save_file
 
     from engine.diffusion.controlnet_units import parse_units
-    from engine.diffusion.generate import Engine
     from engine.diffusion.params import from_request
-    from engine.diffusion.tiny import write_demo_model
     from engine.service.inputs import store_picture
-    from posterbot.config import Config, GenerationSettings, ModelsConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         # 1. one warm engine, a ControlNet of its UNet, and the two requests
-        model = args.model or str(write_demo_model(Path(tmp) / "tiny"))
-        config = Config(
-            data_dir=Path(tmp),
-            models=ModelsConfig(base=model),
-            generation=GenerationSettings(
-                width=args.size, height=args.size, steps=args.steps, sampler_name="Euler a"
-            ),
-        )
-        engine = Engine(config)
+        config, engine = warm_engine(args, Path(tmp))
         controlnet = ControlNetModel.from_unet(engine.pipe.unet)
         weights = {k: v.detach().cpu().contiguous() for k, v in controlnet.state_dict().items()}
         config.controlnet_dir.mkdir(parents=True)
