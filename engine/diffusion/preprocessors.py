@@ -298,12 +298,22 @@ def pixel_perfect_resolution(height: int, width: int, target: tuple[int, int], m
     return int(np.round(k * min(height, width)))
 
 
+def distinct_colours(control: np.ndarray) -> np.ndarray:
+    """The map's colours, each once. Packed into one integer per pixel: a 1-D unique is ~100×
+    faster than numpy's unique over rows, which sorted every map of every job."""
+    pixels = control.reshape(-1, control.shape[2]).astype(np.uint32)
+    packed = np.zeros(len(pixels), np.uint32)
+    for channel in range(pixels.shape[1]):
+        packed = (packed << 8) | pixels[:, channel]
+    return np.unique(packed)
+
+
 def resized_map(control: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A control map at `size` (w, h). Few-colour maps (segmentation) keep exact colours; a
     black-and-white map (edges, scribbles) stays black and white."""
     if (control.shape[1], control.shape[0]) == size:
         return control
-    colours = np.unique(control.reshape(-1, control.shape[2]), axis=0)
+    colours = distinct_colours(control)
     smaller = size[0] * size[1] < control.shape[0] * control.shape[1]
     if 2 < len(colours) < 200:
         interpolation = cv2.INTER_NEAREST
