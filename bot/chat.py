@@ -15,6 +15,7 @@ from bot.features import (
     finishing,
     grids,
     history,
+    pictures,
     posters,
     retouch,
     settings,
@@ -28,7 +29,7 @@ from engine.service.client import EngineClient
 from posterbot.config import Config
 
 # Files go to the first feature that accepts them: a dataset session's PNG is a dataset file
-# before it is a PNG to read (/info).
+# before it is a PNG to read (/info); a photo outside a dataset session is a picture to draw from.
 FEATURES = [
     access,
     settings,
@@ -37,6 +38,7 @@ FEATURES = [
     retouch,
     versions,
     datasets,
+    pictures,
     history,
     training,
     grids,

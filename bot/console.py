@@ -2,7 +2,7 @@
 
 Lines go to the same router table as Telegram's updates: `/command args`, plain text, a number
 to press one of the last keyboard's buttons, and `/send PATH` for what a chat user would attach
-(a dataset zip, a LoRA .safetensors, a PNG to read). `/info PATH` reads a PNG. Text is printed
+(a photo or sketch, `/send PATH request` with its request; a dataset zip, a LoRA .safetensors, a PNG to read). `/info PATH` reads a PNG. Text is printed
 without HTML; pictures and files are saved to a folder and their paths printed. Piped input (a
 script of lines) waits for the jobs before each line, so a "1" pressing a button of the
 candidates reaches them after they arrived.
@@ -96,18 +96,28 @@ async def command(core: Core, message: Incoming, line: str) -> None:
     name, _, rest = line[1:].partition(" ")
     rest = rest.strip()
     if name in FILE_COMMANDS and rest:
-        path = Path(rest).expanduser()
+        path, caption = attached_path(rest)
         if not path.is_file():
             await core.say(message.place, core.language(message.user), "console_no_file", path=path)
             return
         attached = {"document": path.read_bytes(), "filename": path.name}
-        message = dataclasses.replace(message, text="", **attached)
+        message = dataclasses.replace(message, text=caption, **attached)
     else:
         message = dataclasses.replace(message, text=rest)
     if name == "send":
         await send_file(core, message)
     else:
         await ROUTER.command(core, message, name)
+
+
+def attached_path(rest: str) -> tuple[Path, str]:
+    """`PATH` (spaces allowed) or `PATH caption…` (a picture with its request, as a photo's
+    caption in a chat)."""
+    whole = Path(rest).expanduser()
+    if whole.is_file() or " " not in rest:
+        return whole, ""
+    first, _, caption = rest.partition(" ")
+    return Path(first).expanduser(), caption.strip()
 
 
 async def send_file(core: Core, message: Incoming) -> None:

@@ -6,6 +6,7 @@
 - jobs: engine job -> chat, status message, what was asked, and whether its result was delivered
   (posters, and the admins' trainings and grids)
 - messages: which sent message shows which job output (for /info)
+- pictures: which user message brought which picture (kept by the engine, for img2img)
 - posters: a picture's finished posters now and the spec that laid them out (copy, sizes, layout),
   so the next "换版式 / 改标题 / 换尺寸" continues from them
 - dataset_sessions: an admin's open `/dataset new` session (its files are on the engine's disk)
@@ -208,6 +209,18 @@ class Store:
         where = "chat_id = ? and message_id = ?"
         rows = list(self.db["messages"].rows_where(where, [chat_id, message_id]))
         return (rows[0]["job_id"], rows[0]["output"]) if rows else None
+
+    # pictures users sent (kept by the engine), by the message that brought them
+    def remember_picture(self, chat_id: int, message_id: int, picture: dict[str, Any]) -> None:
+        row = {"chat_id": chat_id, "message_id": message_id, "input": picture["input"]}
+        row |= {"width": picture["width"], "height": picture["height"]}
+        self.db["pictures"].upsert(row, pk=("chat_id", "message_id"))
+
+    def picture_in(self, chat_id: int, message_id: int) -> dict[str, Any] | None:
+        """{"input", "width", "height"} of the picture a message brought, or None."""
+        where = "chat_id = ? and message_id = ?"
+        rows = list(self.db["pictures"].rows_where(where, [chat_id, message_id]))
+        return {k: rows[0][k] for k in ("input", "width", "height")} if rows else None
 
     # a picture's finished posters: the spec (poster option) and the engine's posters of it
     def save_posters(

@@ -426,6 +426,13 @@ class BotConfig:
     concurrent_jobs: int = 2  # per user; more waits for one to finish
     daily_quota: int = 0  # jobs per user per day; 0 = unlimited
     variation_strength: float = 0.3  # WebUI's "Variation strength" for the variations button
+    # How far a poster drawn from a sent picture may move away from it (img2img's denoising
+    # strength): lower keeps the picture, higher follows the request; the buttons step it.
+    picture_strength: float = 0.55
+    # The ControlNet model (name in models/ControlNet) for "按这个草图" (sketch), "参考构图"
+    # (layout) and "照这个姿势" (pose); one left out is the first installed whose name says
+    # scribble/lineart/canny, canny/lineart, or openpose.
+    controlnet_models: dict[str, str] = field(default_factory=dict)
     console_output_dir: str = ""  # "" = <data_dir>/console
 
     def __post_init__(self) -> None:
@@ -438,11 +445,16 @@ class BotConfig:
             _require(getattr(self, name) >= 1, f"bot.{name}", "must be at least 1")
         _require(self.default_count <= self.max_count, "bot.default_count", "exceeds max_count")
         _require(self.daily_quota >= 0, "bot.daily_quota", "must be 0 (unlimited) or more")
-        _require(
-            0.0 < self.variation_strength <= 1.0,
-            "bot.variation_strength",
-            "must be above 0 and at most 1",
-        )
+        for intent in self.controlnet_models:
+            _require(
+                intent in ("sketch", "layout", "pose"),
+                f"bot.controlnet_models.{intent}",
+                "must be sketch, layout or pose",
+            )
+        for name in ("variation_strength", "picture_strength"):
+            _require(
+                0.0 < getattr(self, name) <= 1.0, f"bot.{name}", "must be above 0 and at most 1"
+            )
 
 
 @dataclass(frozen=True)

@@ -69,3 +69,70 @@ def stepped_strength(strength: float, direction: int) -> float:
     """One step closer to the picture (direction -1) or freer from it (+1), within bounds."""
     stepped = strength + direction * STRENGTH_STEP
     return round(min(MAX_STRENGTH, max(MIN_STRENGTH, stepped)), 2)
+
+
+# What a message says it wants from a picture besides "draw from it": its layout (a sketch, a
+# composition) or its pose, drawn with ControlNet instead of img2img.
+CONTROL_PHRASES = {
+    "sketch": ("按这个草图", "照这个草图", "按草图", "照草图", "根据草图", "用这个草图", "按线稿"),
+    "layout": ("参考构图", "按这个构图", "照这个构图", "按构图", "参考这个构图", "照这个布局"),
+    "pose": ("照这个姿势", "按这个姿势", "照这个动作", "按这个动作", "参考姿势", "参考这个姿势"),
+}
+
+
+def control_intent(request: str) -> tuple[str | None, str]:
+    """("sketch" | "layout" | "pose" | None, the request without the phrase)."""
+    for intent, phrases in CONTROL_PHRASES.items():
+        for phrase in phrases:
+            if phrase in request:
+                return intent, request.replace(phrase, "，").strip("，, ")
+    return None, request
+
+
+# The preprocessor each intent runs on the picture: a sketch is dark lines on white (inverted
+# to the white-on-black scribble ControlNets expect), a composition is the photo's edges.
+CONTROL_MODULES = {"sketch": "invert", "layout": "canny", "pose": "openpose"}
+# Which installed ControlNet model serves each intent, by words in its file name.
+CONTROL_MODEL_WORDS = {
+    "sketch": ("scribble", "lineart", "sketch", "canny"),
+    "layout": ("canny", "lineart", "scribble"),
+    "pose": ("openpose", "pose"),
+}
+
+
+def control_model(intent: str, models: list[str], configured: str = "") -> str | None:
+    """The ControlNet model for `intent` among the installed `models` ("name [hash]"): the
+    configured one, else the first whose name has the intent's words in their order."""
+    if configured:
+        return next((m for m in models if m.split(" [")[0] == configured), None)
+    for word in CONTROL_MODEL_WORDS[intent]:
+        for model in models:
+            if word in model.lower():
+                return model
+    return None
+
+
+def with_control(
+    params: dict[str, Any],
+    picture: Any,
+    picture_size: tuple[int, int],
+    module: str,
+    model: str,
+    keep_shape: bool,
+) -> dict[str, Any]:
+    """A txt2img request's params with one ControlNet unit over `picture`, in its shape."""
+    unit = {
+        "enabled": True,
+        "module": module,
+        "model": model,
+        "weight": 1.0,
+        "image": picture,
+        "resize_mode": "Crop and Resize",
+        "pixel_perfect": True,
+    }
+    changed = dict(params) | {"controlnet": [unit]}
+    if keep_shape:
+        changed["width"], changed["height"] = fitted_size(
+            picture_size, params["width"] * params["height"]
+        )
+    return changed

@@ -11,6 +11,7 @@ from bot.features import finishing, retouch
 from bot.features.settings import user_settings
 from bot.follower import Delivery
 from bot.i18n import Html, t
+from bot.picture_requests import picture_params
 from bot.refusals import request_refusal
 from bot.replies import Button, Incoming, Keyboard, Picture, Press, Reply, engine_user, rows
 from bot.settings import UserSettings
@@ -18,6 +19,7 @@ from bot.status import StatusMessage
 from bot.store import JobRecord
 from engine.service.client import EngineError
 from prompts.build import build_prompt
+from prompts.picture import control_intent
 from prompts.request import extend_request, extract_count, split_options
 from prompts.spec import PosterPrompt, render_prompt
 from prompts.syntax import LoraTag
@@ -60,7 +62,26 @@ async def text(core: Core, message: Incoming) -> None:
         if record is not None:
             await REPLIES[action](core, message, record, int(index))
             return
-    await poster(core, message, message.text)
+    await poster(core, message, message.text, picture=replied_picture(core, message))
+
+
+def replied_picture(core: Core, message: Incoming) -> dict[str, Any] | None:
+    """The picture a message replies to: one the user sent, or one of our results (drawn from
+    as img2img); {"image": reference, "size": (w, h)}, or None."""
+    if message.reply_to_message_id is None:
+        return None
+    chat_id = message.place.chat_id
+    if sent := core.store.picture_in(chat_id, message.reply_to_message_id):
+        return {"image": sent["input"], "size": (sent["width"], sent["height"])}
+    shown = core.store.output_shown_in(chat_id, message.reply_to_message_id)
+    record = core.store.job(shown[0]) if shown else None
+    if record is None or shown[1] >= len(record.outputs):
+        return None
+    params = record.params
+    size = (params["width"], params["height"])
+    if params.get("enable_hr"):
+        size = (round(size[0] * params["hr_scale"]), round(size[1] * params["hr_scale"]))
+    return {"image": {"output": record.outputs[shown[1]]}, "size": size}
 
 
 async def edit_reply(core: Core, message: Incoming, record: JobRecord, index: int) -> None:
@@ -74,8 +95,15 @@ async def poster_command(core: Core, message: Incoming, args: list[str]) -> None
     await poster(core, message, message.text)
 
 
-async def poster(core: Core, message: Incoming, request: str, seed: int | None = None) -> None:
-    """A poster request: build the prompt, submit the candidates, acknowledge."""
+async def poster(
+    core: Core,
+    message: Incoming,
+    request: str,
+    seed: int | None = None,
+    picture: dict[str, Any] | None = None,
+) -> None:
+    """A poster request: build the prompt, submit the candidates, acknowledge. With a
+    `picture` ({"image", "size"}), the candidates are drawn from it (bot/pictures.py)."""
     if not await core.admitted(message):
         return
     language = core.language(message.user)
@@ -86,11 +114,17 @@ async def poster(core: Core, message: Incoming, request: str, seed: int | None =
     if seed is not None:
         settings = UserSettings.from_dict(settings.to_dict() | {"seed": seed})
     try:
+        intent, drawn = control_intent(request) if picture else (None, request)
         prompt = await build_prompt(
-            request, core.config, template=settings.to_template(core.config), session=core.http
+            drawn, core.config, template=settings.to_template(core.config), session=core.http
         )
         prompt, lora_note = await without_untrained_lora(core, message, language, prompt)
         params = candidate_params(core, prompt, settings, wanted_count(request))
+        notes = [lora_note] if lora_note else []
+        if picture is not None:
+            params, note = await picture_params(core, language, drawn, intent, params, picture)
+            notes.append(note)
+            check_bot_limits(core, params)
     except OverLimit as exc:
         await core.say(message.place, language, exc.key, **exc.values)
         return
@@ -98,7 +132,7 @@ async def poster(core: Core, message: Incoming, request: str, seed: int | None =
         reason = request_refusal(language, exc)
         await core.say(message.place, language, "bad_request", reason=reason)
         return
-    summary = describe(language, prompt, params, [lora_note] if lora_note else [])
+    summary = describe(language, prompt, params, notes)
     await submit(core, message, language, "candidates", request, params, summary)
 
 
@@ -120,7 +154,7 @@ async def without_untrained_lora(
     if ip.lora in installed:
         return prompt, ""
     text = render_prompt(prompt.trigger, prompt.natural_language, prompt.tags, None)
-    drawn = dataclasses.replace(prompt, lora=None, prompt=text)
+    drawn = dataclasses.replace(prompt, lora=None, extra_loras=[], prompt=text)
     values = {"ip": ip.name, "lora": ip.lora}
     if not core.store.first_notice(message.place.chat_id, f"lora_not_trained:{ip.name}"):
         return drawn, t(language, "lora_not_trained_again", **values)
@@ -140,7 +174,9 @@ def candidate_params(
         )
     if prompt.lora and settings.lora_weight is not None and prompt.natural_language:
         lora = LoraTag(prompt.lora.name, settings.lora_weight)
-        params["prompt"] = render_prompt(prompt.trigger, prompt.natural_language, prompt.tags, lora)
+        params["prompt"] = render_prompt(
+            prompt.trigger, prompt.natural_language, prompt.tags, lora, prompt.extra_loras
+        )
     if option := finishing.poster_option(prompt, params):
         params["poster"] = option
     check_bot_limits(core, params)
@@ -179,6 +215,7 @@ async def submit(
         user=engine_user(user.id),
         priority="admin" if core.is_admin(user.id) else "user",
         idempotency_key=core.job_key(event),
+        kind="img2img" if params.get("init_images") else "txt2img",
     )
     if (job := await core.ask(event, language, call)) is None:
         return
@@ -258,21 +295,36 @@ async def rerun(
 # --- buttons under the candidates ---------------------------------------------------------------
 
 
-def choose_keyboard(language: str, job_id: str, count: int) -> Keyboard:
-    """Under the candidates: pick one, or draw a new set."""
+def choose_keyboard(language: str, job_id: str, count: int, from_picture: bool = False) -> Keyboard:
+    """Under the candidates: pick one, or draw a new set; drawn from a picture, a set closer
+    to it or freer from it (bot/features/pictures.py)."""
     numbers = [Button(str(i + 1), f"pick:{job_id}:{i}") for i in range(count)]
-    return [*rows(numbers), [Button(t(language, "button_reroll"), f"reroll:{job_id}")]]
+    keyboard = [*rows(numbers), [Button(t(language, "button_reroll"), f"reroll:{job_id}")]]
+    if from_picture:
+        keyboard.append(
+            [
+                Button(t(language, "button_closer"), f"closer:{job_id}"),
+                Button(t(language, "button_freer"), f"freer:{job_id}"),
+            ]
+        )
+    return keyboard
 
 
-def chosen_keyboard(language: str, job_id: str, index: int, finished: bool) -> Keyboard:
+def drawn_from_picture(record: JobRecord) -> bool:
+    return bool(record.params.get("init_images"))
+
+
+def chosen_keyboard(
+    language: str, job_id: str, index: int, finished: bool, from_picture: bool = False
+) -> Keyboard:
     """For the chosen candidate: what designers do next; a finished poster's file is its PNG
-    among the finishing buttons."""
+    among the finishing buttons. Variation seeds are txt2img's: none for a picture's."""
 
     def button(action: str) -> Button:
         return Button(t(language, f"button_{action}"), f"{action}:{job_id}:{index}")
 
     return [
-        [button("hd"), button("var")],
+        [button("hd")] if from_picture else [button("hd"), button("var")],
         [button("edit")] if finished else [button("edit"), button("file")],
         *finishing.keyboard(language, job_id, index, finished),
         [button("back")],
@@ -285,7 +337,8 @@ async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str |
         return await hd(core, press, record, index)
     language = core.language(press.user)
     finished = bool(core.store.posters(record.job_id, index)[1])
-    buttons = chosen_keyboard(language, record.job_id, index, finished)
+    drawn = drawn_from_picture(record)
+    buttons = chosen_keyboard(language, record.job_id, index, finished, drawn)
     buttons[-1:-1] = await retouch.keyboard(core, language, record.job_id, index)  # 放大 修脸
     reply = Reply(t(language, "chosen", number=index + 1, seed=record.seeds[index]), buttons)
     await core.outbox.edit(press.place, press.message_id, reply)
@@ -296,9 +349,8 @@ async def back(core: Core, press: Press, record: JobRecord, index: int) -> str |
     """Back to choosing among the candidates."""
     language = core.language(press.user)
     count = len(record.seeds)
-    reply = Reply(
-        t(language, "choose", count=count), choose_keyboard(language, record.job_id, count)
-    )
+    keyboard = choose_keyboard(language, record.job_id, count, drawn_from_picture(record))
+    reply = Reply(t(language, "choose", count=count), keyboard)
     await core.outbox.edit(press.place, press.message_id, reply)
     return None
 
@@ -409,7 +461,7 @@ async def deliver_candidates(
         core.store.remember_message(place.chat_id, message_id, record.job_id, index)
     choose = Reply(
         t(record.language, "choose", count=len(pictures)),
-        choose_keyboard(record.language, record.job_id, len(pictures)),
+        choose_keyboard(record.language, record.job_id, len(pictures), drawn_from_picture(record)),
     )
     await core.follower.retrying(lambda: send.send(place, choose))
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.diffusion import hires, img2img, infotext
+from engine.diffusion import faces, hires, img2img, infotext
 from engine.diffusion.conditioning import encode_prompts
 from engine.diffusion.controlnet import NO_CONTROLS, ControlNetSet, Controls, prepare
 from engine.diffusion.embeddings import EmbeddingSet
@@ -79,7 +79,7 @@ class GenerationResult:
             "cfg_scale": p.cfg_scale,
             "steps": p.steps,
             "batch_size": p.batch_size,
-            "restore_faces": False,
+            "restore_faces": p.restore_faces,
             "tiling": p.tiling,
             "resize_mode": p.resize_mode,
             "sd_model_name": self.model_name,
@@ -361,6 +361,8 @@ class Engine:
                 rendered = self.render(
                     **call, params=shared, controls=controls, steps=reporter, upscalers=upscalers
                 )
+            if shared.restore_faces:  # after sampling and hires, as WebUI does
+                rendered = self.restore_faces(rendered, shared)
             for i in members:
                 images[i] += rendered[: jobs[i].batch_size]
                 rendered = rendered[jobs[i].batch_size :]
@@ -411,6 +413,14 @@ class Engine:
             fitted = img2img.resize_image(source, params.resize_mode, *size)
             starts.append(Start(fitted, hashlib.md5(source.tobytes()).hexdigest(), mask, source))
         return starts
+
+    def restore_faces(
+        self, images: list[Image.Image], params: GenerationParams
+    ) -> list[Image.Image]:
+        """The pictures with their faces restored (GFPGAN or RestoreFormer, fully visible)."""
+        folder = self.config.face_restorers_dir
+        model = faces.find_restorer(params.face_restoration_model or None, folder)
+        return faces.restore_faces(images, model, 1.0, faces.detector_file(folder))
 
     @contextmanager
     def tiling(self, enabled: bool) -> Iterator[None]:
@@ -639,6 +649,12 @@ class Engine:
             drawn += zip(redrawn, group, strict=True)
         return img2img.blend_tiles(size, drawn, params.sd_upscale_overlap)
 
+    def face_restorer(self, params: GenerationParams) -> str | None:
+        """The restorer's name as WebUI's infotext writes it (GFPGAN, RestoreFormer)."""
+        folder = self.config.face_restorers_dir
+        path = faces.find_restorer(params.face_restoration_model or None, folder)
+        return faces.family_of(path.stem)
+
     @torch.no_grad()
     def encode(
         self, pictures: list[Image.Image], resize_mode: int, size: tuple[int, int]
@@ -724,6 +740,7 @@ class Engine:
             "Masked content": img2img.MASKED_CONTENT[params.inpainting_fill] if masked else None,
             "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
             "Tiling": True if params.tiling else None,
+            "Face restoration": self.face_restorer(params) if params.restore_faces else None,
             "Hires upscale": params.hr_scale if hr and not resized else None,
             "Hires resize": f"{final_w}x{final_h}" if resized else None,
             "Hires steps": params.hr_second_pass_steps

@@ -33,6 +33,8 @@ class GenerationParams(GenerationSettings):
     prompt: str
     loras: list[LoraTag] = field(default_factory=list)  # besides <lora:> tags in the prompt
     tiling: bool = False  # seamless: circular padding in the UNet's and the VAE's convolutions
+    restore_faces: bool = False  # after sampling (and hires), as WebUI does
+    face_restoration_model: str = ""  # a family (GFPGAN, RestoreFormer) or file; "" = GFPGAN first
     # img2img and inpainting (WebUI's names): stored pictures ("input:<sha256>", see
     # engine/service/inputs.py), image i of a batch starting from init_images[i % count]
     init_images: list[str] = field(default_factory=list)
@@ -131,6 +133,8 @@ BATCH_FIELDS = (
     "hr_resize_y",
     "denoising_strength",
     "tiling",
+    "restore_faces",
+    "face_restoration_model",
     "init_images",
     "resize_mode",
     "mask",

@@ -36,6 +36,7 @@ ROUTES = [
     ("GET", "/v1/jobs/{job_id}/events", views.job_events),
     ("GET", "/v1/outputs/{path:.+}", views.get_output),
     ("POST", "/v1/posters", views.finish_poster),
+    ("POST", "/v1/inputs", views.upload_picture),
     ("GET", "/v1/models", views.list_models),
     ("GET", "/v1/loras", views.list_loras),
     ("GET", "/healthz", views.healthz),

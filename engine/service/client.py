@@ -173,6 +173,20 @@ class EngineClient:
             body["image"] = base64.b64encode(image).decode()
         return (await self._json("POST", "/v1/posters", body=body))["posters"]
 
+    async def upload_picture(self, data: bytes) -> dict[str, Any]:
+        """Keep a picture (PNG, JPEG or WEBP bytes) for later jobs: {"input", "width", "height"};
+        the reference goes in a job's `init_images`."""
+        body = {"image": base64.b64encode(data).decode()}
+        return await self._json("POST", "/v1/inputs", body=body)
+
+    async def controlnet_models(self) -> list[str]:
+        """Installed ControlNet models as WebUI lists them ("name [hash]")."""
+        return (await self._json("GET", "/controlnet/model_list"))["model_list"]
+
+    async def controlnet_modules(self) -> list[str]:
+        """The preprocessors the engine can run now (weight-free ones and installed annotators)."""
+        return (await self._json("GET", "/controlnet/module_list"))["module_list"]
+
     async def models(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/v1/models"))["models"]
 

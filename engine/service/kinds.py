@@ -146,6 +146,9 @@ def check_generation(config: Config, registry: Registry, request: dict[str, Any]
         check_upscaler(params.hr_upscaler, registry.upscalers())
     for lora in params.all_loras()[1]:
         registry.lora(lora.name)
+    if params.restore_faces:  # the restorer's and the detector's files, before queueing
+        find_restorer(params.face_restoration_model or None, config.face_restorers_dir)
+        check_detector(config.face_restorers_dir)
     checked = {**params.to_dict(), "model": model} | ({"poster": spec} if spec else {})
     if units and params.sd_upscale_scale:
         raise Refusal("sd_upscale_scale", "SD upscale with ControlNet units is not supported")

@@ -173,3 +173,35 @@ def retry_after_estimate(
     else:
         estimate = depth * DEFAULT_RUN_S / workers
     return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, math.ceil(estimate)))
+
+
+def check_submit(
+    kind: str, params: Any, user: str, priority: Any, max_attempts: int
+) -> tuple[Priority, int]:
+    """What every queue checks before a submit: a ValueError naming the bad argument, else the
+    priority as a Priority and the attempts allowed."""
+    if not kind:
+        raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict, got {type(params).__name__}")
+    if not user:
+        raise ValueError(f"user must be a non-empty string, got {user!r}")
+    if priority not in set(Priority):
+        raise ValueError(f"priority must be one of {[p.name for p in Priority]}, got {priority!r}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+    return Priority(priority), max_attempts
+
+
+def check_at_least_one(**values: int) -> None:
+    """A queue's sizes (max_queue, max_attempts, workers): each at least 1."""
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value!r}")
+
+
+def check_claim(lease_s: float, max_batch: int) -> None:
+    if lease_s <= 0:
+        raise ValueError(f"lease_s must be positive, got {lease_s!r}")
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")

@@ -56,6 +56,9 @@ from engine.service.queue_common import (
     Priority,
     QueueFull,
     State,
+    check_at_least_one,
+    check_claim,
+    check_submit,
     retry_after_estimate,
 )
 from engine.service.shared_files import OUTPUT_TTL_S
@@ -408,13 +411,7 @@ class RedisQueue(JobQueueBase):
         """`pool`: the stream this process claims from and where jobs go unless an announced
         worker of another pool asks for them; `lease_s`: the lease `requeue_expired` applies;
         `workers` only feeds the retry_after estimate; `now` the clock of recorded times."""
-        for name, value in (
-            ("max_queue", max_queue),
-            ("max_attempts", max_attempts),
-            ("workers", workers),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value!r}")
+        check_at_least_one(max_queue=max_queue, max_attempts=max_attempts, workers=workers)
         self.url = url
         self.pool = pool
         self.max_queue = max_queue
@@ -503,20 +500,13 @@ class RedisQueue(JobQueueBase):
         max_attempts: int | None = None,
     ) -> Job:
         # 1. check inputs
-        if not kind:
-            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
-        if not isinstance(params, dict):
-            raise ValueError(f"params must be a dict, got {type(params).__name__}")
-        if not user:
-            raise ValueError(f"user must be a non-empty string, got {user!r}")
-        if priority not in set(Priority):
-            raise ValueError(
-                f"priority must be one of {[p.name for p in Priority]}, got {priority!r}"
-            )
-        priority = Priority(priority)
-        max_attempts = self.max_attempts if max_attempts is None else max_attempts
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        priority, max_attempts = check_submit(
+            kind,
+            params,
+            user,
+            priority,
+            self.max_attempts if max_attempts is None else max_attempts,
+        )
         # 2. one script: the idempotency key, the depth limit, the user's turn, the insert
         fields = {
             "id": secrets.token_hex(6),
@@ -659,10 +649,7 @@ class RedisQueue(JobQueueBase):
         max_batch: int = 1,
         kinds: tuple[str, ...] | None = None,
     ) -> list[Job]:
-        if lease_s <= 0:
-            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        check_claim(lease_s, max_batch)
         if not self._grouped:
             self._ensure_group(self.pool)
         now = self.now()

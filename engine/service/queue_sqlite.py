@@ -66,6 +66,9 @@ from engine.service.queue_common import (
     Priority,
     QueueFull,
     State,
+    check_at_least_one,
+    check_claim,
+    check_submit,
     retry_after_estimate,
 )
 from posterbot.config import Config
@@ -99,13 +102,7 @@ class JobQueue(JobQueueBase):
     ) -> None:
         """`workers` only feeds the retry_after estimate; `now` is the clock (inject in tests);
         `pool`: the name /metrics gives this host's one pool."""
-        for name, value in (
-            ("max_queue", max_queue),
-            ("max_attempts", max_attempts),
-            ("workers", workers),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value!r}")
+        check_at_least_one(max_queue=max_queue, max_attempts=max_attempts, workers=workers)
         self.path = Path(path)
         self.max_queue = max_queue
         self.max_attempts = max_attempts
@@ -240,20 +237,13 @@ class JobQueue(JobQueueBase):
         `max_queue` jobs are queued, and `ValueError` naming a bad argument.
         """
         # 1. check inputs
-        if not kind:
-            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
-        if not isinstance(params, dict):
-            raise ValueError(f"params must be a dict, got {type(params).__name__}")
-        if not user:
-            raise ValueError(f"user must be a non-empty string, got {user!r}")
-        if priority not in set(Priority):
-            raise ValueError(
-                f"priority must be one of {[p.name for p in Priority]}, got {priority!r}"
-            )
-        priority = Priority(priority)
-        max_attempts = self.max_attempts if max_attempts is None else max_attempts
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+        priority, max_attempts = check_submit(
+            kind,
+            params,
+            user,
+            priority,
+            self.max_attempts if max_attempts is None else max_attempts,
+        )
         params_json = json.dumps(params)
         with self._write() as conn:
             # 2. a retried submit returns the job it already made
@@ -422,10 +412,7 @@ class JobQueue(JobQueueBase):
         dead worker's job never waits for a sweeper. `kinds`: only jobs of these kinds (a
         training worker renders waiting posters between steps, not another training).
         """
-        if lease_s <= 0:
-            raise ValueError(f"lease_s must be positive, got {lease_s!r}")
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, got {max_batch!r}")
+        check_claim(lease_s, max_batch)
         with self._write() as conn:
             self._requeue_expired(conn, self.now())
             only = "" if kinds is None else f" AND kind IN ({', '.join('?' * len(kinds))})"

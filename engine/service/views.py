@@ -16,7 +16,7 @@ from aiohttp import web
 from engine.diffusion.params import check_range
 from engine.service.finishing import check_spec, finish
 from engine.service.http import blocking, read_json, service
-from engine.service.inputs import decode_base64, read_output
+from engine.service.inputs import decode_base64, picture_size, read_output, store_picture
 from engine.service.kinds import job_kind
 from engine.service.queue_common import FINAL_STATES, Priority, State
 from engine.service.shared_files import ensure_output
@@ -139,6 +139,16 @@ async def finish_poster(request: web.Request) -> web.Response:
         data, label = decode_base64(upload, "image"), "upload"
     posters = await blocking(finish, svc.config, data, spec, label)
     return web.json_response({"posters": posters}, status=201)
+
+
+async def upload_picture(request: web.Request) -> web.Response:
+    """Keep a picture for later jobs (a photo sent in chat, replied to later): 201 with its
+    `input:<sha256>` reference and size. Checked as every picture in a job is."""
+    svc = service(request)
+    body = await read_json(request)
+    reference = await blocking(store_picture, svc.config, body.get("image"), "image")
+    width, height = await blocking(picture_size, svc.config, reference)
+    return web.json_response({"input": reference, "width": width, "height": height}, status=201)
 
 
 async def list_models(request: web.Request) -> web.Response:

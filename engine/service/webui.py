@@ -37,7 +37,6 @@ WEBUI_USER = "webui"  # queue user of /sdapi requests (plus the basic-auth name,
 # WebUI request fields that would change the picture in ways this engine cannot, refused unless
 # left at a neutral value (webuiapi and WebUI's own UI send them with these values).
 WEBUI_UNSUPPORTED = (
-    "restore_faces",
     "script_name",
     "hr_checkpoint_name",
     "hr_prompt",
@@ -52,7 +51,7 @@ WEBUI_PARAM_FIELDS = (
     "prompt", "negative_prompt", "seed", "subseed", "subseed_strength", "sampler_name", "steps",
     "cfg_scale", "width", "height", "batch_size", "n_iter", "enable_hr", "hr_scale",
     "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "denoising_strength",
-    "tiling",
+    "tiling", "restore_faces",
 )  # fmt: skip
 # img2img's own fields, and the defaults WebUI's API gives them when a client leaves them out
 WEBUI_IMG2IMG_DEFAULTS = {
@@ -155,6 +154,8 @@ def webui_request(
         request["model"] = webui_model_name(str(settings["sd_model_checkpoint"]))
     if settings.get("CLIP_stop_at_last_layers") is not None:
         request["clip_skip"] = settings["CLIP_stop_at_last_layers"]
+    if request.get("restore_faces") and settings.get("face_restoration_model"):
+        request["face_restoration_model"] = str(settings["face_restoration_model"])
     return request
 
 

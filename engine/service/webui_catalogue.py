@@ -98,9 +98,8 @@ def apply_styles(request: dict[str, Any], names: Any, config: Config) -> None:
     prompt, negative = request.get("prompt") or "", request.get("negative_prompt") or ""
     for name in names:
         if name not in known:
-            raise Refusal(
-                "styles", f"no style {name!r} (known: {', '.join(known) or 'none'})", "style"
-            )
+            detail = f"no style {name!r} (known: {', '.join(known) or 'none'})"
+            raise Refusal("styles", detail, "style", name=name)
         prompt, negative = known[name].apply(prompt, negative)
     request["prompt"], request["negative_prompt"] = prompt, negative
 

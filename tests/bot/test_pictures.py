@@ -65,7 +65,7 @@ async def test_a_photo_alone_waits_for_a_reply_with_the_request(bot, telegram):
     photo = telegram.send_text(USER, "", photo=photo_bytes((64, 96)))
     await telegram.wait_for(lambda: any("收到图片" in text for text in telegram.texts(USER)))
     assert not telegram.sent("sendMediaGroup", USER)  # nothing drawn yet
-    telegram.send_text(USER, "达达骑士在海边 --steps 3 来1张", reply_to=photo)
+    telegram.send_text(USER, "达达骑士在海边 来2张 --steps 3", reply_to=photo)
     pictures, _ = await candidates(telegram)
     info = png_info(pictures[0][0])
     assert "Init image hash" in info
@@ -74,7 +74,7 @@ async def test_a_photo_alone_waits_for_a_reply_with_the_request(bot, telegram):
 
 
 async def test_more_like_the_picture_steps_the_strength_down(bot, telegram):
-    telegram.send_text(USER, "达达骑士 --steps 3 来1张", photo=photo_bytes())
+    telegram.send_text(USER, "达达骑士 来2张 --steps 3", photo=photo_bytes())
     _, choose = await candidates(telegram)
     telegram.press(USER, choose.result, buttons(choose)["🖼 更像原图"])
     pictures, second = await candidates(telegram, already=1)
@@ -85,10 +85,10 @@ async def test_more_like_the_picture_steps_the_strength_down(bot, telegram):
 
 
 async def test_a_reply_to_one_of_our_results_draws_from_it(bot, telegram):
-    telegram.send_text(USER, "达达骑士在雪地里 --steps 3 来1张")
+    telegram.send_text(USER, "达达骑士在雪地里 来2张 --steps 3")
     pictures, _ = await candidates(telegram)
     shown = telegram.sent("sendMediaGroup", USER)[0].result[0]
-    telegram.send_text(USER, "改成夏天的海边 --steps 3 来1张", reply_to=shown)
+    telegram.send_text(USER, "改成夏天的海边 来2张 --steps 3", reply_to=shown)
     again, _ = await candidates(telegram, already=1)
     first = Image.open(io.BytesIO(pictures[0][0]))
     info = png_info(again[0][0])
@@ -101,3 +101,40 @@ async def test_a_file_that_is_not_a_picture_is_refused_in_words(bot, telegram):
         lambda: [t for t in telegram.texts(USER) if "PNG、JPEG 或 WEBP" in t]
     )
     assert "Traceback" not in text[0] and "inputs" not in text[0]
+
+
+async def test_a_sketch_becomes_a_poster_laid_out_by_controlnet(
+    bot, telegram, engine_config_file, tiny_model
+):
+    """ "按这个草图": with no ControlNet installed the chat says so and draws from the picture;
+    once one is in models/ControlNet, the sketch is its control map (a fresh txt2img, the
+    mascot's trigger and LoRA as usual, the sketch's shape kept)."""
+    from diffusers import UNet2DConditionModel
+
+    from posterbot.config import load_config
+    from tests.fakes.models import write_tiny_controlnet
+
+    telegram.send_text(USER, "按这个草图，达达骑士在海边 来2张 --steps 3", photo=photo_bytes())
+    pictures, _ = await candidates(telegram)
+    assert "还没装构图用的 ControlNet 模型" in telegram.texts(USER)[0]
+    assert "Init image hash" in png_info(pictures[0][0])
+
+    engine = load_config(engine_config_file, environ={})
+    unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
+    model = write_tiny_controlnet(unet, engine.controlnet_dir / "control_scribble_tiny.safetensors")
+    try:
+        telegram.send_text(USER, "按这个草图，达达骑士在海边 来2张 --steps 3", photo=photo_bytes())
+        pictures, _ = await candidates(telegram, already=1)
+        ack = [text for text in telegram.texts(USER) if "按你的草图构图画" in text]
+        assert ack and "control_scribble_tiny" in ack[0]
+        info = png_info(pictures[0][0])
+        assert "Init image hash" not in info
+        assert (
+            "Module: invert" in info["ControlNet 0"]
+            and "control_scribble_tiny" in info["ControlNet 0"]
+        )
+        assert "dadaknight" in info["Prompt"] and "<lora:dada_lora" in info["Prompt"]
+        width, height = Image.open(io.BytesIO(pictures[0][0])).size
+        assert width > height
+    finally:
+        model.unlink()

@@ -197,7 +197,7 @@ async def test_an_xyz_of_a_failed_or_unknown_version_is_refused_at_submit(
 
 
 def test_every_kind_has_a_check_a_runner_and_a_timeout(engine_config):
-    assert set(KINDS) == {"txt2img", "train", "xyz"}
+    assert set(KINDS) == {"txt2img", "img2img", "extras", "train", "xyz"}
     for kind in KINDS.values():
         assert callable(kind.load_runner())
         assert kind.timeout_s(engine_config) > 0

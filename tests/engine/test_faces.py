@@ -117,3 +117,42 @@ def test_a_pickle_renamed_as_weights_is_refused_naming_the_field(tmp_path, name)
     with pytest.raises(Refusal, match=f"^face_restoration_model: {name} is not") as refused:
         find_restorer("GFPGAN", tmp_path)
     assert refused.value.code == "model_unreadable"
+
+
+def test_restore_faces_on_a_generation_touches_only_the_face_and_says_so(
+    faces_dir, engine_config, tmp_path
+):
+    """txt2img with `restore_faces`: the same picture but inside the face box, and WebUI's
+    infotext key; no restorer installed is a refusal naming the field before any work."""
+    import dataclasses
+    import shutil
+
+    from engine.diffusion import infotext
+    from engine.diffusion.generate import Engine
+    from engine.diffusion.params import from_request
+
+    config = dataclasses.replace(engine_config, data_dir=tmp_path)
+    shutil.copytree(faces_dir, config.face_restorers_dir)
+    engine = Engine(config)
+
+    def draw(**extra):
+        request = {"prompt": "a face", "seed": 4, "width": 128, "height": 128, **extra}
+        return engine.txt2img(from_request(request, config.generation, config.limits))
+
+    plain, restored = draw(), draw(restore_faces=True)
+    before = np.asarray(plain.images[0]).astype(int)
+    after = np.asarray(restored.images[0]).astype(int)
+    changed = np.abs(after - before).sum(axis=2) > 0
+    x, y, w, h = BOX
+    inside = np.zeros_like(changed)
+    inside[y : y + h, x : x + w] = True
+    assert changed[inside].any() and not changed[~inside].any()
+    assert infotext.parse(infotext.read_png(restored.png(0)))["Face restoration"] == "RestoreFormer"
+    assert restored.info()["restore_faces"] is True
+
+    from engine.diffusion.registry import Registry
+    from engine.service.kinds import check_txt2img
+
+    bare = dataclasses.replace(engine_config, data_dir=tmp_path / "bare")
+    with pytest.raises(Refusal, match="face_restoration_model"):
+        check_txt2img(bare, Registry(bare), {"prompt": "x", "restore_faces": True})

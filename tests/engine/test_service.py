@@ -64,7 +64,7 @@ async def test_healthz_needs_no_token_and_is_503_without_workers(client):
         ({"params": {"prompt": "<lora:nobody:1> x"}, "user": "u"}, "lora"),
         ({"params": PARAMS}, "user"),
         ({"params": PARAMS, "user": "u", "priority": "vip"}, "priority"),
-        ({"params": PARAMS, "user": "u", "kind": "img2img"}, "kind"),
+        ({"params": PARAMS, "user": "u", "kind": "video"}, "kind"),
         ({"user": "u"}, "params"),
     ],
 )

@@ -92,6 +92,7 @@ def test_webui_fields_map_to_ours():
         "sampler_name": "DPM++ 2M Karras",
         "model": "dreamy",
         "clip_skip": 2,
+        "restore_faces": False,
     }
     assert webui_request({"prompt": "x", "sampler_index": "Euler"}, {})["sampler_name"] == "Euler"
 
@@ -99,7 +100,6 @@ def test_webui_fields_map_to_ours():
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"restore_faces": True}, "restore_faces"),
         ({"script_name": "x/y/z plot"}, "script_name"),
         ({"scheduler": "Exponential"}, "scheduler"),
     ],

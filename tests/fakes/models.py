@@ -145,6 +145,7 @@ def write_tiny_controlnet(unet, path: Path, layout: str = "diffusers", seed: int
         state = ldm_controlnet_keys(state, unet.config.layers_per_block)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
+    return path
 
 
 def write_tiny_restoreformer(path: Path) -> Path:

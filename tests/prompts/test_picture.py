@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from prompts.lexicon import load_glossary
-from prompts.picture import fitted_size, from_picture, names_a_size, stepped_strength
+from prompts.picture import (
+    control_intent,
+    control_model,
+    fitted_size,
+    from_picture,
+    names_a_size,
+    stepped_strength,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,3 +60,25 @@ def test_strength_steps_stay_within_bounds():
     assert stepped_strength(0.55, +1) == 0.7
     assert stepped_strength(0.15, -1) == 0.15
     assert stepped_strength(0.9, +1) == 0.95
+
+
+@pytest.mark.parametrize(
+    ("request_text", "intent", "rest"),
+    [
+        ("按这个草图，达达骑士在海边", "sketch", "达达骑士在海边"),
+        ("达达骑士 参考构图 圣诞海报", "layout", "达达骑士 ， 圣诞海报"),
+        ("照这个姿势画达达骑士", "pose", "画达达骑士"),
+        ("达达骑士在海边", None, "达达骑士在海边"),
+    ],
+)
+def test_the_intent_phrase_is_read_and_taken_out(request_text, intent, rest):
+    assert control_intent(request_text) == (intent, rest)
+
+
+def test_the_controlnet_model_is_the_configured_one_or_the_first_fitting_name():
+    models = ["control_v11p_sd15_canny [abcd1234]", "control_v11p_sd15_scribble [ef567890]"]
+    assert control_model("sketch", models) == models[1]
+    assert control_model("layout", models) == models[0]
+    assert control_model("pose", models) is None
+    assert control_model("sketch", models, "control_v11p_sd15_canny") == models[0]
+    assert control_model("sketch", models, "missing") is None
