@@ -129,19 +129,25 @@ def test_killing_a_worker_mid_job_ten_times_loses_and_doubles_nothing(
 ) -> None:
     hosts = [tmp_path / "host-a", tmp_path / "host-b"]
     with RedisQueue(valkey_url, lease_s=LEASE_S) as queue:
-        ids = [queue.submit("txt2img", {"i": i}, f"user{i % 3}").id for i in range(24)]
+        # a job back in the queue keeps its place, so the next victim often takes it again: with
+        # attempts for every kill no job may die of them, and each must end done exactly once
+        ids = [
+            queue.submit("txt2img", {"i": i}, f"user{i % 3}", max_attempts=11).id for i in range(24)
+        ]
         survivor = start_worker(valkey_url, "b", hosts[1])
         victims = []
-        for kill in range(10):
-            victim = start_worker(valkey_url, f"a{kill}", hosts[0])
-            victims.append(victim)
-            while queue.counts()[State.RUNNING] == 0 and queue.depth():
-                time.sleep(0.02)
-            time.sleep(random.uniform(0.3, 1.2))  # the spawn takes ~0.5 s, a render 0.2-0.5 s
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.join(10)
-        jobs = wait_until_done(queue, ids)
-        stop([survivor, *victims])
+        try:
+            for kill in range(10):
+                victim = start_worker(valkey_url, f"a{kill}", hosts[0])
+                victims.append(victim)
+                while queue.counts()[State.RUNNING] == 0 and queue.depth():
+                    time.sleep(0.02)
+                time.sleep(random.uniform(0.3, 1.2))  # the spawn takes ~0.5 s, a render 0.2-0.5 s
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.join(10)
+            jobs = wait_until_done(queue, ids)
+        finally:
+            stop([survivor, *victims])  # a failure must not leave workers behind
     assert_each_recorded_once(jobs, hosts)
     assert any(job.attempts > 1 for job in jobs)  # some were killed mid-job and ran again
 
