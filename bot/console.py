@@ -2,10 +2,11 @@
 
 Lines go to the same router table as Telegram's updates: `/command args`, plain text, a number
 to press one of the last keyboard's buttons, and `/send PATH` for what a chat user would attach
-(a photo or sketch, `/send PATH request` with its request; a dataset zip, a LoRA .safetensors, a PNG to read). `/info PATH` reads a PNG. Text is printed
-without HTML; pictures and files are saved to a folder and their paths printed. Piped input (a
-script of lines) waits for the jobs before each line, so a "1" pressing a button of the
-candidates reaches them after they arrived.
+(a photo or sketch to draw from, `/send PATH request` with its request; a dataset zip, a LoRA
+.safetensors, a PNG to read). `/info PATH` reads a PNG. Text is printed without HTML; pictures
+and files are saved to a folder and their paths printed. Piped input (a script of lines) waits
+for the jobs before each line, so a "1" pressing a button of the candidates reaches them after
+they arrived.
 """
 
 from __future__ import annotations
