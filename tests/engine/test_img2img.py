@@ -8,6 +8,7 @@ from io import BytesIO
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from engine.diffusion import img2img, infotext
@@ -224,3 +225,45 @@ def test_tiles_cover_the_side_and_blend_without_seams():
     assert blended.getpixel((0, 10)) == (255, 0, 0) and blended.getpixel((95, 10)) == (0, 0, 255)
     row = [blended.getpixel((x, 10))[0] for x in range(32, 64)]
     assert row == sorted(row, reverse=True)  # red fades into blue across the overlap
+
+
+def test_a_nine_channel_inpainting_checkpoint_inpaints_and_repaints_everything_without_a_mask(
+    engine_config, tiny_model, tmp_path
+):
+    """An inpainting checkpoint (UNet with 9 input channels: latents, mask, masked picture) is
+    used as such: inpainting keeps the outside, img2img without a mask repaints everything."""
+    import dataclasses
+
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+
+    from engine.diffusion.generate import Engine
+    from posterbot.config import ModelsConfig
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_model)
+    config = dict(pipe.unet.config) | {"in_channels": 9}
+    torch.manual_seed(0)  # the inpainting UNet's random weights
+    pipe.unet = UNet2DConditionModel.from_config(config)
+    pipe.save_pretrained(tmp_path / "tiny-inpainting")
+    settings = dataclasses.replace(
+        engine_config,
+        data_dir=tmp_path / "data",
+        models=ModelsConfig(base=str(tmp_path / "tiny-inpainting")),
+    )
+    inpainter = Engine(settings)
+    assert inpainter.pipe.unet.config.in_channels == 9
+    init = picture()
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((20, 20, 43, 43), fill=255)
+    ref = store_picture(settings, b64(init), "init_images[0]")
+    mask_ref = store_picture(settings, b64(mask), "mask", "RGBA")
+    masked = run(
+        inpainter, prompt="x", seed=3, init_images=[ref], mask=mask_ref, mask_blur=0,
+        denoising_strength=0.9, inpaint_full_res=False,
+    )  # fmt: skip
+    out, before = pixels(masked.images[0]), pixels(init)
+    assert (
+        np.array_equal(out[:16], before[:16])
+        and np.abs(out[24:40, 24:40] - before[24:40, 24:40]).mean() > 5
+    )
+    whole = run(inpainter, prompt="x", seed=3, init_images=[ref], denoising_strength=0.9)
+    assert np.abs(pixels(whole.images[0])[:16] - before[:16]).mean() > 5
