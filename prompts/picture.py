@@ -57,7 +57,6 @@ def from_picture(
         "denoising_strength": strength,
         "resize_mode": CROP_AND_RESIZE,
     }
-    changed.pop("subseed_strength", None)  # variation seeds are txt2img's
     if keep_shape:
         changed["width"], changed["height"] = fitted_size(
             picture_size, params["width"] * params["height"]

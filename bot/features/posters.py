@@ -314,17 +314,15 @@ def drawn_from_picture(record: JobRecord) -> bool:
     return bool(record.params.get("init_images"))
 
 
-def chosen_keyboard(
-    language: str, job_id: str, index: int, finished: bool, from_picture: bool = False
-) -> Keyboard:
+def chosen_keyboard(language: str, job_id: str, index: int, finished: bool) -> Keyboard:
     """For the chosen candidate: what designers do next; a finished poster's file is its PNG
-    among the finishing buttons. Variation seeds are txt2img's: none for a picture's."""
+    among the finishing buttons."""
 
     def button(action: str) -> Button:
         return Button(t(language, f"button_{action}"), f"{action}:{job_id}:{index}")
 
     return [
-        [button("hd")] if from_picture else [button("hd"), button("var")],
+        [button("hd"), button("var")],
         [button("edit")] if finished else [button("edit"), button("file")],
         *finishing.keyboard(language, job_id, index, finished),
         [button("back")],
@@ -337,8 +335,7 @@ async def pick(core: Core, press: Press, record: JobRecord, index: int) -> str |
         return await hd(core, press, record, index)
     language = core.language(press.user)
     finished = bool(core.store.posters(record.job_id, index)[1])
-    drawn = drawn_from_picture(record)
-    buttons = chosen_keyboard(language, record.job_id, index, finished, drawn)
+    buttons = chosen_keyboard(language, record.job_id, index, finished)
     buttons[-1:-1] = await retouch.keyboard(core, language, record.job_id, index)  # 放大 修脸
     reply = Reply(t(language, "chosen", number=index + 1, seed=record.seeds[index]), buttons)
     await core.outbox.edit(press.place, press.message_id, reply)

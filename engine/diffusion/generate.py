@@ -265,6 +265,24 @@ def masked_start(picture: Image.Image, mask: img2img.Mask, fill: int, seed: int)
     return picture
 
 
+@contextmanager
+def noised_with(pipe, noise: torch.Tensor | None) -> Iterator[None]:
+    """An img2img pipeline that noises the start latents with `noise` (the seeds' own, variation
+    seeds included) instead of drawing its own: its `prepare_latents` for the one call."""
+    if noise is None:
+        yield
+        return
+
+    def prepare_latents(image: torch.Tensor, timestep: torch.Tensor, *args, **kwargs):
+        return pipe.scheduler.add_noise(image, noise.to(image.device, image.dtype), timestep)
+
+    pipe.prepare_latents = prepare_latents
+    try:
+        yield
+    finally:
+        del pipe.prepare_latents
+
+
 class Engine:
     """A loaded base model, its LoRA adapters, and txt2img with WebUI semantics."""
 
@@ -494,7 +512,7 @@ class Engine:
                 for k, (start, seed) in enumerate(zip(starts, seeds, strict=True))
             ]
         if starts:
-            first = self.picture_pass(starts, seeds, params, sampling, controls, steps)
+            first = self.picture_pass(starts, seeds, params, sampling, controls, steps, noise)
         else:
             pipe = self._pipeline("txt2img", controls)
             pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
@@ -542,9 +560,12 @@ class Engine:
         sampling: dict,
         controls: Controls,
         steps: _StepReporter,
+        noise: torch.Tensor | None = None,
     ) -> list[Image.Image] | torch.Tensor:
         """img2img of each start picture at `denoising_strength`, or its inpainting where the
-        request has a mask; WebUI's rules for the masked content and the "only masked" region."""
+        request has a mask; WebUI's rules for the masked content and the "only masked" region.
+        img2img starts from `noise` when given (the seeds' noise, variation seeds slerped in, as
+        txt2img's), else from the noise diffusers draws from the generators."""
         size = (params.width, params.height)
         strength = params.denoising_strength
         mask = starts[0].mask
@@ -571,13 +592,14 @@ class Engine:
         elif mask is None:
             pipe = self._pipeline("img2img", controls)
             pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)
-            return pipe(
-                **sampling,
-                **controls.arguments("img2img", *size),
-                image=self.encode(pictures, params.resize_mode, size),
-                strength=strength,
-                callback_on_step_end=steps.callback("img2img"),
-            ).images
+            with noised_with(pipe, noise):
+                return pipe(
+                    **sampling,
+                    **controls.arguments("img2img", *size),
+                    image=self.encode(pictures, params.resize_mode, size),
+                    strength=strength,
+                    callback_on_step_end=steps.callback("img2img"),
+                ).images
         else:
             pipe = self._pipeline("inpaint", controls)
             pipe.scheduler = make_scheduler(params.sampler_name, self._scheduler_config)

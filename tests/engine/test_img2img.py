@@ -267,3 +267,20 @@ def test_a_nine_channel_inpainting_checkpoint_inpaints_and_repaints_everything_w
     )
     whole = run(inpainter, prompt="x", seed=3, init_images=[ref], denoising_strength=0.9)
     assert np.abs(pixels(whole.images[0])[:16] - before[:16]).mean() > 5
+
+
+def test_variation_seeds_work_with_a_picture_as_with_txt2img(engine):
+    """The picture is noised with the seed's own noise, variation seed slerped in: strength 0
+    of variation is the plain image, a variation differs, and a batch keeps WebUI's rule (the
+    seed stays, the variation seed counts up)."""
+    ref = stored(engine, picture())
+    request = {"prompt": "x", "init_images": [ref], "denoising_strength": 0.7, "steps": 5}
+    plain = run(engine, **request, seed=12)
+    unvaried = run(engine, **request, seed=12, subseed=99, subseed_strength=0.0)
+    varied = run(engine, **request, seed=12, subseed=99, subseed_strength=0.6)
+    assert np.array_equal(pixels(plain.images[0]), pixels(unvaried.images[0]))
+    assert np.abs(pixels(varied.images[0]) - pixels(plain.images[0])).mean() > 1
+    batch = run(engine, **request, seed=12, subseed=99, subseed_strength=0.6, batch_size=2)
+    assert batch.seeds == [12, 12] and batch.subseeds == [99, 100]
+    assert np.abs(pixels(batch.images[0]) - pixels(varied.images[0])).max() <= 1
+    assert "Variation seed strength: 0.6" in varied.infotexts[0]

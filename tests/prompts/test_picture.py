@@ -44,13 +44,12 @@ def test_a_request_that_names_a_size_keeps_it(request_text, named):
     assert names_a_size(request_text, load_glossary()) is named
 
 
-def test_from_picture_adds_the_picture_and_drops_variation_seeds():
-    params = {"prompt": "x", "width": 512, "height": 768, "subseed_strength": 0.3}
+def test_from_picture_adds_the_picture_in_its_shape():
+    params = {"prompt": "x", "width": 512, "height": 768}
     drawn = from_picture(params, "input:" + "a" * 64, (1600, 900), 0.55, keep_shape=True)
     assert drawn["init_images"] == ["input:" + "a" * 64]
     assert drawn["denoising_strength"] == 0.55 and drawn["resize_mode"] == 1
     assert (drawn["width"], drawn["height"]) == (832, 448)
-    assert "subseed_strength" not in drawn
     kept = from_picture(params, {"output": "x.png"}, (1600, 900), 0.55, keep_shape=False)
     assert (kept["width"], kept["height"]) == (512, 768)
 
