@@ -34,9 +34,10 @@ async def picture_params(
     if intent is not None:
         control = await control_unit(core, intent)
         if control is not None:
-            module, model = control
+            module, model, used = control
             changed = with_control(params, image, size, module, model, keep_shape)
-            return changed, t(language, f"from_{intent}", model=model.split(" [")[0])
+            note = t(language, f"from_{used}", model=model.split(" [")[0])
+            return changed, (t(language, "pose_as_layout") if used != intent else "") + note
         fallback = t(language, "control_missing")
     else:
         fallback = ""
@@ -46,9 +47,10 @@ async def picture_params(
     return changed, f"{fallback}{note}"
 
 
-async def control_unit(core: Core, intent: str) -> tuple[str, str] | None:
-    """(preprocessor, model) for the intent on this engine, or None when it has no ControlNet
-    model for it (a pose needs the openpose preprocessor too; without it the outline serves)."""
+async def control_unit(core: Core, intent: str) -> tuple[str, str, str] | None:
+    """(preprocessor, model, the intent served) on this engine, or None when it has no
+    ControlNet model for it (a pose needs the openpose preprocessor too; without it the
+    picture's outlines serve: the layout intent)."""
     try:
         models = await core.engine.controlnet_models()
         modules = await core.engine.controlnet_modules()
@@ -59,4 +61,4 @@ async def control_unit(core: Core, intent: str) -> tuple[str, str] | None:
         intent = "layout"  # no pose annotator installed: follow the picture's outlines
         configured = core.config.bot.controlnet_models.get(intent, "")
     model = control_model(intent, models, configured)
-    return (CONTROL_MODULES[intent], model) if model else None
+    return (CONTROL_MODULES[intent], model, intent) if model else None

@@ -138,3 +138,24 @@ async def test_a_sketch_becomes_a_poster_laid_out_by_controlnet(
         assert width > height
     finally:
         model.unlink()
+
+
+async def test_a_pose_without_a_pose_detector_follows_the_outlines_and_says_so(
+    bot, telegram, engine_config_file, tiny_model
+):
+    from diffusers import UNet2DConditionModel
+
+    from posterbot.config import load_config
+    from tests.fakes.models import write_tiny_controlnet
+
+    engine = load_config(engine_config_file, environ={})
+    unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
+    model = write_tiny_controlnet(unet, engine.controlnet_dir / "control_canny_tiny.safetensors")
+    try:
+        telegram.send_text(USER, "照这个姿势画达达骑士 来2张 --steps 3", photo=photo_bytes())
+        pictures, _ = await candidates(telegram)
+        ack = telegram.texts(USER)[0]
+        assert "还没装姿势识别" in ack and "参考你这张图的构图画" in ack
+        assert "Module: canny" in png_info(pictures[0][0])["ControlNet 0"]
+    finally:
+        model.unlink()
