@@ -85,20 +85,53 @@ def upscale_images(
     ]
 
 
+ESRGAN_TILE = 192  # WebUI's ESRGAN_tile: pixels per side a model upscales at once
+ESRGAN_TILE_OVERLAP = 8  # WebUI's ESRGAN_tile_overlap
+
+
 def upscale_with_model(
-    images: list[Image.Image], path: Path, field: str = "hr_upscaler"
+    images: list[Image.Image],
+    path: Path,
+    field: str = "hr_upscaler",
+    tile: int = ESRGAN_TILE,
+    overlap: int = ESRGAN_TILE_OVERLAP,
 ) -> list[Image.Image]:
-    """Each image through an ESRGAN-family model, at the model's own scale."""
-    import numpy as np
+    """Each image through an ESRGAN-family model, at the model's own scale, in tiles of `tile`
+    pixels blended across their overlaps (as WebUI does), so a large picture does not need the
+    whole activation memory at once."""
     import torch
+
+    from engine.diffusion.img2img import blend_tiles, tile_origins
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _load_model(str(path), device, field)
     upscaled = []
     with torch.no_grad():
         for image in images:
-            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
-            output = model(pixels.permute(2, 0, 1).unsqueeze(0).to(device)).clamp(0, 1)
-            array = (output[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-            upscaled.append(Image.fromarray(array))
+            image = image.convert("RGB")
+            width, height = image.size
+            if width <= tile and height <= tile:
+                upscaled.append(_through(model, image, device))
+                continue
+            tiles = []
+            for y in tile_origins(height, tile, overlap):
+                for x in tile_origins(width, tile, overlap):
+                    crop = image.crop((x, y, min(x + tile, width), min(y + tile, height)))
+                    out = _through(model, crop, device)
+                    tiles.append(
+                        (out, (x * out.width // crop.width, y * out.height // crop.height))
+                    )
+            scale = tiles[0][0].width // min(tile, width)
+            upscaled.append(blend_tiles((width * scale, height * scale), tiles, overlap * scale))
     return upscaled
+
+
+def _through(model, image: Image.Image, device: str) -> Image.Image:
+    import numpy as np
+    import torch
+
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    output = model(pixels.permute(2, 0, 1).unsqueeze(0).to(device)).clamp(0, 1)
+    return Image.fromarray(
+        (output[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    )
