@@ -33,6 +33,13 @@ def picture(colour=(200, 40, 40), size=(64, 64)) -> Image.Image:
     return image
 
 
+def mask_of(box: tuple[int, int, int, int]) -> Image.Image:
+    """A 64x64 mask, white (repaint) inside `box`."""
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    return mask
+
+
 def stored(engine, image: Image.Image, mode: str = "RGB") -> str:
     return store_picture(engine.config, b64(image), "init_images[0]", mode)
 
@@ -101,8 +108,7 @@ def test_infotext_names_the_strength_and_the_init_picture_as_webui_does(engine):
 
 def test_inpainting_leaves_everything_outside_the_blurred_mask_as_it_was(engine):
     init = picture()
-    mask = Image.new("L", (64, 64), 0)
-    ImageDraw.Draw(mask).rectangle((20, 20, 43, 43), fill=255)
+    mask = mask_of((20, 20, 43, 43))
     ref, mask_ref = stored(engine, init), stored(engine, mask, "RGBA")
     for full_res in (False, True):
         result = run(
@@ -121,8 +127,7 @@ def test_inpainting_leaves_everything_outside_the_blurred_mask_as_it_was(engine)
 
 def test_an_inverted_mask_repaints_the_outside(engine):
     init = picture()
-    mask = Image.new("L", (64, 64), 0)
-    ImageDraw.Draw(mask).rectangle((16, 16, 47, 47), fill=255)
+    mask = mask_of((16, 16, 47, 47))
     result = run(
         engine, prompt="x", seed=9, init_images=[stored(engine, init)], denoising_strength=0.9,
         mask=stored(engine, mask, "RGBA"), mask_blur=0, inpainting_mask_invert=True,
@@ -136,8 +141,7 @@ def test_an_inverted_mask_repaints_the_outside(engine):
 @pytest.mark.parametrize("fill", [0, 2, 3])
 def test_every_masked_content_mode_runs_and_keeps_the_outside(engine, fill):
     init = picture()
-    mask = Image.new("L", (64, 64), 0)
-    ImageDraw.Draw(mask).rectangle((24, 24, 40, 40), fill=255)
+    mask = mask_of((24, 24, 40, 40))
     result = run(
         engine, prompt="x", seed=4, init_images=[stored(engine, init)], denoising_strength=0.8,
         mask=stored(engine, mask, "RGBA"), mask_blur=0, inpainting_fill=fill,
@@ -252,8 +256,7 @@ def test_a_nine_channel_inpainting_checkpoint_inpaints_and_repaints_everything_w
     inpainter = Engine(settings)
     assert inpainter.pipe.unet.config.in_channels == 9
     init = picture()
-    mask = Image.new("L", (64, 64), 0)
-    ImageDraw.Draw(mask).rectangle((20, 20, 43, 43), fill=255)
+    mask = mask_of((20, 20, 43, 43))
     ref = store_picture(settings, b64(init), "init_images[0]")
     mask_ref = store_picture(settings, b64(mask), "mask", "RGBA")
     masked = run(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import struct
-import zlib
 from io import BytesIO
 
 import numpy as np
@@ -24,6 +23,7 @@ from engine.service.webui_catalogue import apply_styles, styles
 from posterbot.config import Preset
 from posterbot.errors import Refusal
 from tests.engine.conftest import API_AUTH, basic_auth
+from tests.training.test_dataset import bomb_png
 
 HEADERS = basic_auth(*API_AUTH)
 
@@ -53,22 +53,6 @@ def png_of(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width×height and holds one tiny compressed row."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
 def gif_bomb() -> bytes:
     buffer = BytesIO()
     Image.new("P", (16, 16)).save(buffer, format="GIF")
@@ -90,7 +74,7 @@ GOOD = b64(png_of(Image.new("RGB", (64, 64), (200, 50, 50))))
     ("body", "field", "words"),
     [
         (
-            {"init_images": [b64(png_header_only(20000, 20000))]},
+            {"init_images": [b64(bomb_png(20000, 20000))]},
             "init_images[0]",
             "too many pixels",
         ),
