@@ -344,6 +344,7 @@ class Engine:
 
         shared = jobs[0]
         pictures = self.pictures(shared)  # the same for every job of a batch (batch key)
+        restorer = self.face_restorer(shared)  # looked up once for the batch
         init_image = pictures[0].picture if pictures else None
         controls = prepare(
             shared.controlnet, self.controlnets, shared.width, shared.height, init_image
@@ -379,8 +380,8 @@ class Engine:
                 rendered = self.render(
                     **call, params=shared, controls=controls, steps=reporter, upscalers=upscalers
                 )
-            if shared.restore_faces:  # after sampling and hires, as WebUI does
-                rendered = self.restore_faces(rendered, shared)
+            if restorer is not None:  # after sampling and hires, as WebUI does
+                rendered = self.restore_faces(rendered, restorer)
             for i in members:
                 images[i] += rendered[: jobs[i].batch_size]
                 rendered = rendered[jobs[i].batch_size :]
@@ -393,7 +394,7 @@ class Engine:
                 seeds[i][0],
                 seeds[i][1],
                 [
-                    self.infotext(params, seed, subseed, applied, pictures, k, controls)
+                    self.infotext(params, seed, subseed, applied, pictures, k, controls, restorer)
                     for k, (seed, subseed) in enumerate(zip(*seeds[i], strict=True))
                 ],
                 self.model.name,
@@ -432,13 +433,17 @@ class Engine:
             starts.append(Start(fitted, hashlib.md5(source.tobytes()).hexdigest(), mask, source))
         return starts
 
-    def restore_faces(
-        self, images: list[Image.Image], params: GenerationParams
-    ) -> list[Image.Image]:
-        """The pictures with their faces restored (GFPGAN or RestoreFormer, fully visible)."""
+    def face_restorer(self, params: GenerationParams) -> Path | None:
+        """The restorer file a request asks for (GFPGAN or RestoreFormer), or None."""
+        if not params.restore_faces:
+            return None
         folder = self.config.face_restorers_dir
-        model = faces.find_restorer(params.face_restoration_model or None, folder)
-        return faces.restore_faces(images, model, 1.0, faces.detector_file(folder))
+        return faces.find_restorer(params.face_restoration_model or None, folder)
+
+    def restore_faces(self, images: list[Image.Image], restorer: Path) -> list[Image.Image]:
+        """The pictures with their faces restored by `restorer`, fully visible."""
+        detector = faces.detector_file(self.config.face_restorers_dir)
+        return faces.restore_faces(images, restorer, 1.0, detector)
 
     @contextmanager
     def tiling(self, enabled: bool) -> Iterator[None]:
@@ -671,12 +676,6 @@ class Engine:
             drawn += zip(redrawn, group, strict=True)
         return img2img.blend_tiles(size, drawn, params.sd_upscale_overlap)
 
-    def face_restorer(self, params: GenerationParams) -> str | None:
-        """The restorer's name as WebUI's infotext writes it (GFPGAN, RestoreFormer)."""
-        folder = self.config.face_restorers_dir
-        path = faces.find_restorer(params.face_restoration_model or None, folder)
-        return faces.family_of(path.stem)
-
     @torch.no_grad()
     def encode(
         self, pictures: list[Image.Image], resize_mode: int, size: tuple[int, int]
@@ -733,6 +732,7 @@ class Engine:
         pictures: list[Start] | None = None,
         index: int = 0,
         controls: Controls = NO_CONTROLS,
+        restorer: Path | None = None,
     ) -> str:
         hr = params.enable_hr
         resized = hr and bool(params.hr_resize_x or params.hr_resize_y)
@@ -762,7 +762,7 @@ class Engine:
             "Masked content": img2img.MASKED_CONTENT[params.inpainting_fill] if masked else None,
             "Clip skip": params.clip_skip if params.clip_skip > 1 else None,
             "Tiling": True if params.tiling else None,
-            "Face restoration": self.face_restorer(params) if params.restore_faces else None,
+            "Face restoration": faces.family_of(restorer.stem) if restorer else None,
             "Hires upscale": params.hr_scale if hr and not resized else None,
             "Hires resize": f"{final_w}x{final_h}" if resized else None,
             "Hires steps": params.hr_second_pass_steps
