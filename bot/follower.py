@@ -53,6 +53,9 @@ class Delivery(Generic[C]):
     failed_key: str = "job_failed"  # {reason}
     lost_key: str = "delivery_failed"  # the follower gave up for now; {job}
     admins_only: bool = False  # only admins submit it: a failure without a code shows the detail
+    # The status line once the results are out ({seconds}: the engine's time); None when
+    # `deliver` writes its own. Said after the results, so the pictures never wait on this edit.
+    done_key: str | None = "job_done"
 
 
 class Follower(Generic[C]):
@@ -186,6 +189,11 @@ class Follower(Generic[C]):
         language = record.language
         if delivery.succeeded(job):
             await delivery.deliver(self.core, record, job, status)
+            if delivery.done_key:
+                elapsed = job.get("finished_at", 0) - job.get("created_at", 0)
+                await status.show(
+                    t(language, delivery.done_key, seconds=f"{elapsed:.1f}"), force=True
+                )
             self.finish(record, DONE)
         elif job["state"] == "cancelled":
             await status.show(t(language, "job_cancelled"), force=True)

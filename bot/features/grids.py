@@ -41,7 +41,6 @@ async def deliver_grid(
 ) -> None:
     """The grid as a photo, its axes and time in the caption."""
     elapsed = job["finished_at"] - job["created_at"]
-    await status.show(t(record.language, "job_done", seconds=f"{elapsed:.1f}"), force=True)
     png = await core.engine.output(job["outputs"][0])
     axes = " × ".join(job["info"]["axes"])
     caption = t(record.language, "xyz_done", axes=axes, seconds=f"{elapsed:.0f}")

@@ -3,6 +3,7 @@ the original file. Also how candidates and HD posters reach the chat."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -435,17 +436,13 @@ async def results(
     record.outputs = list(job["outputs"])
     core.store.save_job(record)
     shown = finishing.keep_posters(core, record, job)
-    pictures = [
+    pngs = await asyncio.gather(*(core.engine.output(path) for path in shown))  # fetched together
+    return [
         Picture(
-            png=await core.engine.output(path),
-            caption=caption(record, index),
-            filename=f"poster-{record.seeds[index]}.png",
+            png=png, caption=caption(record, index), filename=f"poster-{record.seeds[index]}.png"
         )
-        for index, path in enumerate(shown)
+        for index, png in enumerate(pngs)
     ]
-    elapsed = job.get("finished_at", 0) - job.get("created_at", 0)
-    await status.show(t(record.language, "job_done", seconds=f"{elapsed:.1f}"), force=True)
-    return pictures
 
 
 async def deliver_candidates(

@@ -109,8 +109,6 @@ async def deliver_retouched(
     when it is past what Telegram shows as a photo."""
     record.outputs = list(job["outputs"])
     core.store.save_job(record)
-    elapsed = job.get("finished_at", 0) - job.get("created_at", 0)
-    await status.show(t(record.language, "job_done", seconds=f"{elapsed:.1f}"), force=True)
     png = await core.engine.output(record.outputs[0])
     size = f"{job['info']['width']}×{job['info']['height']}"
     buttons = await keyboard(core, record.language, record.job_id, 0)

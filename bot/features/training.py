@@ -178,5 +178,6 @@ DELIVERIES = {
         failed_key="train_failed",
         lost_key="train_lost",
         admins_only=True,
+        done_key=None,  # the epoch's own message says it is done
     )
 }
