@@ -204,6 +204,12 @@ class JobQueueBase(abc.ABC):
         `timeout_s`; one caller per process (the service's event watcher)."""
 
     @abc.abstractmethod
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Return soon after a job became claimable (submitted, given back, requeued), or after
+        `timeout_s`: what an idle worker waits on between claims, so an idle engine starts a
+        request at once instead of at its next look."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Let go of the connection."""
 

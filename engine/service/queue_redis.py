@@ -79,6 +79,8 @@ local function jkey(id) return P .. ':job:' .. id end
 local function hget(id, name) return redis.call('HGET', jkey(id), name) end
 local function stream(pool) return key('stream', pool) end
 local function touched(id) redis.call('PUBLISH', key('events'), id) end
+-- a job became claimable: idle workers of its pool listen here (wait_for_work)
+local function claimable(id) redis.call('PUBLISH', key('work', hget(id, 'pool')), id) end
 local function set_fields(id, fields)
   for name, value in pairs(fields) do
     if value == cjson.null then redis.call('HDEL', jkey(id), name)
@@ -144,6 +146,7 @@ local function give_back(id, attempts, err, now)
     redis.call('HDEL', jkey(id), 'started_at', 'progress', 'lease_owner', 'lease_expires_at')
     redis.call('ZADD', key('queued', hget(id, 'pool')), 0, hget(id, 'slot'))
     touched(id)
+    claimable(id)
   else
     finish(id, state, now)
     if state == 'dead' then
@@ -214,6 +217,7 @@ redis.call('ZADD', key('turns', pool, p, user), turn, id)
 redis.call('SADD', key('pools'), pool)
 if idem ~= '' then redis.call('HSET', key('idempotency'), idem, id) end
 touched(id)
+claimable(id)
 return {'new', id}
 """
 
@@ -370,12 +374,20 @@ move_state(id, 'queued')
 redis.call('ZADD', key('queued', hget(id, 'pool')), 0, hget(id, 'slot'))
 redis.call('ZADD', turns_key(id), hget(id, 'turn'), id)
 touched(id)
+claimable(id)
 return id
 """
 
 
 def _text(value: float) -> str:
     return repr(float(value))
+
+
+def _drain_when_ready(channel: redis.client.PubSub, timeout_s: float) -> None:
+    """Wait up to `timeout_s` for a message on `channel`, then take all that arrived."""
+    if channel.get_message(timeout=timeout_s) is not None:
+        while channel.get_message(timeout=0) is not None:
+            pass
 
 
 def _decode_flat(pairs: list[str]) -> Job:
@@ -425,6 +437,7 @@ class RedisQueue(JobQueueBase):
         self.where = f"{address.get('host', '?')}:{address.get('port', '?')}"
         self.now = now or time.time
         self._events: redis.client.PubSub | None = None
+        self._work: redis.client.PubSub | None = None
         self._scripts = {
             name: self.redis.register_script(_LIB + body)
             for name, body in (
@@ -477,13 +490,20 @@ class RedisQueue(JobQueueBase):
         if self._events is None:
             self._events = self.redis.pubsub(ignore_subscribe_messages=True)
             self._events.subscribe(self._key("events"))
-        if self._events.get_message(timeout=timeout_s) is not None:
-            while self._events.get_message(timeout=0) is not None:
-                pass  # one re-read covers every change so far
+        _drain_when_ready(self._events, timeout_s)  # one re-read covers every change so far
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Return when a job of this queue's pool became claimable (its `work` channel), or
+        after `timeout_s`."""
+        if self._work is None:
+            self._work = self.redis.pubsub(ignore_subscribe_messages=True)
+            self._work.subscribe(self._key("work", self.pool))
+        _drain_when_ready(self._work, timeout_s)
 
     def close(self) -> None:
-        if self._events is not None:
-            self._events.close()
+        for channel in (self._events, self._work):
+            if channel is not None:
+                channel.close()
         self.redis.close()
 
     # -- submitting and reading -------------------------------------------------------------

@@ -9,7 +9,10 @@ The file cannot tell another process that it changed, so every commit also sends
 datagram to a UNIX socket named after the file (Linux's abstract namespace: no file to clean
 up, no path-length limit); the service's event watcher listens there (`wait_for_changes`) and
 re-reads at once instead of on a tick. Best effort: with nobody listening, or the listener's
-buffer full (it is behind and will re-read anyway), the datagram is dropped.
+buffer full (it is behind and will re-read anyway), the datagram is dropped. Idle workers listen
+the same way on their own addresses (`wait_for_work`: slot k of `WAKE_SLOTS` per file), and a
+commit that makes a job claimable (submit, give back, requeue) wakes every slot, so a request
+sent to an idle engine is claimed at once rather than at the worker's next look.
 
 Life of a job::
 
@@ -75,6 +78,30 @@ from posterbot.config import Config
 
 BUSY_TIMEOUT_S = 30.0  # a claim waits this long for the write lock; commits take milliseconds
 QUEUE_FILE = "engine.db"  # under data_dir, next to bot.db
+WAKE_SLOTS = 16  # idle workers a commit can wake at once per file (one per GPU: plenty)
+
+
+def _bound_socket(addresses: list[str]) -> socket.socket | None:
+    """A datagram socket listening on the first free address, or None when all are taken."""
+    for address in addresses:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            listener.bind(address)
+        except OSError:
+            listener.close()
+            continue
+        listener.setblocking(False)
+        return listener
+    return None
+
+
+def _drain_when_ready(listener: socket.socket, timeout_s: float) -> None:
+    """Wait up to `timeout_s` for a datagram, then take all that arrived."""
+    ready, _, _ = select.select([listener], [], [], timeout_s)
+    if ready:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                listener.recv(16)
 
 
 _COLUMNS = JOB_FIELDS
@@ -124,6 +151,8 @@ class JobQueue(JobQueueBase):
         self._notifier.setblocking(False)
         self._listener: socket.socket | None = None
         self._listening = True  # False once another process holds the address
+        self._wake_addresses = [f"{self._events_address}-work-{k}" for k in range(WAKE_SLOTS)]
+        self._wake: socket.socket | None = None
         with self._write():
             self._create_schema()
 
@@ -155,39 +184,42 @@ class JobQueue(JobQueueBase):
     def close(self) -> None:
         self.db.close()
         self._notifier.close()
-        if self._listener is not None:
-            self._listener.close()
+        for listener in (self._listener, self._wake):
+            if listener is not None:
+                listener.close()
 
-    def _notify(self) -> None:
-        """Tell the listening watcher (if any) that the file changed."""
-        with contextlib.suppress(OSError):  # nobody listening, or its buffer full
-            self._notifier.sendto(b"!", self._events_address)
+    def _notify(self, wake: bool = False) -> None:
+        """Tell the listening watcher (if any) that the file changed; `wake`: idle workers too."""
+        for address in [self._events_address, *(self._wake_addresses if wake else [])]:
+            with contextlib.suppress(OSError):  # nobody listening, or its buffer full
+                self._notifier.sendto(b"!", address)
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        """Return when a job may have become claimable, or after `timeout_s` (an idle worker:
+        it holds the first free wake slot; with none free it just waits)."""
+        if self._wake is None:
+            self._wake = _bound_socket(self._wake_addresses)
+        if self._wake is None:
+            time.sleep(timeout_s)
+            return
+        _drain_when_ready(self._wake, timeout_s)
 
     def wait_for_changes(self, timeout_s: float) -> None:
         """Return when a process committed a change to this file (its datagram arrived), or
         after `timeout_s`; one caller per file (the service's event watcher). Where the address
         is taken (a second service on the file) or not supported, this waits the whole timeout."""
         if self._listener is None and self._listening:
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                listener.bind(self._events_address)
-                listener.setblocking(False)
-                self._listener = listener
-            except OSError:
-                listener.close()
-                self._listening = False
+            self._listener = _bound_socket([self._events_address])
+            self._listening = self._listener is not None
         if self._listener is None:
             time.sleep(timeout_s)
             return
-        ready, _, _ = select.select([self._listener], [], [], timeout_s)
-        if ready:
-            with contextlib.suppress(BlockingIOError):
-                while True:  # one re-read covers every change so far
-                    self._listener.recv(16)
+        _drain_when_ready(self._listener, timeout_s)  # one re-read covers every change so far
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that holds the database's write lock from its first statement."""
+    def _write(self, wake: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds the database's write lock from its first statement;
+        `wake`: it can make a job claimable, so idle workers are told as well as the watcher."""
         with self._lock:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
@@ -198,7 +230,7 @@ class JobQueue(JobQueueBase):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self._notify()
+            self._notify(wake)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -245,7 +277,7 @@ class JobQueue(JobQueueBase):
             self.max_attempts if max_attempts is None else max_attempts,
         )
         params_json = json.dumps(params)
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             # 2. a retried submit returns the job it already made
             if idempotency_key is not None:
                 existing = self._jobs(
@@ -541,13 +573,13 @@ class JobQueue(JobQueueBase):
                 error_code=code,
                 error_values=values_json,
             )
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             job = self._running(conn, job_id, worker_id)
             return self._give_back(conn, job, job.attempts, (error, code, values_json), self.now())
 
     def release(self, job_id: str, *, worker_id: str | None = None) -> Job:
         """running → queued without spending an attempt (a worker shutting down on SIGTERM)."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             job = self._running(conn, job_id, worker_id)
             kept = (job.error, job.error_code, json.dumps(job.error_values))
             return self._give_back(conn, job, job.attempts - 1, kept, self.now())
@@ -555,7 +587,7 @@ class JobQueue(JobQueueBase):
     def requeue_expired(self, now: float | None = None) -> list[Job]:
         """Put running jobs whose lease ended before `now` back: queued, or dead when out of
         attempts, or cancelled when cancel was requested. Returns them in their new state."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             return self._requeue_expired(conn, self.now() if now is None else now)
 
     def _requeue_expired(self, conn: sqlite3.Connection, now: float) -> list[Job]:
@@ -676,7 +708,7 @@ class JobQueue(JobQueueBase):
 
     def requeue_dead(self, job_id: str) -> Job:
         """dead → queued with no attempts spent, its last error kept until it runs again."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             job = self._job(conn, job_id)
             if job.state != State.DEAD:
                 raise JobStateError(f"job {job_id} is {job.state.value}, not dead")

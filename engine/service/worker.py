@@ -244,8 +244,11 @@ class Worker:
             )
             if jobs:
                 self.run(jobs)
-            else:
-                self.stopping.wait(engine.poll_s)
+            elif (
+                self.link.if_reachable(self.queue.wait_for_work, engine.poll_s, default=False)
+                is False
+            ):
+                self.stopping.wait(engine.poll_s)  # the server is away: the next claim waits
         log.info("worker %s stopped", self.worker_id)
 
     def run(self, jobs: list[Job]) -> None:

@@ -553,3 +553,31 @@ def test_a_change_in_another_process_wakes_the_event_reader(backend: Backend) ->
         waiting.join(20)
         assert woke.is_set()
         assert reader.depth() == 1
+
+
+def test_a_submit_wakes_every_idle_worker(backend: Backend) -> None:
+    """Idle workers wait on the queue between claims: a job submitted by another process ends
+    every worker's wait at once (not at its next look), and the job can then be claimed."""
+    workers = [backend.open(), backend.open()]
+    try:
+        for worker in workers:
+            worker.wait_for_work(0.01)  # listening from here on
+        woke = [threading.Event() for _ in workers]
+        waits = [
+            threading.Thread(target=lambda w=w, e=e: (w.wait_for_work(60), e.set()), daemon=True)
+            for w, e in zip(workers, woke, strict=True)
+        ]
+        for wait in waits:
+            wait.start()
+        writer = multiprocessing.get_context("spawn").Process(
+            target=submit_one, args=(backend.spec,)
+        )
+        writer.start()
+        writer.join(30)
+        for wait in waits:
+            wait.join(20)
+        assert all(event.is_set() for event in woke)
+        assert [job.kind for job in workers[0].claim("w0", 30.0)] == ["txt2img"]
+    finally:
+        for worker in workers:
+            worker.close()
