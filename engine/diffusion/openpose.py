@@ -316,7 +316,7 @@ def network_maps(model: BodyPoseModel, image: np.ndarray) -> tuple[np.ndarray, n
     def full_size(maps: torch.Tensor) -> np.ndarray:
         x = maps[0].permute(1, 2, 0).float().cpu().numpy()
         x = _resized(x, x.shape[1] * STRIDE, x.shape[0] * STRIDE)[:h, :w]
-        return _resized(x, width, height)
+        return _resized(x, width, height).astype(np.float64)  # as the original: no ties
 
     return full_size(heatmaps), full_size(pafs)
 
