@@ -1,6 +1,7 @@
-"""Preprocessors that run a network: the lineart annotators (realistic and coarse).
+"""Preprocessors that run a network: the lineart annotators (realistic and coarse), and the
+loading the annotator networks share (openpose.py uses it too).
 
-The network is the line-drawing generator of "Learning to generate line drawings that convey
+The lineart network is the line-drawing generator of "Learning to generate line drawings that convey
 geometry and semantics" (Chan, Durand, Isola; informative-drawings, MIT licence), which the
 ControlNet 1.1 lineart annotators use: three downsampling convolutions, three residual blocks,
 two transposed convolutions, instance norm, a sigmoid. Its weights are the annotators'
@@ -11,6 +12,7 @@ two transposed convolutions, instance norm, a sigmoid. Its weights are the annot
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -70,26 +72,41 @@ class LineGenerator(nn.Module):
         return self.model4(self.model3(self.model2(self.model1(self.model0(x)))))
 
 
-def _device() -> torch.device:
+def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@functools.lru_cache(maxsize=2)
-def _generator(path: Path, stamp: float) -> LineGenerator:
-    """The network of a weights file, kept while the file is unchanged (`stamp`: its mtime)."""
-    model = LineGenerator()
+StateNames = Callable[[nn.Module, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def _same_names(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return state
+
+
+def load_network(
+    build: Callable[[], nn.Module], path: Path, what: str, names: StateNames = _same_names
+) -> nn.Module:
+    """The network `build` makes with the weights of `path` (`names` maps the file's tensor
+    names to the network's), kept while the file is unchanged; a file that does not fit is a
+    ValueError naming it and `what` it should be."""
+    return _loaded(build, path, path.stat().st_mtime, what, names)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(build, path: Path, stamp: float, what: str, names: StateNames) -> nn.Module:
+    model = build()
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(names(model, load_file(str(path))))
     except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0]
-        raise ValueError(f"module: {path.name} is not a lineart annotator ({detail})") from None
-    return model.eval().to(_device())
+        raise ValueError(f"module: {path.name} is not {what} ({detail})") from None
+    return model.eval().to(device())
 
 
 @torch.no_grad()
 def line_drawing(image: np.ndarray, weights: Path) -> np.ndarray:
     """White lines on black (what lineart ControlNets read) of an RGB uint8 picture."""
-    model = _generator(weights, weights.stat().st_mtime)
-    x = torch.from_numpy(image).float().div(255).permute(2, 0, 1)[None].to(_device())
+    model = load_network(LineGenerator, weights, "a lineart annotator")
+    x = torch.from_numpy(image).float().div(255).permute(2, 0, 1)[None].to(device())
     lines = (model(x)[0, 0] * 255).clamp(0, 255).byte().cpu().numpy()
     return 255 - lines

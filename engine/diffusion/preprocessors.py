@@ -3,9 +3,11 @@
 Names, labels, sliders and defaults are the sd-webui-controlnet extension's, so its API clients
 and their saved settings work unchanged (`threshold_a` / `threshold_b` are its slider 1 and 2).
 Preprocessors listed in `WEIGHT_FREE` are OpenCV and numpy only: they run anywhere, the service's
-`/controlnet/detect` included. The ones in `ANNOTATED` need annotator weights under
-`models/ControlNet/annotators/` (`.safetensors` only) and say which file is missing otherwise;
-they run in a worker. No torch at import time.
+`/controlnet/detect` included. The ones in `ANNOTATED` (lineart realistic/coarse, openpose body,
+depth_anything) need annotator weights under `models/ControlNet/annotators/` (`.safetensors`
+only) and say which file is missing otherwise; they run in a worker. No torch at import time.
+openpose and depth_anything run at the processor resolution without the 64-pixel padding: their
+networks pad (or resize) to their own strides.
 
 The maps follow the extension's steps: the picture is scaled so its short side is the processor
 resolution (edge-padded to a multiple of 64 while the detector runs, as the extension's
@@ -22,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.diffusion.single_file import read_header
 from posterbot.errors import Refusal
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")  # the extension's 0, 1, 2
@@ -93,10 +96,16 @@ class Preprocessor:
             self.slider_2.pick(threshold_b),
         )
 
+    def installed(self, annotators: Path) -> bool:
+        """Whether the annotator files it needs are there (weight-free ones always are)."""
+        return all((annotators / name).is_file() for name in self.files)
+
     def check_files(self, annotators: Path, field: str = "module") -> None:
-        """Refuse, naming the file, when an annotator weight it needs is missing."""
+        """Refuse, naming the file, when an annotator file it needs is missing, or is no
+        readable .safetensors (a renamed pickle: it could run code when loaded)."""
         for name in self.files:
-            if not (annotators / name).is_file():
+            path = annotators / name
+            if not path.is_file():
                 raise Refusal(
                     field,
                     f"{self.name} needs models/ControlNet/annotators/{name}, which is missing",
@@ -104,6 +113,18 @@ class Preprocessor:
                     module=self.name,
                     file=name,
                 )
+            if path.suffix == ".safetensors":
+                try:
+                    read_header(path)
+                except ValueError:
+                    raise Refusal(
+                        field,
+                        f"models/ControlNet/annotators/{name} is not a readable .safetensors "
+                        "file (a pickle renamed .safetensors is refused: it could run code)",
+                        "annotator_damaged",
+                        module=self.name,
+                        file=name,
+                    ) from None
 
     def run(
         self,
@@ -254,12 +275,35 @@ def _lineart(weights: str) -> Detector:
     return detect
 
 
+def _openpose(picture, resolution, a, b, annotators):
+    from engine.diffusion.openpose import pose_map  # torch: workers only
+
+    return pose_map(scaled(picture, resolution), annotators / OPENPOSE_FILE)
+
+
+def _depth_anything(picture, resolution, a, b, annotators):
+    from engine.diffusion.depth import depth_map  # torch: workers only
+
+    return depth_map(scaled(picture, resolution), annotators / DEPTH_ANYTHING_FOLDER)
+
+
+OPENPOSE_FILE = "body_pose_model.safetensors"  # the annotators' body_pose_model.pth, converted
+DEPTH_ANYTHING_FOLDER = "depth-anything-small"  # LiheYoung/depth-anything-small-hf's layout
 ANNOTATED = [
     Preprocessor(
         "lineart_realistic", _lineart("sk_model.safetensors"), files=("sk_model.safetensors",)
     ),
     Preprocessor(
         "lineart_coarse", _lineart("sk_model2.safetensors"), files=("sk_model2.safetensors",)
+    ),
+    Preprocessor("openpose", _openpose, files=(OPENPOSE_FILE,)),
+    Preprocessor(
+        "depth_anything",
+        _depth_anything,
+        files=(
+            f"{DEPTH_ANYTHING_FOLDER}/config.json",
+            f"{DEPTH_ANYTHING_FOLDER}/model.safetensors",
+        ),
     ),
 ]
 

@@ -52,9 +52,12 @@ async def controlnet_model_list(request: web.Request) -> web.Response:
 
 
 async def controlnet_module_list(request: web.Request) -> web.Response:
-    """Preprocessors by name, or by display name with `alias_names=true`, and their sliders."""
+    """Preprocessors by name, or by display name with `alias_names=true`, and their sliders:
+    those that can run now (the extension lists all and downloads weights; we do not, so one
+    whose annotator files are missing is left out, and clients such as the chat see it)."""
     alias = flag(request, "alias_names", False)
-    preprocessors = sorted_preprocessors()
+    annotators = service(request).config.controlnet_dir / ANNOTATORS
+    preprocessors = [p for p in sorted_preprocessors() if p.installed(annotators)]
     names = [p.display_name if alias else p.name for p in preprocessors]
     detail = {name: p.detail() for name, p in zip(names, preprocessors, strict=True)}
     return web.json_response({"module_list": names, "module_detail": detail})

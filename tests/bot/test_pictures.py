@@ -159,3 +159,31 @@ async def test_a_pose_without_a_pose_detector_follows_the_outlines_and_says_so(
         assert "Module: canny" in png_info(pictures[0][0])["ControlNet 0"]
     finally:
         model.unlink()
+
+
+async def test_a_pose_with_the_pose_detector_installed_is_drawn_by_openpose(
+    bot, telegram, engine_config_file, tiny_model
+):
+    from diffusers import UNet2DConditionModel
+
+    from posterbot.config import load_config
+    from tests.fakes.models import write_openpose_annotator, write_tiny_controlnet
+
+    engine = load_config(engine_config_file, environ={})
+    unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
+    canny = write_tiny_controlnet(unet, engine.controlnet_dir / "control_canny_tiny.safetensors")
+    pose = write_tiny_controlnet(unet, engine.controlnet_dir / "control_openpose_tiny.safetensors")
+    detector = write_openpose_annotator(
+        engine.controlnet_dir / "annotators" / "body_pose_model.safetensors"
+    )
+    try:
+        telegram.send_text(USER, "照这个姿势画达达骑士 来2张 --steps 3", photo=photo_bytes())
+        pictures, _ = await candidates(telegram)
+        ack = telegram.texts(USER)[0]
+        assert "照这张图的姿势画" in ack and "control_openpose_tiny" in ack
+        assert "还没装姿势识别" not in ack
+        control = png_info(pictures[0][0])["ControlNet 0"]
+        assert "Module: openpose" in control and "control_openpose_tiny" in control
+    finally:
+        for path in (canny, pose, detector):
+            path.unlink()

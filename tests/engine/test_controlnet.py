@@ -276,6 +276,22 @@ async def test_model_and_module_lists_answer_in_the_extensions_shape(client, wit
     assert (await get(client, "/controlnet/version"))["version"] == 3
 
 
+async def test_the_module_list_shows_annotated_preprocessors_once_their_files_are_in(
+    client, with_model
+):
+    assert {"openpose", "lineart_realistic"}.isdisjoint(
+        (await get(client, "/controlnet/module_list"))["module_list"]
+    )
+    annotators = with_model.controlnet_dir / "annotators"
+    annotators.mkdir()
+    (annotators / "body_pose_model.safetensors").write_bytes(b"")  # listed by presence alone
+    modules = await get(client, "/controlnet/module_list")
+    assert (
+        "openpose" in modules["module_list"] and "lineart_realistic" not in modules["module_list"]
+    )
+    assert [s["name"] for s in modules["module_detail"]["openpose"]["sliders"]] == ["Resolution"]
+
+
 async def test_detect_runs_canny_in_the_service(client):
     body = {
         "controlnet_module": "canny",
@@ -445,6 +461,13 @@ def test_lineart_runs_its_network_when_the_weights_are_there(config):
     assert control.shape == (64, 128, 3)
     assert (control[:, :, 1] == 255 - lines).all()
     (annotators / "sk_model2.safetensors").write_bytes(pickle.dumps({"model0.1.weight": 1}))
+    with pytest.raises(Refusal, match=r"sk_model2\.safetensors is not a readable") as refused:
+        PREPROCESSORS["lineart_coarse"].run(picture, annotators, 64)
+    assert refused.value.code == "annotator_damaged"
+    save_file(network.state_dict(), str(annotators / "sk_model2.safetensors"))
+    (annotators / "sk_model2.safetensors").write_bytes(
+        (annotators / "sk_model2.safetensors").read_bytes()[:-8]  # a tensor short: no lineart
+    )
     with pytest.raises(ValueError, match=r"sk_model2\.safetensors is not a lineart annotator"):
         PREPROCESSORS["lineart_coarse"].run(picture, annotators, 64)
 

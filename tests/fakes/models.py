@@ -219,3 +219,21 @@ def write_face_detector(
             dynamo=False,
         )
     return path
+
+
+def write_openpose_annotator(path: Path, flat_names: bool = False) -> Path:
+    """The openpose body network (its real architecture, 52M parameters) with random weights
+    except the last heatmap layer, zeroed: no keypoint is found, so a run is quick and its
+    map black. `flat_names` writes the original .pth's tensor names (`conv1_1.weight`)."""
+    from engine.diffusion.openpose import BodyPoseModel
+
+    torch.manual_seed(0)
+    network = BodyPoseModel()
+    torch.nn.init.zeros_(network.model6_2.Mconv7_stage6_L2.weight)
+    torch.nn.init.zeros_(network.model6_2.Mconv7_stage6_L2.bias)
+    state = network.state_dict()
+    if flat_names:
+        state = {name.split(".", 1)[1]: value for name, value in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
