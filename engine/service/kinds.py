@@ -29,6 +29,7 @@ from engine.diffusion.registry import Registry, check_weights_file
 from engine.service.devices import visible_gpu_count, worker_devices
 from engine.service.finishing import check_spec
 from engine.service.inputs import MAX_PICTURE_PIXELS, picture_size, store_picture
+from engine.service.shared_files import share_dataset
 from engine.training.params import check_train_request
 from engine.training.versions import Versions
 from posterbot.config import Config
@@ -161,7 +162,8 @@ def check_train(config: Config, registry: Registry, params: dict[str, Any]) -> C
     """A LoRA training run, including what the service's workers can run (precision, optimizer)."""
     devices = worker_devices(config.engine.devices, visible_gpu_count())
     device_types = {device.partition(":")[0] for device in devices}
-    return Checked(check_train_request(config, params, device_types).to_dict())
+    checked = check_train_request(config, params, device_types).to_dict()
+    return Checked(share_dataset(config, checked))  # for a worker on another host
 
 
 XYZ_FIELDS = ("ip", "axes", "prompt")

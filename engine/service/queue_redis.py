@@ -15,7 +15,8 @@ between two commands leaves nothing half done. Keys, under the prefix `posterbot
     totals:<pool>         hash: reclaimed, dead_lettered (counters for /metrics)
     done_by:<pool>        hash: worker id → jobs it completed
     events                pub/sub channel: the id of every job that changed
-    file:…, collect, collecting   pictures and outputs that travel between hosts (shared_files.py)
+    file:…, collect:<service>, collecting:<service>   pictures, outputs, datasets and LoRAs that
+                          travel between hosts (shared_files.py)
 
 Claiming (`claim`): a dispatcher inside the claim script takes the head of the pool's fair order
 plus its batch partners, adds one stream entry per job, and reads them at once with XREADGROUP
@@ -61,7 +62,7 @@ from engine.service.queue_common import (
     check_submit,
     retry_after_estimate,
 )
-from engine.service.shared_files import OUTPUT_TTL_S
+from engine.service.shared_files import OUTPUT_TTL_S, service_id
 from posterbot.config import Config
 
 PREFIX = "posterbot"
@@ -309,7 +310,8 @@ for i = 8, #ARGV, 2 do
 end
 if #names > 0 then
   redis.call('HSET', jkey(id), 'files', cjson.encode(names))
-  redis.call('RPUSH', key('collect'), id)
+  local service = hget(id, 'service')  -- only the service that submitted the job collects
+  redis.call('RPUSH', service and key('collect', service) or key('collect'), id)
 end
 finish(id, ARGV[4], ARGV[5])
 return redis.call('HGETALL', jkey(id))
@@ -419,10 +421,13 @@ class RedisQueue(JobQueueBase):
         lease_s: float = DEFAULT_LEASE_S,
         now: Callable[[], float] | None = None,
         prefix: str = PREFIX,
+        service: str | None = None,
     ) -> None:
         """`pool`: the stream this process claims from and where jobs go unless an announced
         worker of another pool asks for them; `lease_s`: the lease `requeue_expired` applies;
-        `workers` only feeds the retry_after estimate; `now` the clock of recorded times."""
+        `workers` only feeds the retry_after estimate; `now` the clock of recorded times;
+        `service`: the service its submits come from, whose collector alone files the outputs
+        of remote workers (shared_files.service_id)."""
         check_at_least_one(max_queue=max_queue, max_attempts=max_attempts, workers=workers)
         self.url = url
         self.pool = pool
@@ -431,6 +436,7 @@ class RedisQueue(JobQueueBase):
         self.workers = workers
         self.lease_s = lease_s
         self.prefix = prefix
+        self.service = service
         self.redis = redis.Redis.from_url(url, decode_responses=True)
         self.unavailable = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
         address = self.redis.connection_pool.connection_kwargs
@@ -542,6 +548,7 @@ class RedisQueue(JobQueueBase):
             "outputs": "[]",
             "cancel_requested": "0",
             "pool": self.route(kind, params),
+            "service": self.service,
         }
         answer, value = self._run(
             "submit",
@@ -827,4 +834,5 @@ def open_redis_queue(config: Config, workers: int = 1, pool: str | None = None) 
         max_attempts=config.engine.max_attempts,
         workers=workers,
         lease_s=config.engine.lease_s,
+        service=service_id(config),
     )

@@ -8,6 +8,9 @@ epoch's loss curve and samples (`saved_epoch`, `loss_curve`, `samples`), copied 
 worker stopping. `between_steps` → the worker renders the poster (txt2img) jobs waiting in the
 queue with its warm Engine, so posters keep flowing while a LoRA trains (docs/training.md). A
 killed run is claimed again like any job, and `run_training` resumes it from its last saved epoch.
+On a worker on another host (`posterbot worker`) the dataset comes from the service through the
+queue's server (`shared_files.fetch_dataset`), and the LoRA files go back to it in the job's info
+(`ship_loras`); the service installs them as its own version (`shared_files.install_loras`).
 
 xyz: `engine.grid.render_xyz` on the worker's warm Engine; the grid PNG goes under outputs/.
 """
@@ -23,6 +26,7 @@ from typing import Any
 from engine.diffusion.outputs import save_png
 from engine.service.queue_common import Job
 from engine.service.run_posters import run_posters
+from engine.service.shared_files import DATASET_KEY, LORAS_KEY, fetch_dataset, ship_loras
 from engine.service.worker import StepGate, Worker
 
 TRAINING_OUTPUTS = "training"  # outputs/training/<version>/: loss curves and sample images
@@ -112,7 +116,11 @@ def train(worker: Worker, job: Job) -> Outcome:
     from engine.training.trainer import run_training
     from engine.training.versions import Versions
 
-    params = TrainParams.from_dict(job.params).to_dict()
+    asked = {key: value for key, value in job.params.items() if key != DATASET_KEY}
+    sent = job.params.get(DATASET_KEY)
+    if worker.remote and sent:  # the service's dataset, in this host's datasets/ by its hash
+        asked["dataset"] = fetch_dataset(worker.config, sent, asked["dataset"])
+    params = TrainParams.from_dict(asked).to_dict()
 
     def version() -> str:
         return Versions(worker.config).unfinished(params["ip"], params)["name"]
@@ -140,6 +148,8 @@ def train(worker: Worker, job: Job) -> Outcome:
         "file": Path(result["file"]).name if result["file"] else None,
         **files,
     }
+    if worker.remote:
+        info[LORAS_KEY] = ship_loras(worker.config, result)
     outputs = [files["loss_curve"]] if files["loss_curve"] else []
     return outputs + files["samples"], info
 

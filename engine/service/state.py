@@ -14,7 +14,7 @@ from engine.diffusion.registry import Registry
 from engine.service.kinds import job_kind
 from engine.service.queue_base import JobQueueBase
 from engine.service.queue_common import Job, Priority, State
-from engine.service.shared_files import ensure_output, result_names
+from engine.service.shared_files import ensure_job
 from engine.service.supervisor import Supervisor
 from engine.service.watcher import JobWatcher
 from posterbot.config import Config
@@ -133,10 +133,9 @@ class Service:
     def read_events(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Each job's current event (jobs running before their first step have none yet)."""
         jobs = self.queue.get_many(job_ids)
-        for job in jobs:
-            if job.finished:  # followers fetch the files next: a remote worker's are here now
-                for name in result_names(job.outputs, job.info):
-                    ensure_output(self.config, name)
+        # followers fetch the files next: a remote worker's are here now (a LoRA installed)
+        if any([ensure_job(self.config, job) for job in jobs if job.finished]):
+            jobs = self.queue.get_many(job_ids)
         queued = any(job.state == State.QUEUED for job in jobs)
         positions = self.queue.positions() if queued else {}
         events = {job.id: self.job_event(job, positions) for job in jobs}

@@ -22,6 +22,7 @@ import fcntl
 import json
 import re
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,20 @@ class Versions:
             if version["ip"] == ip and unfinished and version.get("params") == params:
                 return version
         return None
+
+    def adopt(
+        self, job: str, ip: str, params: dict[str, Any], install: Callable[[str], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The version a training on another host made for queue job `job`, registered once:
+        the version that records the job if there is one, else a new one whose files
+        `install(name)` puts in place, returning its fields (status, file, final loss...)."""
+        with self._locked() as data:
+            for version in data["versions"]:
+                if version.get("job") == job:
+                    return version
+            record = self._add(data, ip, source="trained", params=params, job=job)
+            record |= install(record["name"])
+            return record
 
     def update(self, name: str, **fields: Any) -> None:
         with self._locked() as data:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,14 @@ from engine.service.inputs import open_picture, store_picture
 from engine.service.queue_common import LeaseLost, State
 from engine.service.queue_redis import RedisQueue
 from engine.service.queue_sqlite import JobQueue
-from engine.service.shared_files import collect_outputs, shared_files
+from engine.service.shared_files import (
+    CHUNK_BYTES,
+    SharedFiles,
+    collect_outputs,
+    service_id,
+    shared_files,
+    unpack_dataset,
+)
 from engine.service.state import Service
 from engine.service.worker import Worker
 from posterbot.config import Config, QueueConfig
@@ -86,7 +94,7 @@ async def test_a_remote_worker_reads_the_picture_and_its_pngs_reach_the_service(
     from engine.diffusion.generate import Engine
 
     service_host, gpu_host = hosts
-    queue = RedisQueue(valkey_url)
+    queue = RedisQueue(valkey_url, service=service_id(service_host))  # as open_queue
     app = make_app(Service(service_host, queue, token=TOKEN))
     request = {"prompt": "x", "seed": 5, "denoising_strength": 0.5, "poster": POSTER}
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
@@ -166,3 +174,62 @@ def test_the_sqlite_queue_refuses_files_its_workers_cannot_send(tmp_path: Path) 
         with pytest.raises(ValueError, match="files"):
             queue.complete(job.id, ["a.png"], files={"a.png": b"x"})
         assert queue.get(job.id).state == State.RUNNING
+
+
+def test_two_services_on_one_queue_each_collect_their_own_jobs_outputs(
+    engine_config: Config, valkey_url: str, tmp_path: Path
+) -> None:
+    services = [host(engine_config, tmp_path / name, valkey_url) for name in ("north", "south")]
+    made: dict[str, list[str]] = {}
+    with RedisQueue(valkey_url) as worker_side:
+        for config in services:  # each service submits two jobs; a remote worker makes them
+            with RedisQueue(valkey_url, service=service_id(config)) as queue:
+                for n in range(2):
+                    job = queue.submit("txt2img", {"n": n}, "alice")
+                    worker_side.claim("gpu", 60)
+                    name = f"remote/gpu/{config.data_dir.name}-{n}.png"
+                    worker_side.complete(job.id, [name], worker_id="gpu", files={name: b"png"})
+                    made.setdefault(config.data_dir.name, []).append(name)
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=collect_outputs, args=(config, shared_files(config), stop))
+        for config in services
+    ]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: not file_keys(valkey_url))
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    for config in services:
+        filed = sorted(p.relative_to(config.outputs_dir).as_posix() for p in
+                       config.outputs_dir.rglob("*.png"))  # fmt: skip
+        assert filed == made[config.data_dir.name]
+
+
+def test_a_dataset_tar_cannot_write_outside_its_folder(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        member = tarfile.TarInfo("../escaped.txt")
+        member.size = 3
+        tar.addfile(member, BytesIO(b"bad"))
+    staging = tmp_path / "datasets" / "staging"
+    staging.mkdir(parents=True)
+    with pytest.raises(Failure) as refused:
+        unpack_dataset(archive, staging, "dada")
+    assert refused.value.code == "dataset_missing"
+    assert not (tmp_path / "datasets" / "escaped.txt").exists()
+
+
+def test_a_blob_comes_back_whole_in_chunks_or_not_at_all(valkey_url: str, tmp_path: Path) -> None:
+    files = SharedFiles(valkey_url)
+    data = bytes(range(256)) * (CHUNK_BYTES // 256 * 2 + 3)  # two full pieces and a bit
+    (tmp_path / "big.bin").write_bytes(data)
+    sha = files.put_blob(tmp_path / "big.bin", 60)
+    assert files.get_blob(sha, tmp_path / "back.bin", len(data))
+    assert (tmp_path / "back.bin").read_bytes() == data
+    assert not files.get_blob(sha, tmp_path / "small.bin", len(data) - 1)  # past the limit
+    with redis.Redis.from_url(valkey_url) as client:
+        client.set(f"posterbot:file:blob:{sha}:1", b"x" * CHUNK_BYTES)  # not its bytes
+    assert not files.get_blob(sha, tmp_path / "bad.bin", len(data))
+    assert not (tmp_path / "bad.bin").exists() and not (tmp_path / "small.bin").exists()
