@@ -26,7 +26,13 @@ from typing import Any
 from engine.diffusion.outputs import save_png
 from engine.service.queue_common import Job
 from engine.service.run_posters import run_posters
-from engine.service.shared_files import DATASET_KEY, LORAS_KEY, fetch_dataset, ship_loras
+from engine.service.shared_files import (
+    DATASET_KEY,
+    LORAS_KEY,
+    fetch_dataset,
+    share_outputs,
+    ship_loras,
+)
 from engine.service.worker import StepGate, Worker
 
 TRAINING_OUTPUTS = "training"  # outputs/training/<version>/: loss curves and sample images
@@ -76,7 +82,17 @@ class TrainingCallbacks:
         ended = self.epoch if epoch > self.epoch > 0 else None
         self.epoch = epoch
         if ended is not None:
-            self.published = {"saved_epoch": ended, **publish(self.worker, self.version(), ended)}
+            files = publish(self.worker, self.version(), ended)
+            if self.worker.remote:  # shown by a service on another host: the files go there
+                curve = files["loss_curve"]
+                files = {
+                    "loss_curve": curve
+                    and share_outputs(self.worker.config, self.worker.worker_id, [curve])[0],
+                    "samples": share_outputs(
+                        self.worker.config, self.worker.worker_id, files["samples"]
+                    ),
+                }
+            self.published = {"saved_epoch": ended, **files}
         details = {"epoch": epoch, "loss": round(loss, 6), "eta_s": round(eta_s, 1)}
         self.gate.progress(
             "train", step, total, force=ended is not None, **details, **self.published

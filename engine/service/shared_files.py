@@ -258,12 +258,31 @@ def result_names(outputs: list[str], info: dict[str, Any] | None) -> list[str]:
     return [*outputs, *(p[kind] for ps in posters for p in ps for kind in ("png", "svg"))]
 
 
+def _remote_folder(worker_id: str) -> str:
+    return f"{REMOTE_DIR}/{_SAFE.sub('_', worker_id)}/"
+
+
+def share_outputs(config: Config, worker_id: str, names: list[str]) -> list[str]:
+    """Put files a remote worker shows while its job runs (a training's epoch curve and
+    samples) on the queue's server under the names the service will serve them by
+    (`remote/<worker>/…`; `ensure_output` fetches one when it is asked for); returns them."""
+    files = shared_files(config)
+    if files is None:
+        return names
+    shared = []
+    for name in names:
+        remote = _remote_folder(worker_id) + name
+        files.put(f"outputs/{remote}", (config.outputs_dir / name).read_bytes(), OUTPUT_TTL_S)
+        shared.append(remote)
+    return shared
+
+
 def ship(
     outputs_dir: Path, worker_id: str, outputs: list[str], info: dict[str, Any] | None
 ) -> tuple[list[str], dict[str, Any] | None, dict[str, bytes]]:
     """A remote worker's result as the service files it: the outputs and info with every name
     under `remote/<worker>/`, and each file's bytes by that name."""
-    folder = f"{REMOTE_DIR}/{_SAFE.sub('_', worker_id)}/"
+    folder = _remote_folder(worker_id)
     files = {
         folder + name: (outputs_dir / name).read_bytes() for name in result_names(outputs, info)
     }

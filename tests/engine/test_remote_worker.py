@@ -19,7 +19,13 @@ import redis
 from engine.service.kinds import check_train
 from engine.service.queue_common import Priority, State
 from engine.service.queue_redis import RedisQueue
-from engine.service.shared_files import DATASET_KEY, collect_outputs, service_id, shared_files
+from engine.service.shared_files import (
+    DATASET_KEY,
+    collect_outputs,
+    ensure_output,
+    service_id,
+    shared_files,
+)
 from engine.training.intake import import_dataset
 from engine.training.versions import Versions, check_lora_file
 from posterbot.config import Config, QueueConfig
@@ -120,7 +126,9 @@ def test_a_remote_worker_trains_from_the_services_dataset_and_the_lora_comes_bac
     try:
         checked = check_train(service, None, params).params
         job = queue.submit("train", checked, "tg:1", priority=Priority.TRAINING)
-        wait_for(lambda: queue.get(job.id).finished, 300, "the training")
+        shown = []  # the progress that shows an ended epoch (what the chat sends meanwhile)
+        seen = lambda: (p := queue.get(job.id).progress) and "saved_epoch" in p and shown.append(p)  # noqa: E731
+        wait_for(lambda: seen() or queue.get(job.id).finished, 300, "the training")
         wait_for(lambda: queue.get(job.id).info["version"] == "dada-v2", 30, "the install")
     finally:
         worker.terminate()
@@ -140,6 +148,11 @@ def test_a_remote_worker_trains_from_the_services_dataset_and_the_lora_comes_bac
     assert check_lora_file(lora)["ss_network_dim"] == "4"  # kohya keys and metadata
     assert (service.loras_dir / "dada" / "dada-v2-000001.safetensors").is_file()
     assert (service.outputs_dir / done.info["loss_curve"]).is_file()
+    # the epoch's curve shown while it trained is served by the service too (from Valkey)
+    epoch_curve = shown[0]["loss_curve"]
+    assert shown[0]["saved_epoch"] == 1 and epoch_curve.startswith("remote/")
+    ensure_output(service, epoch_curve)
+    assert (service.outputs_dir / epoch_curve).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the LoRA blobs are freed; only the dataset stays (for a retry, until its TTL)
     with redis.Redis.from_url(valkey_url) as client:
         heads = {key for key in client.scan_iter("posterbot:file:blob:*") if key.count(b":") == 3}
