@@ -207,7 +207,8 @@ class JobQueueBase(abc.ABC):
     def wait_for_work(self, timeout_s: float) -> None:
         """Return soon after a job became claimable (submitted, given back, requeued), or after
         `timeout_s`: what an idle worker waits on between claims, so an idle engine starts a
-        request at once instead of at its next look."""
+        request at once instead of at its next look. A server that is away is not an error
+        here (the wait just runs out): the worker's next claim deals with the outage."""
 
     @abc.abstractmethod
     def close(self) -> None:

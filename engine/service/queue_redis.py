@@ -500,11 +500,19 @@ class RedisQueue(JobQueueBase):
 
     def wait_for_work(self, timeout_s: float) -> None:
         """Return when a job of this queue's pool became claimable (its `work` channel), or
-        after `timeout_s`."""
-        if self._work is None:
-            self._work = self.redis.pubsub(ignore_subscribe_messages=True)
-            self._work.subscribe(self._key("work", self.pool))
-        _drain_when_ready(self._work, timeout_s)
+        after `timeout_s`. With the server away it just waits: the next claim notices the
+        outage (and says so once), and the channel is subscribed afresh after it."""
+        try:
+            if self._work is None:
+                self._work = self.redis.pubsub(ignore_subscribe_messages=True)
+                self._work.subscribe(self._key("work", self.pool))
+            _drain_when_ready(self._work, timeout_s)
+        except self.unavailable:
+            if self._work is not None:
+                with contextlib.suppress(*self.unavailable):
+                    self._work.close()
+            self._work = None
+            time.sleep(timeout_s)
 
     def close(self) -> None:
         for channel in (self._events, self._work):

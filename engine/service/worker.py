@@ -244,11 +244,8 @@ class Worker:
             )
             if jobs:
                 self.run(jobs)
-            elif (
-                self.link.if_reachable(self.queue.wait_for_work, engine.poll_s, default=False)
-                is False
-            ):
-                self.stopping.wait(engine.poll_s)  # the server is away: the next claim waits
+            else:  # until a job becomes claimable (at most poll_s; never raises)
+                self.queue.wait_for_work(engine.poll_s)
         log.info("worker %s stopped", self.worker_id)
 
     def run(self, jobs: list[Job]) -> None:
