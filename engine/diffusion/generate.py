@@ -9,6 +9,7 @@ run at seed + i), runs the sampler, optionally the hires fix, and writes WebUI i
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import math
 import time
@@ -267,16 +268,34 @@ def masked_start(picture: Image.Image, mask: img2img.Mask, fill: int, seed: int)
 
 @contextmanager
 def noised_with(pipe, noise: torch.Tensor | None) -> Iterator[None]:
-    """An img2img pipeline that noises the start latents with `noise` (the seeds' own, variation
-    seeds included) instead of drawing its own: its `prepare_latents` for the one call."""
+    """An img2img or inpainting pipeline that noises the start latents with `noise` (the seeds'
+    own, variation seeds included) instead of drawing its own: its `prepare_latents` for the
+    one call."""
     if noise is None:
         yield
         return
+    original = pipe.prepare_latents
+    # the inpainting pipelines' prepare_latents (they name `is_strength_max`) also hand back
+    # the noise, which re-noises the unmasked area of a 4-channel model at every step
+    inpainting = "is_strength_max" in inspect.signature(original).parameters
 
-    def prepare_latents(image: torch.Tensor, timestep: torch.Tensor, *args, **kwargs):
+    def img2img_latents(image: torch.Tensor, timestep: torch.Tensor, *args, **kwargs):
         return pipe.scheduler.add_noise(image, noise.to(image.device, image.dtype), timestep)
 
-    pipe.prepare_latents = prepare_latents
+    def inpainting_latents(*args, **kwargs):
+        arguments = inspect.signature(original).bind(*args, **kwargs).arguments
+        wants_picture = arguments.get("return_image_latents", False)
+        given = noise.to(arguments["device"], arguments["dtype"])
+        # given latents: diffusers takes them as the noise (scaled for strength 1) and draws
+        # nothing; the picture's latents come back so strength < 1 can noise them itself
+        latents, _, picture = original(
+            **arguments | {"latents": given, "return_noise": True, "return_image_latents": True}
+        )
+        if not arguments.get("is_strength_max", True):
+            latents = pipe.scheduler.add_noise(picture, given, arguments["timestep"])
+        return (latents, given, picture) if wants_picture else (latents, given)
+
+    pipe.prepare_latents = inpainting_latents if inpainting else img2img_latents
     try:
         yield
     finally:
@@ -499,7 +518,8 @@ class Engine:
 
         # 2. per-image noise from per-image CPU generators
         factor = pipe.vae_scale_factor
-        shape = (pipe.unet.config.in_channels, params.height // factor, params.width // factor)
+        channels = pipe.vae.config.latent_channels  # an inpainting UNet takes 9, the noise is 4
+        shape = (channels, params.height // factor, params.width // factor)
         noise, generators = seeded_noise(shape, seeds, subseeds, params.subseed_strength)
 
         # 3. first pass: from noise, or from the start pictures
@@ -569,7 +589,7 @@ class Engine:
     ) -> list[Image.Image] | torch.Tensor:
         """img2img of each start picture at `denoising_strength`, or its inpainting where the
         request has a mask; WebUI's rules for the masked content and the "only masked" region.
-        img2img starts from `noise` when given (the seeds' noise, variation seeds slerped in, as
+        Both start from `noise` when given (the seeds' noise, variation seeds slerped in, as
         txt2img's), else from the noise diffusers draws from the generators."""
         size = (params.width, params.height)
         strength = params.denoising_strength
@@ -611,17 +631,18 @@ class Engine:
             region_mask = mask.sharp
             if regions:
                 region_mask = mask.sharp.crop(regions[0]).resize(size, Image.Resampling.LANCZOS)
-            drawn = pipe(
-                **{**sampling, "output_type": "pil"},
-                # the maps of the region "only masked" repaints, as the extension crops them
-                **controls.arguments("inpaint", *size, regions[0] if regions else None),
-                image=pictures,
-                mask_image=[region_mask] * len(pictures),
-                width=params.width,
-                height=params.height,
-                strength=strength,
-                callback_on_step_end=steps.callback("inpaint"),
-            ).images
+            with noised_with(pipe, noise):
+                drawn = pipe(
+                    **{**sampling, "output_type": "pil"},
+                    # the maps of the region "only masked" repaints, as the extension crops them
+                    **controls.arguments("inpaint", *size, regions[0] if regions else None),
+                    image=pictures,
+                    mask_image=[region_mask] * len(pictures),
+                    width=params.width,
+                    height=params.height,
+                    strength=strength,
+                    callback_on_step_end=steps.callback("inpaint"),
+                ).images
         if mask is None:
             return drawn
         # 3. the repainted area back over the original through the blurred mask

@@ -297,8 +297,6 @@ def check_pictures(params: GenerationParams) -> None:
         raise Refusal("init_images", f"at most {MAX_INIT_IMAGES} pictures")
     if params.mask and not params.init_images:
         raise Refusal("mask", "inpainting needs init_images, the picture to repaint")
-    if params.mask and params.subseed_strength > 0:
-        raise Refusal("subseed_strength", "variation seeds do not work with inpainting; use 0")
     for name, low, high in (
         ("resize_mode", 0, 3),
         ("mask_blur", 0, 64),

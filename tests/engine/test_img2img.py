@@ -235,7 +235,8 @@ def test_a_nine_channel_inpainting_checkpoint_inpaints_and_repaints_everything_w
     engine_config, tiny_model, tmp_path
 ):
     """An inpainting checkpoint (UNet with 9 input channels: latents, mask, masked picture) is
-    used as such: inpainting keeps the outside, img2img without a mask repaints everything."""
+    used as such: inpainting keeps the outside (a variation too), img2img without a mask
+    repaints everything."""
     import dataclasses
 
     from diffusers import DiffusionPipeline, UNet2DConditionModel
@@ -270,6 +271,13 @@ def test_a_nine_channel_inpainting_checkpoint_inpaints_and_repaints_everything_w
     )
     whole = run(inpainter, prompt="x", seed=3, init_images=[ref], denoising_strength=0.9)
     assert np.abs(pixels(whole.images[0])[:16] - before[:16]).mean() > 5
+    varied = run(
+        inpainter, prompt="x", seed=3, init_images=[ref], mask=mask_ref, mask_blur=0,
+        denoising_strength=0.9, inpaint_full_res=False, subseed=7, subseed_strength=0.5,
+    )  # fmt: skip
+    again = pixels(varied.images[0])
+    assert np.array_equal(again[:16], before[:16])
+    assert np.abs(again[24:40, 24:40] - out[24:40, 24:40]).mean() > 1  # a variation
 
 
 def test_variation_seeds_work_with_a_picture_as_with_txt2img(engine):
@@ -287,3 +295,42 @@ def test_variation_seeds_work_with_a_picture_as_with_txt2img(engine):
     assert batch.seeds == [12, 12] and batch.subseeds == [99, 100]
     assert np.abs(pixels(batch.images[0]) - pixels(varied.images[0])).max() <= 1
     assert "Variation seed strength: 0.6" in varied.infotexts[0]
+
+
+def test_variation_seeds_work_with_inpainting_and_keep_the_outside(engine):
+    """Inpainting starts from the seeds' own noise too: variation strength 0 is the plain
+    inpainting, a variation repaints the masked area differently, image i of a batch is the
+    single run with its own variation seed, and the outside stays the original's pixels."""
+    init = picture()
+    request = {
+        "prompt": "x", "init_images": [stored(engine, init)], "steps": 4, "mask_blur": 0,
+        "mask": stored(engine, mask_of((16, 16, 47, 47)), "RGBA"), "inpaint_full_res": False,
+    }  # fmt: skip
+    for strength in (0.7, 1.0):  # the picture noised, and pure noise
+        plain = run(engine, **request, denoising_strength=strength, seed=12)
+        unvaried = run(
+            engine, **request, denoising_strength=strength, seed=12, subseed=99,
+            subseed_strength=0.0,
+        )  # fmt: skip
+        varied = run(
+            engine, **request, denoising_strength=strength, seed=12, subseed=99,
+            subseed_strength=0.6,
+        )  # fmt: skip
+        assert np.array_equal(pixels(plain.images[0]), pixels(unvaried.images[0]))
+        inside = (slice(20, 44), slice(20, 44))
+        assert np.abs(pixels(varied.images[0])[inside] - pixels(plain.images[0])[inside]).mean() > 1
+        outside = np.ones((64, 64), bool)
+        outside[16:48, 16:48] = False
+        assert np.array_equal(pixels(varied.images[0])[outside], pixels(init)[outside])
+    batch = run(
+        engine, **request, denoising_strength=0.7, seed=12, subseed=98, subseed_strength=0.6,
+        batch_size=2,
+    )  # fmt: skip
+    assert batch.subseeds == [98, 99]
+    second = run(
+        engine, **request, denoising_strength=0.7, seed=12, subseed=99, subseed_strength=0.6
+    )
+    assert np.abs(pixels(batch.images[1]) - pixels(second.images[0])).max() <= 1
+    plain_batch = run(engine, **request, denoising_strength=0.7, seed=12, batch_size=2)
+    single = run(engine, **request, denoising_strength=0.7, seed=13)
+    assert np.abs(pixels(plain_batch.images[1]) - pixels(single.images[0])).max() <= 1
