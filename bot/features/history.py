@@ -12,7 +12,7 @@ from bot.i18n import lines, t
 from bot.replies import Button, Incoming, Keyboard, Press, Reply, rows
 from bot.status import progress_line
 from bot.store import CANCELLED, JobRecord
-from engine.service.client import EngineError, EngineRejected
+from engine.service.client import FINAL_STATES, EngineError, EngineRejected
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,12 @@ async def cancel(core: Core, message: Incoming, args: list[str]) -> None:
     cancelled = 0
     for record in core.store.active_jobs(message.user.id):
         try:
-            await core.engine.cancel(record.job_id)
-        except EngineError:  # it ended meanwhile: its follower delivers it
+            job = await core.engine.cancel(record.job_id)
+        except EngineError:
             log.info("job %s could not be cancelled", record.job_id, exc_info=True)
             continue
+        if job["state"] in FINAL_STATES and job["state"] != "cancelled":
+            continue  # it ended meanwhile: its follower delivers it, so it is not counted
         # Its follower still sees the engine's final event and closes its status message.
         record.state = CANCELLED
         core.store.save_job(record)

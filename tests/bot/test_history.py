@@ -27,7 +27,8 @@ async def test_queue_shows_the_job_as_text_not_as_escaped_markup(bot, telegram):
 
 
 async def test_a_cancelled_job_says_so_once_and_leaves_the_queue(bot, telegram):
-    telegram.send_text(USER, "达达骑士在雪地里送快递 --steps 50")
+    # a poster big enough to be still drawing when the cancel comes (an idle worker starts at once)
+    telegram.send_text(USER, "达达骑士在雪地里送快递，竖版 --steps 50")
     await telegram.wait_for(lambda: telegram.texts(USER))
     telegram.send_text(USER, "/cancel")
     await telegram.wait_for(lambda: any("已取消 1 个任务" in t for t in shown(telegram, USER)))
