@@ -42,13 +42,14 @@ async def test_private_request_gets_ack_progress_and_four_candidates(bot, telegr
     ack = telegram.sent("sendMessage", USER)[0]
     assert "触发词" in ack.params["text"] or "收到" in ack.params["text"]
     assert "排队" in ack.params["text"]
-    edits = [
-        c
-        for c in telegram.sent("editMessageText", USER)
-        if c.params["message_id"] == ack.result["message_id"]
-    ]
-    assert any("🎨" in c.params["text"] for c in edits)  # progress
-    assert "✅" in edits[-1].params["text"]  # done
+
+    def edits() -> list:
+        calls = telegram.sent("editMessageText", USER)
+        return [c for c in calls if c.params["message_id"] == ack.result["message_id"]]
+
+    # the status line says done after the pictures are out
+    await telegram.wait_for(lambda: "✅" in edits()[-1].params["text"])
+    assert any("🎨" in c.params["text"] for c in edits())  # progress
     pictures = album_pictures(album)
     assert len(pictures) == 4
     seeds = [png_info(png)["Seed"] for png, _ in pictures]
