@@ -96,6 +96,8 @@ async def test_a_job_saved_before_its_acknowledgement_gets_a_fresh_status_messag
     # 2. the restarted bot acknowledges it anew and edits that message, not message 0
     async with running(build_application(bot_config, TOKEN)):
         await telegram.wait_for(lambda: telegram.sent("sendMediaGroup", USER))
+        done = lambda: any("✅" in c.params["text"] for c in telegram.sent("editMessageText", USER))  # noqa: E731
+        await telegram.wait_for(done)  # the done line follows the pictures
     (status,) = [c for c in telegram.sent("sendMessage", USER) if "收到：骑士" in c.params["text"]]
     edits = telegram.sent("editMessageText", USER)
     assert edits and {c.params["message_id"] for c in edits} == {status.result["message_id"]}
