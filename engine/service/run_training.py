@@ -17,6 +17,7 @@ xyz: `engine.grid.render_xyz` on the worker's warm Engine; the grid PNG goes und
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -84,13 +85,11 @@ class TrainingCallbacks:
         if ended is not None:
             files = publish(self.worker, self.version(), ended)
             if self.worker.remote:  # shown by a service on another host: the files go there
+                share = functools.partial(share_outputs, self.worker.config, self.worker.worker_id)
                 curve = files["loss_curve"]
                 files = {
-                    "loss_curve": curve
-                    and share_outputs(self.worker.config, self.worker.worker_id, [curve])[0],
-                    "samples": share_outputs(
-                        self.worker.config, self.worker.worker_id, files["samples"]
-                    ),
+                    "loss_curve": curve and share([curve])[0],
+                    "samples": share(files["samples"]),
                 }
             self.published = {"saved_epoch": ended, **files}
         details = {"epoch": epoch, "loss": round(loss, 6), "eta_s": round(eta_s, 1)}
